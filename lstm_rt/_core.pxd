@@ -1,0 +1,37 @@
+# Declarations of the C kernels (lstm_rt/kernels/lrt_kernels.h); nothing else.
+from libc.stdint cimport int32_t
+
+cdef extern from "lrt_kernels.h" nogil:
+    enum: LRT_LANES
+    ctypedef struct lrt_act:
+        int kind
+        float alpha
+        float beta
+    enum: LRT_CELL_LSTM, LRT_CELL_GRU, LRT_CELL_RNN
+    ctypedef struct lrt_cell:
+        int kind
+        int I, H, Hr, nblk
+        int gates
+        const float *w
+        const float *bias
+        const float *r
+        const float *r_h
+        const float *bias_rh
+        const float *peep
+        const float *proj
+        int pblk
+        lrt_act act[3]
+        float clip
+        int input_forget
+        int linear_before_reset
+    const char *lrt_isa_name()
+    void lrt_init()
+    void lrt_gemm_panels(int M, int K, const float *A, int lda, const float *Wp, int nblk, int gw,
+                         const float *bias, float *C, int ldc, int ncols)
+    void lrt_activate(lrt_act act, float *x, int n)
+    size_t lrt_workspace_floats(const lrt_cell *cell, int T, int B)
+    void lrt_recurrent_sequence(const lrt_cell *cell, int T, int B, const float *x, int ldx,
+                                const int32_t *lens, int reverse, float *h, float *c,
+                                float *y, int ldy, float *ws)
+    void lrt_dense(int M, int F, int O, const float *x, int ldx, const float *Wp, int nblk,
+                   const float *bias, int act, float *y, int ldy)

@@ -1,0 +1,221 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Cython boundary of the C kernels: shapes, lifetimes, errors; the loops run without the GIL.
+
+Design:
+- A *Core object per layer holds borrowed pointers (lrt_cell structs) into packed weight
+  arrays that it keeps referenced; those arrays may be read-only views of an mmapped file.
+- Cores are immutable after construction, so one Model is safely shared by many threads.
+  Everything mutable (state, scratch) belongs to the caller: a Stream or one run() call.
+- Shapes are checked here, once per call, so the C kernels can trust every size.
+"""
+import numpy as np
+from libc.stdint cimport int32_t
+from libc.string cimport memset
+
+from lstm_rt._core cimport *
+
+lrt_init()
+
+_ACT_CODES = {"Sigmoid": 0, "Tanh": 1, "Relu": 2, "Affine": 3, "LeakyRelu": 4,
+              "ThresholdedRelu": 5, "ScaledTanh": 6, "HardSigmoid": 7, "Elu": 8,
+              "Softsign": 9, "Softplus": 10}
+_DENSE_CODES = {"linear": 0, "relu": 1, "tanh": 2, "sigmoid": 3, "softmax": 4}
+
+
+def cpu_isa():
+    """Name of the kernel implementation in use ("generic": portable C)."""
+    return lrt_isa_name().decode()
+
+
+cdef class Workspace:
+    """Grow-only float32 scratch for the kernels; one per Stream or run() call."""
+    cdef object _arr
+    cdef float *ptr
+    cdef size_t size
+
+    def __cinit__(self):
+        self._arr = None
+        self.ptr = NULL
+        self.size = 0
+
+    cdef float *need(self, size_t n) except NULL:
+        if n > self.size or self.ptr == NULL:
+            n = max(n, 16)
+            self._arr = np.empty(n, dtype=np.float32)
+            self.size = n
+            self.ptr = <float *> (<size_t> self._arr.ctypes.data)
+        return self.ptr
+
+
+cdef const float *_fptr(object arr, list keep) except? NULL:
+    """Pointer to a float32 C-contiguous array's data (kept alive by `keep`); NULL for None."""
+    if arr is None:
+        return NULL
+    if arr.dtype != np.float32 or not arr.flags.c_contiguous:
+        raise TypeError("packed weights must be C-contiguous float32")
+    keep.append(arr)
+    if arr.size == 0:
+        return NULL
+    cdef const float[::1] mv = arr.reshape(-1)
+    return &mv[0]
+
+
+cdef class RecurrentCore:
+    """One LSTM/GRU/RNN layer (all its directions) over packed weights."""
+    cdef lrt_cell cells[2]
+    cdef int reverse[2]
+    cdef readonly int num_directions, input_size, hidden_size, output_size
+    cdef readonly bint has_cell_state
+    cdef list _keep
+
+    def __init__(self, str kind, dict config, dict packed):
+        cdef int d, k
+        cdef lrt_cell *cl
+        self._keep = []
+        D = 2 if config["direction"] == "bidirectional" else 1
+        self.num_directions = D
+        self.input_size = config["input_size"]
+        self.hidden_size = config["hidden_size"]
+        self.has_cell_state = kind == "LSTM"
+        H = self.hidden_size
+        acts = config["activations"]
+        n_acts = {"LSTM": 3, "GRU": 2, "RNN": 1}[kind]
+        for d in range(D):
+            cl = &self.cells[d]
+            memset(cl, 0, sizeof(lrt_cell))
+            cl.kind = {"LSTM": LRT_CELL_LSTM, "GRU": LRT_CELL_GRU, "RNN": LRT_CELL_RNN}[kind]
+            cl.gates = {"LSTM": 4, "GRU": 3, "RNN": 1}[kind]
+            cl.I = self.input_size
+            cl.H = H
+            cl.nblk = (H + LRT_LANES - 1) // LRT_LANES
+            cl.w = _fptr(packed[f"{d}.w"], self._keep)
+            cl.bias = _fptr(packed[f"{d}.bias"], self._keep)
+            cl.r = _fptr(packed[f"{d}.r"], self._keep)
+            cl.r_h = _fptr(packed.get(f"{d}.r_h"), self._keep)
+            cl.bias_rh = _fptr(packed.get(f"{d}.bias_rh"), self._keep)
+            cl.peep = _fptr(packed.get(f"{d}.peep"), self._keep)
+            proj = packed.get(f"{d}.proj")
+            cl.proj = _fptr(proj, self._keep)
+            cl.Hr = H
+            if proj is not None:
+                cl.pblk = proj.shape[0]
+                cl.Hr = packed[f"{d}.r"].shape[1]
+            for k in range(n_acts):
+                name, alpha, beta = acts[d * n_acts + k]
+                cl.act[k].kind = _ACT_CODES[name]
+                cl.act[k].alpha = alpha
+                cl.act[k].beta = beta
+            cl.clip = config["clip"] if config.get("clip") is not None else 0.0
+            cl.input_forget = bool(config.get("input_forget", False))
+            cl.linear_before_reset = bool(config.get("linear_before_reset", False))
+            self.reverse[d] = 1 if (config["direction"] == "reverse" or d == 1) else 0
+        self.output_size = self.cells[0].Hr
+
+    def workspace_floats(self, int T, int B):
+        return max(lrt_workspace_floats(&self.cells[d], T, B) for d in range(self.num_directions))
+
+    def run(self, const float[:, :, ::1] x, object lens, float[:, :, ::1] h, object c,
+            object y, Workspace ws):
+        """Run every direction over x [T, B, I] (IN), updating h [D, B, Hr] and c [D, B, H]
+        (IN/OUT, c None for GRU/RNN) and writing y [T, B, D*Hr] (OUT, or None).
+        lens: int32 [B] (each <= T) or None."""
+        cdef int T = x.shape[0], B = x.shape[1], D = self.num_directions, Hr = self.output_size
+        cdef int d
+        cdef const int32_t[::1] lens_mv
+        cdef float[:, :, ::1] c_mv
+        cdef float[:, :, ::1] y_mv
+        cdef const int32_t *lens_p = NULL
+        cdef const float *x_p = NULL
+        cdef float *c_p = NULL
+        cdef float *y_p = NULL
+        cdef float *h_p
+        cdef float *ws_p
+        if x.shape[2] != self.input_size:
+            raise ValueError(f"expected {self.input_size} input features, got {x.shape[2]}")
+        if h.shape[0] != D or h.shape[1] != B or h.shape[2] != Hr:
+            raise ValueError(f"state h must be {(D, B, Hr)}, got {tuple(h.shape)[:3]}")
+        if self.has_cell_state:
+            c_mv = c
+            if c_mv.shape[0] != D or c_mv.shape[1] != B or c_mv.shape[2] != self.hidden_size:
+                raise ValueError(f"state c must be {(D, B, self.hidden_size)}, got {tuple(c_mv.shape)[:3]}")
+        if y is not None:
+            y_mv = y
+            if y_mv.shape[0] != T or y_mv.shape[1] != B or y_mv.shape[2] != D * Hr:
+                raise ValueError(f"y must be {(T, B, D * Hr)}, got {tuple(y_mv.shape)[:3]}")
+        if lens is not None:
+            lens_mv = lens
+            if lens_mv.shape[0] != B:
+                raise ValueError(f"lens must have {B} entries, got {lens_mv.shape[0]}")
+            if B > 0:
+                lens_p = &lens_mv[0]
+        if B == 0:
+            return
+        if T > 0:
+            x_p = &x[0, 0, 0]
+            if y is not None:
+                y_p = &y_mv[0, 0, 0]
+        ws_p = ws.need(self.workspace_floats(T, B))
+        for d in range(D):
+            h_p = &h[d, 0, 0]
+            c_p = &c_mv[d, 0, 0] if self.has_cell_state else NULL
+            with nogil:
+                lrt_recurrent_sequence(&self.cells[d], T, B, x_p, self.input_size, lens_p,
+                                       self.reverse[d], h_p, c_p,
+                                       (y_p + d * Hr) if y_p != NULL else NULL, D * Hr, ws_p)
+
+
+cdef class DenseCore:
+    """A Dense layer over packed weights: y [M, O] = act(x [M, F] @ W^T + b)."""
+    cdef const float *w
+    cdef const float *b
+    cdef int nblk, act
+    cdef readonly int in_features, out_features
+    cdef list _keep
+
+    def __init__(self, dict config, dict packed):
+        self._keep = []
+        self.in_features = config["in_features"]
+        self.out_features = config["out_features"]
+        self.nblk = (self.out_features + LRT_LANES - 1) // LRT_LANES
+        self.w = _fptr(packed["weight"], self._keep)
+        self.b = _fptr(packed.get("bias"), self._keep)
+        self.act = _DENSE_CODES[config["activation"]]
+
+    def run(self, const float[:, ::1] x, float[:, ::1] y):
+        cdef int M = x.shape[0]
+        if x.shape[1] != self.in_features:
+            raise ValueError(f"expected {self.in_features} input features, got {x.shape[1]}")
+        if y.shape[0] != M or y.shape[1] != self.out_features:
+            raise ValueError(f"y must be {(M, self.out_features)}, got {tuple(y.shape)[:2]}")
+        if M == 0:
+            return
+        with nogil:
+            lrt_dense(M, self.in_features, self.out_features, &x[0, 0], self.in_features,
+                      self.w, self.nblk, self.b, self.act, &y[0, 0], self.out_features)
+
+
+def _gemm_panels(const float[:, ::1] a, packed, int gates, int ncols):
+    """Test hook: a [M, K] @ unpacked(packed)^T -> [M, ncols] via lrt_gemm_panels."""
+    cdef list keep = []
+    cdef const float *wp = _fptr(packed, keep)
+    cdef int M = a.shape[0], K = a.shape[1], nblk = packed.shape[0]
+    out = np.zeros((M, ncols), np.float32)
+    cdef float[:, ::1] o = out
+    if M and ncols:
+        with nogil:
+            lrt_gemm_panels(M, K, &a[0, 0], K, wp, nblk, gates * LRT_LANES, NULL, &o[0, 0], ncols, ncols)
+    return out
+
+
+def _activate(str name, float alpha, float beta, const float[::1] x):
+    """Test hook: one ONNX activation over x via lrt_activate."""
+    cdef lrt_act act
+    act.kind = _ACT_CODES[name]
+    act.alpha = alpha
+    act.beta = beta
+    out = np.array(x, dtype=np.float32)
+    cdef float[::1] o = out
+    if o.shape[0]:
+        with nogil:
+            lrt_activate(act, &o[0], o.shape[0])
+    return out

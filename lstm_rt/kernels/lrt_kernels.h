@@ -1,0 +1,87 @@
+/* lstm_rt C kernels: packed-panel matrix products, activations, recurrent cells.
+ *
+ * Design:
+ * - Weights arrive packed once, at conversion time, in "panels": a matrix M [G*H, K]
+ *   holding G gates of H units becomes [nblk][K][G][8] with nblk = ceil(H/8). One pass
+ *   over k then yields an 8-unit block of every gate, so a cell's nonlinearity runs on
+ *   values still hot in cache, and a SIMD kernel loads each weight exactly once.
+ *   Gate-blocked vectors (biases, pre-activations) use the matching [nblk][G][8] order:
+ *   unit u of gate g lives at (u / 8) * G * 8 + g * 8 + u % 8. For G = 1 that is simply
+ *   the unit index, padded to a multiple of 8.
+ * - Kernels never allocate; callers hand in a workspace sized by lrt_workspace_floats.
+ * - Every function here is safe to call without the GIL: no Python, no globals written
+ *   after lrt_init().
+ */
+#ifndef LRT_KERNELS_H
+#define LRT_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define LRT_LANES 8
+
+/* Activation kinds: the ONNX recurrent-operator activation functions. */
+enum {
+    LRT_SIGMOID = 0, LRT_TANH, LRT_RELU, LRT_AFFINE, LRT_LEAKYRELU, LRT_THRESHOLDEDRELU,
+    LRT_SCALEDTANH, LRT_HARDSIGMOID, LRT_ELU, LRT_SOFTSIGN, LRT_SOFTPLUS
+};
+
+typedef struct { int kind; float alpha, beta; } lrt_act;
+
+/* Recurrent cell kinds. */
+enum { LRT_CELL_LSTM = 0, LRT_CELL_GRU = 1, LRT_CELL_RNN = 2 };
+
+/* One direction of one recurrent layer: borrowed pointers into packed weights that the
+ * Python objects own. Sizes: I inputs, H units, Hr = size of h (projection or H). */
+typedef struct {
+    int kind;
+    int I, H, Hr, nblk;      /* nblk = ceil(H / 8) */
+    int gates;               /* 4 (LSTM), 3 (GRU), 1 (RNN) */
+    const float *w;          /* [nblk][I][gates*8]                                        */
+    const float *bias;       /* [nblk*gates*8]: Wb + Rb (GRU with lbr: Wb+Rb for z, r; Wb for h) */
+    const float *r;          /* LSTM/RNN/GRU-lbr: [nblk][Hr][gates*8]; GRU no lbr: [nblk][H][16] (z, r) */
+    const float *r_h;        /* GRU without lbr: [nblk][H][8], applied to r * h; else NULL */
+    const float *bias_rh;    /* GRU with lbr: bias added to R h, [nblk*24] (zero for z, r; Rb_h for h); else NULL */
+    const float *peep;       /* LSTM: [3][H] peepholes i, o, f; or NULL */
+    const float *proj;       /* LSTM: [pblk][H][8] output projection; or NULL */
+    int pblk;                /* ceil(Hr / 8) when proj */
+    lrt_act act[3];          /* LSTM f, g, h; GRU f, g; RNN f */
+    float clip;              /* <= 0: no clipping */
+    int input_forget;        /* LSTM: f = 1 - i */
+    int linear_before_reset; /* GRU */
+} lrt_cell;
+
+/* Which implementation lrt_init picked: "generic" (portable C) for now. */
+const char *lrt_isa_name(void);
+void lrt_init(void);
+
+/* C[m, j] = bias[j] + sum_k A[m, k] * panel(Wp)[k, j] for m < M and j < ncols, where the
+ * panel matrix has nblk * gw columns (gw = gates * 8). bias may be NULL (zero). */
+void lrt_gemm_panels(int M, int K, const float *A, int lda, const float *Wp, int nblk, int gw,
+                     const float *bias, float *C, int ldc, int ncols);
+
+/* In-place activation of n values. */
+void lrt_activate(lrt_act act, float *x, int n);
+
+/* Floats of workspace lrt_recurrent_sequence needs for T steps of B rows. */
+size_t lrt_workspace_floats(const lrt_cell *cell, int T, int B);
+
+/* Run one direction over a sequence.
+ *   x      [T][B] rows of I floats, row (t, b) at x + (t*B + b) * ldx
+ *   lens   [B] valid lengths (each <= T) or NULL (all T): steps past a length are skipped,
+ *          their y rows zeroed; a length-0 row ends with h = c = 0 (onnxruntime's choice)
+ *   reverse  walk each sequence from its last valid step to its first
+ *   h      [B][Hr] initial state in, final state out;  c [B][H] likewise (LSTM; else NULL)
+ *   y      row (t, b) at y + (t*B + b) * ldy receives h_t (Hr floats); may be NULL
+ *   ws     lrt_workspace_floats(cell, T, B) floats */
+void lrt_recurrent_sequence(const lrt_cell *cell, int T, int B, const float *x, int ldx,
+                            const int32_t *lens, int reverse, float *h, float *c,
+                            float *y, int ldy, float *ws);
+
+/* y[m, :O] = act(x[m] @ W^T + bias), W packed as panels [nblk][F][8]; act is one of
+ * LRT_DENSE_*. */
+enum { LRT_DENSE_LINEAR = 0, LRT_DENSE_RELU, LRT_DENSE_TANH, LRT_DENSE_SIGMOID, LRT_DENSE_SOFTMAX };
+void lrt_dense(int M, int F, int O, const float *x, int ldx, const float *Wp, int nblk,
+               const float *bias, int act, float *y, int ldy);
+
+#endif

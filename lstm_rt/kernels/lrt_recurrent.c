@@ -1,0 +1,193 @@
+/* Recurrent layers over a sequence: one gemm for the input projection of every step,
+ * then per step one gemm for R h and the cell's elementwise math. Portable C. */
+#include <math.h>
+#include <string.h>
+#include "lrt_kernels.h"
+
+static inline int imax(int a, int b) { return a > b ? a : b; }
+
+/* Offsets of the pieces of the workspace, in floats. */
+typedef struct { size_t xproj, pre, hc, hnew, zbuf, hn, tmp, total; int hs; } ws_layout;
+
+static ws_layout layout_of(const lrt_cell *cell, int T, int B)
+{
+    ws_layout L;
+    size_t Hp = (size_t)cell->nblk * LRT_LANES, G8 = (size_t)cell->gates * LRT_LANES;
+    L.hs = imax((int)Hp, cell->proj ? cell->pblk * LRT_LANES : 0);
+    L.xproj = 0;
+    L.pre = L.xproj + (size_t)T * B * cell->nblk * G8;
+    L.hc = L.pre + (size_t)B * cell->nblk * G8;
+    L.hnew = L.hc + (size_t)B * Hp;
+    L.zbuf = L.hnew + (size_t)B * L.hs;
+    L.hn = L.zbuf + (size_t)B * Hp;
+    L.tmp = L.hn + (size_t)B * Hp;
+    L.total = L.tmp + 5 * Hp;
+    return L;
+}
+
+size_t lrt_workspace_floats(const lrt_cell *cell, int T, int B) { return layout_of(cell, T, B).total; }
+
+static inline void clip_n(float *x, int n, float clip)
+{
+    if (clip <= 0.0f) return;
+    for (int i = 0; i < n; i++) x[i] = x[i] > clip ? clip : (x[i] < -clip ? -clip : x[i]);
+}
+
+/* Gather gate g of a gate-blocked row (xp + pr) into a plain vector of H values. */
+static inline void gather_gate(const float *xp, const float *pr, int gates, int g, int H, float *out)
+{
+    for (int u = 0; u < H; u++) {
+        size_t o = (size_t)(u >> 3) * gates * LRT_LANES + g * LRT_LANES + (u & 7);
+        out[u] = xp[o] + (pr ? pr[o] : 0.0f);
+    }
+}
+
+/* LSTM: c and hc (= o * h(c)) of one row. tmp holds 4 * Hp floats. */
+static void lstm_row(const lrt_cell *cl, const float *xp, const float *pr, float *c, float *hc, float *tmp)
+{
+    int H = cl->H, Hp = cl->nblk * LRT_LANES;
+    float *gi = tmp, *gf = tmp + Hp, *gc = tmp + 2 * Hp, *go = tmp + 3 * Hp;
+    const float *pi = cl->peep, *po = cl->peep ? cl->peep + H : NULL, *pf = cl->peep ? cl->peep + 2 * H : NULL;
+    gather_gate(xp, pr, 4, 0, H, gi);
+    gather_gate(xp, pr, 4, 1, H, go);
+    gather_gate(xp, pr, 4, 2, H, gf);
+    gather_gate(xp, pr, 4, 3, H, gc);
+    if (pi) for (int u = 0; u < H; u++) { gi[u] += pi[u] * c[u]; gf[u] += pf[u] * c[u]; }
+    clip_n(gi, H, cl->clip); clip_n(gf, H, cl->clip); clip_n(gc, H, cl->clip);
+    lrt_activate(cl->act[0], gi, H);
+    if (cl->input_forget) for (int u = 0; u < H; u++) gf[u] = 1.0f - gi[u];
+    else lrt_activate(cl->act[0], gf, H);
+    lrt_activate(cl->act[1], gc, H);
+    for (int u = 0; u < H; u++) c[u] = gf[u] * c[u] + gi[u] * gc[u];
+    if (po) for (int u = 0; u < H; u++) go[u] += po[u] * c[u];  /* the new cell state */
+    clip_n(go, H, cl->clip);
+    lrt_activate(cl->act[0], go, H);
+    memcpy(hc, c, (size_t)H * sizeof(float));
+    lrt_activate(cl->act[2], hc, H);
+    for (int u = 0; u < H; u++) hc[u] *= go[u];
+}
+
+/* GRU: z (into zbuf) and r; with linear_before_reset also the candidate and the new h. */
+static void gru_row_a(const lrt_cell *cl, const float *xp, const float *pr, const float *h,
+                      float *z, float *rh, float *hnew, float *tmp)
+{
+    int H = cl->H, Hp = cl->nblk * LRT_LANES;
+    float *r = tmp, *n = tmp + Hp;
+    if (cl->linear_before_reset) {
+        gather_gate(xp, pr, 3, 0, H, z);
+        gather_gate(xp, pr, 3, 1, H, r);
+        clip_n(z, H, cl->clip); clip_n(r, H, cl->clip);
+        lrt_activate(cl->act[0], z, H);
+        lrt_activate(cl->act[0], r, H);
+        for (int u = 0; u < H; u++) {
+            size_t o = (size_t)(u >> 3) * 24 + 16 + (u & 7);
+            n[u] = xp[o] + r[u] * pr[o];
+        }
+        clip_n(n, H, cl->clip);
+        lrt_activate(cl->act[1], n, H);
+        for (int u = 0; u < H; u++) hnew[u] = (1.0f - z[u]) * n[u] + z[u] * h[u];
+    } else {
+        /* pr is R_zr h, gate-blocked with 2 gates; xp has 3 */
+        for (int u = 0; u < H; u++) {
+            size_t ox = (size_t)(u >> 3) * 24 + (u & 7), oh = (size_t)(u >> 3) * 16 + (u & 7);
+            z[u] = xp[ox] + pr[oh];
+            r[u] = xp[ox + 8] + pr[oh + 8];
+        }
+        clip_n(z, H, cl->clip); clip_n(r, H, cl->clip);
+        lrt_activate(cl->act[0], z, H);
+        lrt_activate(cl->act[0], r, H);
+        for (int u = 0; u < H; u++) rh[u] = r[u] * h[u];
+    }
+}
+
+/* GRU without linear_before_reset, after hn = R_h (r * h). */
+static void gru_row_b(const lrt_cell *cl, const float *xp, const float *hn, const float *z,
+                      const float *h, float *hnew, float *tmp)
+{
+    int H = cl->H;
+    float *n = tmp;
+    for (int u = 0; u < H; u++) n[u] = xp[(size_t)(u >> 3) * 24 + 16 + (u & 7)] + hn[u];
+    clip_n(n, H, cl->clip);
+    lrt_activate(cl->act[1], n, H);
+    for (int u = 0; u < H; u++) hnew[u] = (1.0f - z[u]) * n[u] + z[u] * h[u];
+}
+
+static void rnn_row(const lrt_cell *cl, const float *xp, const float *pr, float *hnew)
+{
+    int H = cl->H;
+    for (int u = 0; u < H; u++) hnew[u] = xp[u] + pr[u];
+    clip_n(hnew, H, cl->clip);
+    lrt_activate(cl->act[0], hnew, H);
+}
+
+void lrt_recurrent_sequence(const lrt_cell *cl, int T, int B, const float *x, int ldx,
+                            const int32_t *lens, int reverse, float *h, float *c,
+                            float *y, int ldy, float *ws)
+{
+    ws_layout L = layout_of(cl, T, B);
+    int H = cl->H, Hr = cl->Hr, Hp = cl->nblk * LRT_LANES, G8 = cl->gates * LRT_LANES;
+    int width = cl->nblk * G8;           /* floats per gate-blocked row */
+    float *xproj = ws + L.xproj, *pre = ws + L.pre, *hc = ws + L.hc, *hnew = ws + L.hnew;
+    float *zbuf = ws + L.zbuf, *hn = ws + L.hn, *tmp = ws + L.tmp;
+    int steps = T;
+
+    if (lens) {
+        steps = 0;
+        for (int b = 0; b < B; b++) steps = imax(steps, lens[b]);
+        if (y)  /* outputs past a sequence's length are zero */
+            for (int b = 0; b < B; b++)
+                for (int t = lens[b]; t < T; t++)
+                    memset(y + ((size_t)t * B + b) * ldy, 0, (size_t)Hr * sizeof(float));
+    }
+    /* The input projection of every step at once: W x + biases. */
+    lrt_gemm_panels(T * B, cl->I, x, ldx, cl->w, cl->nblk, G8, cl->bias, xproj, width, width);
+
+    int gru_split = cl->kind == LRT_CELL_GRU && !cl->linear_before_reset;
+    for (int s = 0; s < steps; s++) {
+        /* R h for every row (rows past their length compute too; their result is dropped) */
+        if (gru_split)
+            lrt_gemm_panels(B, H, h, Hr, cl->r, cl->nblk, 16, NULL, pre, width, cl->nblk * 16);
+        else
+            lrt_gemm_panels(B, Hr, h, Hr, cl->r, cl->nblk, G8, cl->bias_rh, pre, width, width);
+
+        for (int b = 0; b < B; b++) {
+            int len = lens ? lens[b] : T;
+            if (s >= len) { if (gru_split) memset(hc + (size_t)b * Hp, 0, (size_t)H * sizeof(float)); continue; }
+            int t = reverse ? len - 1 - s : s;
+            const float *xp = xproj + ((size_t)t * B + b) * width, *pr = pre + (size_t)b * width;
+            float *hb = h + (size_t)b * Hr, *hnb = hnew + (size_t)b * L.hs;
+            switch (cl->kind) {
+            case LRT_CELL_LSTM:
+                lstm_row(cl, xp, pr, c + (size_t)b * H, cl->proj ? hc + (size_t)b * Hp : hnb, tmp);
+                break;
+            case LRT_CELL_GRU:
+                gru_row_a(cl, xp, pr, hb, zbuf + (size_t)b * Hp, hc + (size_t)b * Hp, hnb, tmp);
+                break;
+            default:
+                rnn_row(cl, xp, pr, hnb);
+            }
+        }
+        if (gru_split)
+            lrt_gemm_panels(B, H, hc, Hp, cl->r_h, cl->nblk, 8, NULL, hn, Hp, Hp);
+        if (cl->kind == LRT_CELL_LSTM && cl->proj)
+            lrt_gemm_panels(B, H, hc, Hp, cl->proj, cl->pblk, 8, NULL, hnew, L.hs, Hr);
+
+        for (int b = 0; b < B; b++) {
+            int len = lens ? lens[b] : T;
+            if (s >= len) continue;
+            int t = reverse ? len - 1 - s : s;
+            float *hb = h + (size_t)b * Hr, *hnb = hnew + (size_t)b * L.hs;
+            if (gru_split)
+                gru_row_b(cl, xproj + ((size_t)t * B + b) * width, hn + (size_t)b * Hp,
+                          zbuf + (size_t)b * Hp, hb, hnb, tmp);
+            memcpy(hb, hnb, (size_t)Hr * sizeof(float));
+            if (y) memcpy(y + ((size_t)t * B + b) * ldy, hnb, (size_t)Hr * sizeof(float));
+        }
+    }
+    if (lens)
+        for (int b = 0; b < B; b++)
+            if (lens[b] == 0) {
+                memset(h + (size_t)b * Hr, 0, (size_t)Hr * sizeof(float));
+                if (c) memset(c + (size_t)b * H, 0, (size_t)H * sizeof(float));
+            }
+}

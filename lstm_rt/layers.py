@@ -1,0 +1,370 @@
+"""Layer specs: what each layer computes, its attributes and its weights.
+
+Weights are held in ONE canonical layout, the ONNX operator layout, whatever the
+source framework was (converters permute into it):
+
+    LSTM   w [D, 4H, I]   r [D, 4H, Hr]  b [D, 8H]  (Wb then Rb)  p [D, 3H]  proj [D, Hr, H]
+           gate order i, o, f, c; peepholes i, o, f; Hr = proj_size or H
+    GRU    w [D, 3H, I]   r [D, 3H, H]   b [D, 6H]  gate order z, r, h
+    RNN    w [D, H, I]    r [D, H, H]    b [D, 2H]
+    Embedding  weight [V, E]        Dense  weight [O, F] (out, in), bias [O]
+
+D is 1 (forward or reverse) or 2 (bidirectional). Every spec validates itself
+when built, so a bad shape or attribute fails at conversion, not mid-run.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from .errors import ShapeError, UnsupportedError
+
+# ---------------------------------------------------------------- activations
+
+
+class Activation(NamedTuple):
+    """One activation function of a recurrent cell, with its ONNX alpha/beta."""
+    name: str
+    alpha: float = 0.0
+    beta: float = 0.0
+
+
+#: ONNX activation names -> (kernel code, uses alpha, uses beta, default alpha, default beta).
+#: Defaults are those of the ONNX operators of the same name (LeakyRelu 0.01,
+#: ThresholdedRelu 1.0, HardSigmoid 0.2/0.5, Elu 1.0) and of the former ONNX
+#: experimental ops (Affine 1.0/0.0, ScaledTanh 1.0/1.0).
+ACTIVATIONS = {
+    "Sigmoid":         (0, False, False, 0.0, 0.0),
+    "Tanh":            (1, False, False, 0.0, 0.0),
+    "Relu":            (2, False, False, 0.0, 0.0),
+    "Affine":          (3, True, True, 1.0, 0.0),
+    "LeakyRelu":       (4, True, False, 0.01, 0.0),
+    "ThresholdedRelu": (5, True, False, 1.0, 0.0),
+    "ScaledTanh":      (6, True, True, 1.0, 1.0),
+    "HardSigmoid":     (7, True, True, 0.2, 0.5),
+    "Elu":             (8, True, False, 1.0, 0.0),
+    "Softsign":        (9, False, False, 0.0, 0.0),
+    "Softplus":        (10, False, False, 0.0, 0.0),
+}
+_ACT_BY_LOWER = {k.lower(): k for k in ACTIVATIONS}
+
+
+def activation(name: str, alpha: float | None = None, beta: float | None = None) -> Activation:
+    """An Activation by (case-insensitive) ONNX name; missing alpha/beta take the defaults."""
+    canon = _ACT_BY_LOWER.get(str(name).lower())
+    if canon is None:
+        raise UnsupportedError(
+            f"activation {name!r} is not supported; expected one of {', '.join(ACTIVATIONS)}")
+    _, _, _, da, db = ACTIVATIONS[canon]
+    return Activation(canon, float(da if alpha is None else alpha), float(db if beta is None else beta))
+
+
+def activations_from_onnx(names, alphas=(), betas=()) -> list[Activation]:
+    """Resolve an ONNX `activations` list, consuming `activation_alpha`/`activation_beta`
+    in order, one value per activation that uses it (as the ONNX spec describes)."""
+    alphas, betas = list(alphas or ()), list(betas or ())
+    out = []
+    for name in names:
+        canon = activation(name).name
+        _, use_a, use_b, _, _ = ACTIVATIONS[canon]
+        a = alphas.pop(0) if use_a and alphas else None
+        b = betas.pop(0) if use_b and betas else None
+        out.append(activation(canon, a, b))
+    return out
+
+
+DIRECTIONS = ("forward", "reverse", "bidirectional")
+
+# ------------------------------------------------------------------- helpers
+
+
+def _as_f32(name: str, owner: str, arr, shape: tuple[int, ...]) -> np.ndarray:
+    """Validate a weight tensor: float dtype, exact shape, finite; returned as float32 C array."""
+    a = np.asarray(arr)
+    if a.dtype.kind != "f":
+        raise ShapeError(f"{owner}: weight {name!r} must be floating point, got dtype {a.dtype}")
+    if a.shape != tuple(shape):
+        raise ShapeError(f"{owner}: weight {name!r} must have shape {tuple(shape)}, got {a.shape}")
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    if not np.isfinite(a).all():
+        raise ShapeError(f"{owner}: weight {name!r} contains NaN or inf")
+    return a
+
+
+def _positive_int(owner: str, what: str, v) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or int(v) <= 0:
+        raise ShapeError(f"{owner}: {what} must be a positive integer, got {v!r}")
+    return int(v)
+
+
+class Layer:
+    """Base of every layer spec. `name` is the source model's name for the layer."""
+    kind = "layer"
+    recurrent = False
+    # canonical weight names of this layer kind, in file order
+    weight_names: tuple[str, ...] = ()
+
+    def __init__(self, name: str):
+        self.name = str(name)
+
+    def config(self) -> dict:
+        """JSON-able attributes (no weights)."""
+        raise NotImplementedError
+
+    def weights(self) -> dict[str, np.ndarray]:
+        """Canonical float32 weights by name (absent optional weights omitted)."""
+        return {k: getattr(self, k) for k in self.weight_names if getattr(self, k) is not None}
+
+    def __repr__(self):
+        cfg = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "name")
+        return f"{type(self).__name__}({self.name!r}, {cfg})"
+
+
+# ----------------------------------------------------------------- recurrent
+
+
+class RecurrentLayer(Layer):
+    """Shared attributes of LSTM, GRU and RNN (ONNX semantics)."""
+    recurrent = True
+    n_gates = 1
+    n_acts = 1
+    default_acts: tuple[str, ...] = ("Tanh",)
+
+    def _init_common(self, name, input_size, hidden_size, direction, activations, clip):
+        self.name = str(name)
+        owner = f"{self.kind} {name!r}"
+        self.input_size = _positive_int(owner, "input_size", input_size)
+        self.hidden_size = _positive_int(owner, "hidden_size", hidden_size)
+        if direction not in DIRECTIONS:
+            raise ShapeError(f"{owner}: direction must be one of {DIRECTIONS}, got {direction!r}")
+        self.direction = direction
+        D = self.num_directions
+        if activations is None:
+            activations = [activation(a) for a in self.default_acts] * D
+        acts = [a if isinstance(a, Activation) else
+                activation(*a) if isinstance(a, (tuple, list)) else activation(a)
+                for a in activations]
+        if len(acts) == self.n_acts and D == 2:
+            acts = acts * 2  # one set given: both directions use it
+        if len(acts) != self.n_acts * D:
+            raise ShapeError(f"{owner}: expected {self.n_acts * D} activations "
+                             f"({self.n_acts} per direction), got {len(acts)}")
+        self.activations = [activation(a.name, a.alpha, a.beta) for a in acts]
+        if clip is not None:
+            clip = float(clip)
+            if not clip > 0 or math.isinf(clip):
+                raise ShapeError(f"{owner}: clip must be a positive finite number, got {clip!r}")
+        self.clip = clip
+        return owner
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.direction == "bidirectional" else 1
+
+    @property
+    def output_size(self) -> int:
+        """Size of h (the projection size for a projected LSTM)."""
+        return self.hidden_size
+
+    @property
+    def has_cell_state(self) -> bool:
+        return False
+
+    def _common_config(self) -> dict:
+        return {"name": self.name, "input_size": self.input_size, "hidden_size": self.hidden_size,
+                "direction": self.direction, "clip": self.clip,
+                "activations": [list(a) for a in self.activations]}
+
+    def direction_activations(self, d: int) -> list[Activation]:
+        return self.activations[d * self.n_acts:(d + 1) * self.n_acts]
+
+
+class LSTM(RecurrentLayer):
+    """ONNX LSTM (gates i, o, f, c), plus peepholes, coupled input-forget and a
+    PyTorch-style output projection h = proj @ (o * h(c)).
+
+    Activations per direction: f (gates, default Sigmoid), g (cell input, Tanh), h (output, Tanh).
+    """
+    kind = "LSTM"
+    n_gates = 4
+    n_acts = 3
+    default_acts = ("Sigmoid", "Tanh", "Tanh")
+    weight_names = ("w", "r", "b", "p", "proj")
+
+    def __init__(self, name, w, r, b=None, p=None, proj=None, *, direction="forward",
+                 activations=None, clip=None, input_forget=False, hidden_size=None):
+        w = np.asarray(w)
+        if w.ndim != 3:
+            raise ShapeError(f"LSTM {name!r}: w must be [D, 4H, I], got shape {w.shape}")
+        H = hidden_size if hidden_size is not None else w.shape[1] // 4
+        owner = self._init_common(name, w.shape[2], H, direction, activations, clip)
+        D, H, I = self.num_directions, self.hidden_size, self.input_size
+        Hr = H
+        if proj is not None:
+            proj = np.asarray(proj)
+            if proj.ndim != 3:
+                raise ShapeError(f"{owner}: proj must be [D, P, H], got shape {proj.shape}")
+            Hr = proj.shape[1]
+            self.proj = _as_f32("proj", owner, proj, (D, Hr, H))
+        else:
+            self.proj = None
+        self.w = _as_f32("w", owner, w, (D, 4 * H, I))
+        self.r = _as_f32("r", owner, r, (D, 4 * H, Hr))
+        self.b = _as_f32("b", owner, b, (D, 8 * H)) if b is not None else None
+        self.p = _as_f32("p", owner, p, (D, 3 * H)) if p is not None else None
+        self.input_forget = bool(input_forget)
+
+    @property
+    def output_size(self) -> int:
+        return self.proj.shape[1] if self.proj is not None else self.hidden_size
+
+    @property
+    def has_cell_state(self) -> bool:
+        return True
+
+    def config(self):
+        return {**self._common_config(), "input_forget": self.input_forget,
+                "proj_size": self.proj.shape[1] if self.proj is not None else None}
+
+
+class GRU(RecurrentLayer):
+    """ONNX GRU (gates z, r, h). linear_before_reset=True applies r after R_h h (PyTorch,
+    Keras reset_after=True); False applies it to h before R_h (the original GRU).
+
+    Activations per direction: f (z and r, default Sigmoid), g (candidate, Tanh).
+    """
+    kind = "GRU"
+    n_gates = 3
+    n_acts = 2
+    default_acts = ("Sigmoid", "Tanh")
+    weight_names = ("w", "r", "b")
+
+    def __init__(self, name, w, r, b=None, *, direction="forward", activations=None,
+                 clip=None, linear_before_reset=False, hidden_size=None):
+        w = np.asarray(w)
+        if w.ndim != 3:
+            raise ShapeError(f"GRU {name!r}: w must be [D, 3H, I], got shape {w.shape}")
+        H = hidden_size if hidden_size is not None else w.shape[1] // 3
+        owner = self._init_common(name, w.shape[2], H, direction, activations, clip)
+        D, H, I = self.num_directions, self.hidden_size, self.input_size
+        self.w = _as_f32("w", owner, w, (D, 3 * H, I))
+        self.r = _as_f32("r", owner, r, (D, 3 * H, H))
+        self.b = _as_f32("b", owner, b, (D, 6 * H)) if b is not None else None
+        self.linear_before_reset = bool(linear_before_reset)
+
+    def config(self):
+        return {**self._common_config(), "linear_before_reset": self.linear_before_reset}
+
+
+class RNN(RecurrentLayer):
+    """ONNX RNN: h = f(W x + R h + Wb + Rb), f default Tanh."""
+    kind = "RNN"
+    n_gates = 1
+    n_acts = 1
+    default_acts = ("Tanh",)
+    weight_names = ("w", "r", "b")
+
+    def __init__(self, name, w, r, b=None, *, direction="forward", activations=None,
+                 clip=None, hidden_size=None):
+        w = np.asarray(w)
+        if w.ndim != 3:
+            raise ShapeError(f"RNN {name!r}: w must be [D, H, I], got shape {w.shape}")
+        H = hidden_size if hidden_size is not None else w.shape[1]
+        owner = self._init_common(name, w.shape[2], H, direction, activations, clip)
+        D, H, I = self.num_directions, self.hidden_size, self.input_size
+        self.w = _as_f32("w", owner, w, (D, H, I))
+        self.r = _as_f32("r", owner, r, (D, H, H))
+        self.b = _as_f32("b", owner, b, (D, 2 * H)) if b is not None else None
+
+    def config(self):
+        return self._common_config()
+
+
+# -------------------------------------------------------------- feed-forward
+
+
+class Embedding(Layer):
+    """Token ids [..] (int) -> vectors [.., E]: row lookup in weight [V, E]."""
+    kind = "Embedding"
+    weight_names = ("weight",)
+
+    def __init__(self, name, weight):
+        super().__init__(name)
+        weight = np.asarray(weight)
+        if weight.ndim != 2 or 0 in weight.shape:
+            raise ShapeError(f"Embedding {name!r}: weight must be a non-empty [V, E] matrix, "
+                             f"got shape {weight.shape}")
+        self.weight = _as_f32("weight", f"Embedding {name!r}", weight, weight.shape)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.weight.shape[0]
+
+    @property
+    def output_size(self) -> int:
+        return self.weight.shape[1]
+
+    def config(self):
+        return {"name": self.name, "vocab_size": self.vocab_size, "embedding_size": self.output_size}
+
+
+DENSE_ACTIVATIONS = ("linear", "relu", "tanh", "sigmoid", "softmax")
+
+
+class Dense(Layer):
+    """y = act(x @ weight.T + bias) over the last axis; weight [O, F], bias [O]."""
+    kind = "Dense"
+    weight_names = ("weight", "bias")
+
+    def __init__(self, name, weight, bias=None, *, activation="linear"):
+        super().__init__(name)
+        owner = f"Dense {name!r}"
+        weight = np.asarray(weight)
+        if weight.ndim != 2 or 0 in weight.shape:
+            raise ShapeError(f"{owner}: weight must be a non-empty [out, in] matrix, got shape {weight.shape}")
+        self.weight = _as_f32("weight", owner, weight, weight.shape)
+        self.bias = _as_f32("bias", owner, bias, (weight.shape[0],)) if bias is not None else None
+        if activation not in DENSE_ACTIVATIONS:
+            raise UnsupportedError(f"{owner}: activation {activation!r} is not supported; "
+                                   f"expected one of {DENSE_ACTIVATIONS}")
+        self.activation = activation
+
+    @property
+    def input_size(self) -> int:
+        return self.weight.shape[1]
+
+    @property
+    def output_size(self) -> int:
+        return self.weight.shape[0]
+
+    def config(self):
+        return {"name": self.name, "in_features": self.input_size,
+                "out_features": self.output_size, "activation": self.activation}
+
+
+LAYER_KINDS = {cls.kind: cls for cls in (LSTM, GRU, RNN, Embedding, Dense)}
+
+
+def layer_from_config(kind: str, config: dict, weights: dict[str, np.ndarray]) -> Layer:
+    """Rebuild a layer spec from `config()` and `weights()` (the model file's content)."""
+    cls = LAYER_KINDS.get(kind)
+    if cls is None:
+        raise UnsupportedError(f"unknown layer kind {kind!r}")
+    cfg = dict(config)
+    name = cfg.pop("name")
+    if cls is Embedding:
+        return Embedding(name, weights["weight"])
+    if cls is Dense:
+        return Dense(name, weights["weight"], weights.get("bias"), activation=cfg["activation"])
+    kw = {"direction": cfg["direction"], "clip": cfg["clip"],
+          "activations": [Activation(*a) for a in cfg["activations"]],
+          "hidden_size": cfg["hidden_size"]}
+    if cls is LSTM:
+        return LSTM(name, weights["w"], weights["r"], weights.get("b"), weights.get("p"),
+                    weights.get("proj"), input_forget=cfg["input_forget"], **kw)
+    if cls is GRU:
+        return GRU(name, weights["w"], weights["r"], weights.get("b"),
+                   linear_before_reset=cfg["linear_before_reset"], **kw)
+    return RNN(name, weights["w"], weights["r"], weights.get("b"), **kw)

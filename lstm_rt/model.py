@@ -1,0 +1,579 @@
+"""Model and Stream: the public API over the Cython core.
+
+A Model is a small dataflow graph: Nodes (a layer spec plus tensor names) in execution
+order, and Ports that bind the model's external tensors to internal ones. Inside,
+tensors have one canonical form each:
+
+    sequence  [T, B, F] float32, time-major; a recurrent layer's directions are
+              concatenated on F (token ids: [T, B] int64)
+    state     [D, B, H] float32 (D = directions)
+    lens      [B] int32
+
+A Port's `layout` says how the external tensor's axes map onto that form:
+"TBF"/"BTF" (sequences), "TB"/"BT" (token ids), "TDBH"/"BTDH" (ONNX Y, `groups` = D),
+"DBH"/"BDH" (states), "B" (sequence lengths).
+
+A Stream runs the same graph one chunk at a time, carrying each recurrent layer's state:
+stepping, feeding chunks and running the whole sequence give the same numbers.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+
+from . import _core
+from .errors import LstmRtError, ModelFormatError, ShapeError, UnsupportedError
+from .layers import Dense, Embedding, Layer, layer_from_config
+from .packing import OPTIONAL_PARTS, expected_packed_shapes, pack_layer, unpack_layer_weights
+
+SEQ_LAYOUTS = ("TBF", "BTF", "TB", "BT", "TDBH", "BTDH")
+STATE_LAYOUTS = ("DBH", "BDH")
+LAYOUTS = SEQ_LAYOUTS + STATE_LAYOUTS + ("B",)
+
+
+class TensorSpec(NamedTuple):
+    """An input or output of a model: name, shape (None = dynamic) and dtype name."""
+    name: str
+    shape: tuple
+    dtype: str
+
+
+@dataclass
+class Port:
+    """Binds an external tensor `name` to the internal tensor `tensor` (see module doc)."""
+    name: str
+    tensor: str
+    layout: str
+    dtype: str = "float32"
+    groups: int = 1
+
+    def __post_init__(self):
+        if self.layout not in LAYOUTS:
+            raise ShapeError(f"port {self.name!r}: unknown layout {self.layout!r}; expected one of {LAYOUTS}")
+        if self.layout in ("TB", "BT", "B"):
+            self.dtype = self.dtype if self.dtype in ("int32", "int64") else "int64"
+
+    @property
+    def is_sequence(self) -> bool:
+        return self.layout in SEQ_LAYOUTS
+
+    def to_dict(self):
+        return {"name": self.name, "tensor": self.tensor, "layout": self.layout,
+                "dtype": self.dtype, "groups": self.groups}
+
+
+@dataclass
+class Node:
+    """A layer and the internal tensor names it reads and writes.
+
+    Recurrent layers: inputs [x, seq_lens, initial_h, initial_c], outputs [y, h, c]
+    (None where absent). Embedding and Dense: inputs [x], outputs [y]."""
+    layer: Layer
+    inputs: list = field(default_factory=list)
+    outputs: list = field(default_factory=list)
+
+
+class _CompiledNode:
+    """A node as the runtime holds it: kind, config, packed weights and its core object.
+    The layer spec is rebuilt from the packed weights only when asked for."""
+
+    def __init__(self, kind, config, packed, inputs, outputs, layer=None):
+        self.kind, self.config, self.packed = kind, config, packed
+        self.inputs = list(inputs) + [None] * (4 - len(inputs))
+        self.outputs = list(outputs) + [None] * (3 - len(outputs))
+        self._layer = layer
+        self.recurrent = kind in ("LSTM", "GRU", "RNN")
+        if self.recurrent:
+            self.core = _core.RecurrentCore(kind, config, packed)
+        elif kind == "Dense":
+            self.core = _core.DenseCore(config, packed)
+        else:
+            self.core = None
+            self.weight = packed["weight"]
+
+    @property
+    def name(self):
+        return self.config["name"]
+
+    @property
+    def layer(self) -> Layer:
+        if self._layer is None:
+            self._layer = layer_from_config(
+                self.kind, self.config, unpack_layer_weights(self.kind, self.config, self.packed))
+        return self._layer
+
+    def state_shapes(self, batch):
+        c = self.core
+        shapes = {"h": (c.num_directions, batch, c.output_size)}
+        if c.has_cell_state:
+            shapes["c"] = (c.num_directions, batch, c.hidden_size)
+        return shapes
+
+
+def _as_array(name, value):
+    if not isinstance(value, np.ndarray):
+        raise ShapeError(f"input {name!r}: expected a numpy array, got {type(value).__name__}")
+    return value
+
+
+class Model:
+    """A runnable network: `run` whole sequences, `stream` step by step, `save` to .lrt.
+
+    Parameters
+    ----------
+    nodes : list of Node, in execution order
+    inputs, outputs : list of Port
+    name : str
+    metadata : dict, JSON-able, stored in the model file (e.g. a vocabulary)
+    """
+
+    def __init__(self, nodes, inputs, outputs, name="model", metadata=None):
+        compiled = [_CompiledNode(n.layer.kind, n.layer.config(), pack_layer(n.layer),
+                                  n.inputs, n.outputs, n.layer) for n in nodes]
+        self._init(compiled, list(inputs), list(outputs), name, metadata)
+
+    def _init(self, nodes, inputs, outputs, name, metadata):
+        self._nodes = nodes
+        self._inputs = inputs
+        self._outputs = outputs
+        self.name = str(name)
+        self.metadata = dict(metadata or {})
+        self._check_graph()
+
+    # ------------------------------------------------------------ graph checks
+
+    def _check_graph(self):
+        """Every tensor is produced before it is read, with consistent sizes; fills
+        self._info: tensor -> ("seq", F) | ("ids", V) | ("state", D, H) | ("lens",)."""
+        info = {}
+        names = set()
+        for p in self._inputs:
+            if p.name in names:
+                raise ShapeError(f"duplicate input name {p.name!r}")
+            names.add(p.name)
+            info[p.tensor] = ("pending", p)
+        self._info = info
+        seq_inputs = [p for p in self._inputs if p.is_sequence]
+        if not seq_inputs:
+            raise ShapeError("a model needs at least one sequence input")
+
+        def need(tensor, node, what):
+            if tensor not in info:
+                raise ShapeError(f"{node.kind} {node.name!r}: its {what} {tensor!r} is not produced "
+                                 f"by any earlier layer or input")
+            return info[tensor]
+
+        def settle(tensor, form):
+            cur = info.get(tensor)
+            if cur and cur[0] == "pending":
+                port = cur[1]
+                if form[0] in ("seq", "ids") and port.layout not in (("TB", "BT") if form[0] == "ids" else ("TBF", "BTF")):
+                    raise ShapeError(f"input {port.name!r}: layout {port.layout} does not fit a {form[0]} tensor")
+                if form[0] == "state" and port.layout not in STATE_LAYOUTS:
+                    raise ShapeError(f"input {port.name!r}: layout {port.layout} does not fit a state")
+                info[tensor] = form
+            elif cur != form:
+                raise ShapeError(f"tensor {tensor!r}: used as {form} but it is {cur}")
+
+        for n in self._nodes:
+            x = n.inputs[0]
+            if n.kind == "Embedding":
+                need(x, n, "input")
+                settle(x, ("ids", n.config["vocab_size"]))
+                info[n.outputs[0]] = ("seq", n.config["embedding_size"])
+            elif n.kind == "Dense":
+                need(x, n, "input")
+                settle(x, ("seq", n.config["in_features"]))
+                info[n.outputs[0]] = ("seq", n.config["out_features"])
+            else:
+                c = n.core
+                D, H, Hr = c.num_directions, c.hidden_size, c.output_size
+                need(x, n, "input")
+                settle(x, ("seq", c.input_size))
+                if n.inputs[1]:
+                    need(n.inputs[1], n, "sequence lengths")
+                    settle(n.inputs[1], ("lens",))
+                if n.inputs[2]:
+                    need(n.inputs[2], n, "initial h")
+                    settle(n.inputs[2], ("state", D, Hr))
+                if n.inputs[3]:
+                    if not c.has_cell_state:
+                        raise ShapeError(f"{n.kind} {n.name!r} has no cell state input")
+                    need(n.inputs[3], n, "initial c")
+                    settle(n.inputs[3], ("state", D, H))
+                forms = [("seq", D * Hr), ("state", D, Hr), ("state", D, H)]
+                for t, form in zip(n.outputs, forms):
+                    if t:
+                        info[t] = form
+        for p in self._inputs:
+            if info[p.tensor][0] == "pending":
+                if p.layout == "B":
+                    info[p.tensor] = ("lens",)
+                else:
+                    raise ShapeError(f"input {p.name!r} is not used by any layer")
+        for p in self._outputs:
+            if p.tensor not in info:
+                raise ShapeError(f"output {p.name!r}: tensor {p.tensor!r} is not produced by any layer")
+            form = info[p.tensor]
+            ok = {"seq": ("TBF", "BTF", "TDBH", "BTDH"), "state": STATE_LAYOUTS}.get(form[0], ())
+            if p.layout not in ok:
+                raise ShapeError(f"output {p.name!r}: layout {p.layout} does not fit a {form[0]} tensor")
+            if p.layout in ("TDBH", "BTDH") and form[1] % p.groups:
+                raise ShapeError(f"output {p.name!r}: {form[1]} features do not split into {p.groups} groups")
+
+    # ------------------------------------------------------------- public info
+
+    @property
+    def layers(self) -> list[Layer]:
+        """The layer specs, in execution order."""
+        return [n.layer for n in self._nodes]
+
+    def _spec(self, p: Port) -> TensorSpec:
+        form = self._info[p.tensor]
+        T, B = None, None
+        if p.layout == "TBF":
+            shape = (T, B, form[1])
+        elif p.layout == "BTF":
+            shape = (B, T, form[1])
+        elif p.layout in ("TB", "BT"):
+            shape = (T, B) if p.layout == "TB" else (B, T)
+        elif p.layout == "TDBH":
+            shape = (T, p.groups, B, form[1] // p.groups)
+        elif p.layout == "BTDH":
+            shape = (B, T, p.groups, form[1] // p.groups)
+        elif p.layout == "DBH":
+            shape = (form[1], B, form[2])
+        elif p.layout == "BDH":
+            shape = (B, form[1], form[2])
+        else:
+            shape = (B,)
+        return TensorSpec(p.name, shape, p.dtype)
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return [self._spec(p) for p in self._inputs]
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        return [self._spec(p) for p in self._outputs]
+
+    def __repr__(self):
+        kinds = " -> ".join(f"{n.kind}({n.name})" for n in self._nodes)
+        return f"<lstm_rt.Model {self.name!r}: {kinds}>"
+
+    # ------------------------------------------------------------ feeds
+
+    def _bind_feeds(self, x, *, streaming: bool):
+        """dict of external name -> array, validated; a bare array binds the only sequence input."""
+        if isinstance(x, dict):
+            feeds = dict(x)
+            known = {p.name for p in self._inputs}
+            unknown = set(feeds) - known
+            if unknown:
+                raise ShapeError(f"unknown input(s) {sorted(unknown)}; the model's inputs are {sorted(known)}")
+        else:
+            seq = [p for p in self._inputs if p.is_sequence]
+            if len(seq) != 1:
+                raise ShapeError(f"this model has {len(seq)} sequence inputs "
+                                 f"({[p.name for p in seq]}): pass a dict")
+            feeds = {seq[0].name: x}
+        for p in self._inputs:
+            if p.is_sequence and p.name not in feeds:
+                raise ShapeError(f"missing input {p.name!r}")
+            if streaming and not p.is_sequence and p.name in feeds:
+                what = "set Stream.state instead" if p.layout in STATE_LAYOUTS else \
+                    "a stream's sequences have no fixed length"
+                raise ShapeError(f"input {p.name!r} cannot be fed to a stream: {what}")
+        return feeds
+
+    def _to_internal(self, feeds, *, time_axis: bool):
+        """External arrays -> internal tensors; returns (env, T, B)."""
+        env, T, B = {}, None, None
+
+        def agree(name, what, have, got):
+            if have is not None and have != got:
+                raise ShapeError(f"input {name!r}: {what} is {got} but other inputs say {have}")
+            return got
+
+        for p in self._inputs:
+            if p.name not in feeds:
+                continue
+            a = _as_array(p.name, feeds[p.name])
+            form = self._info[p.tensor]
+            if p.layout in ("TBF", "BTF", "TB", "BT"):
+                ids = form[0] == "ids"
+                rank = (2 if ids else 3) - (0 if time_axis else 1)
+                if a.ndim != rank:
+                    expect = p.layout if time_axis else p.layout.replace("T", "")
+                    raise ShapeError(f"input {p.name!r}: expected rank {rank} ({expect}), got shape {a.shape}")
+                if ids:
+                    if a.dtype.kind not in "iu":
+                        raise ShapeError(f"input {p.name!r}: token ids must be integers, got dtype {a.dtype}")
+                    if a.size and (a.min() < 0 or a.max() >= form[1]):
+                        raise ShapeError(f"input {p.name!r}: token ids must be in [0, {form[1]}), "
+                                         f"got values in [{a.min()}, {a.max()}]")
+                    a = a.astype(np.int64, copy=False)
+                else:
+                    if a.dtype != np.float32:
+                        raise ShapeError(f"input {p.name!r}: expected dtype float32, got {a.dtype}")
+                    if a.shape[-1] != form[1]:
+                        raise ShapeError(f"input {p.name!r}: expected {form[1]} features on the last axis, "
+                                         f"got shape {a.shape}")
+                if not time_axis:
+                    a = a[None]
+                elif p.layout[0] == "B":
+                    a = np.swapaxes(a, 0, 1)
+                T = agree(p.name, "the number of time steps", T, a.shape[0])
+                B = agree(p.name, "the batch size", B, a.shape[1])
+                env[p.tensor] = np.ascontiguousarray(a)
+        for p in self._inputs:
+            if p.name not in feeds or p.is_sequence:
+                continue
+            a = _as_array(p.name, feeds[p.name])
+            form = self._info[p.tensor]
+            if p.layout == "B":
+                if a.ndim != 1 or a.dtype.kind not in "iu":
+                    raise ShapeError(f"input {p.name!r}: expected a 1-d integer array of lengths, got "
+                                     f"shape {a.shape} dtype {a.dtype}")
+                B = agree(p.name, "the batch size", B, a.shape[0])
+                if a.size and (a.min() < 0 or a.max() > T):
+                    raise ShapeError(f"input {p.name!r}: lengths must be in [0, {T}] (the number of "
+                                     f"time steps), got values in [{a.min()}, {a.max()}]")
+                env[p.tensor] = np.ascontiguousarray(a, dtype=np.int32)
+            else:
+                if a.dtype != np.float32:
+                    raise ShapeError(f"input {p.name!r}: expected dtype float32, got {a.dtype}")
+                D, H = form[1], form[2]
+                want = (D, B, H) if p.layout == "DBH" else (B, D, H)
+                if a.shape != want:
+                    raise ShapeError(f"input {p.name!r}: expected shape {want} ({p.layout}), got {a.shape}")
+                env[p.tensor] = np.ascontiguousarray(a if p.layout == "DBH" else np.swapaxes(a, 0, 1))
+        return env, T, B
+
+    def _to_external(self, env, *, time_axis: bool, single: bool):
+        out = {}
+        for p in self._outputs:
+            a = env[p.tensor]
+            if p.layout in ("TBF", "BTF", "TDBH", "BTDH"):
+                if p.layout in ("TDBH", "BTDH"):
+                    T, B, F = a.shape
+                    a = a.reshape(T, B, p.groups, F // p.groups).transpose(0, 2, 1, 3)
+                if not time_axis:
+                    a = a[0]
+                elif p.layout[0] == "B":
+                    a = np.swapaxes(a, 0, 1)
+            elif p.layout == "BDH":
+                a = np.swapaxes(a, 0, 1)
+            out[p.name] = np.ascontiguousarray(a)
+        if single and len(out) == 1:
+            return next(iter(out.values()))
+        return out
+
+    # ------------------------------------------------------------ execution
+
+    def _execute(self, env, T, B, states, ws):
+        """Run every node. states: node index -> {"h": [D,B,Hr], "c": ...}, updated in place."""
+        for i, n in enumerate(self._nodes):
+            x = env[n.inputs[0]]
+            if n.kind == "Embedding":
+                env[n.outputs[0]] = n.weight[x]
+            elif n.kind == "Dense":
+                y = np.empty((T, B, n.core.out_features), np.float32)
+                n.core.run(x.reshape(T * B, -1), y.reshape(T * B, -1))
+                env[n.outputs[0]] = y
+            else:
+                st = states[i]
+                lens = env.get(n.inputs[1]) if n.inputs[1] else None
+                c = n.core
+                y = np.empty((T, B, c.num_directions * c.output_size), np.float32) if n.outputs[0] else None
+                c.run(x, lens, st["h"], st.get("c"), y, ws)
+                for t, key in ((n.outputs[0], None), (n.outputs[1], "h"), (n.outputs[2], "c")):
+                    if t:
+                        env[t] = y if key is None else st[key].copy()
+        return env
+
+    def _initial_states(self, env, B):
+        states = {}
+        for i, n in enumerate(self._nodes):
+            if not n.recurrent:
+                continue
+            st = {k: np.zeros(s, np.float32) for k, s in n.state_shapes(B).items()}
+            for key, t in (("h", n.inputs[2]), ("c", n.inputs[3])):
+                if t and t in env:
+                    st[key][...] = env[t]
+            states[i] = st
+        return states
+
+    def run(self, x):
+        """Run whole sequences.
+
+        x : array (the model's only sequence input, e.g. [T, B, I] float32) or a dict of
+            arrays keyed by input name. Optional inputs (lengths, initial states) may be
+            left out: lengths default to the full T, states to zeros.
+        Returns one array when the model has one output, else a dict keyed by output name.
+        """
+        feeds = self._bind_feeds(x, streaming=False)
+        env, T, B = self._to_internal(feeds, time_axis=True)
+        states = self._initial_states(env, B)
+        self._execute(env, T, B, states, _core.Workspace())
+        return self._to_external(env, time_axis=True, single=not isinstance(x, dict))
+
+    def stream(self, batch: int = 1) -> "Stream":
+        """A Stream of `batch` independent sequences, starting from zero state."""
+        return Stream(self, batch)
+
+    # ------------------------------------------------------------ files
+
+    def save(self, path, weights: str = "fp32"):
+        """Write the model to a .lrt file (weights: "fp32"; fp16/int8 come with quantization)."""
+        from .fileformat import write_lrt
+        if weights != "fp32":
+            raise UnsupportedError(f"weights={weights!r}: only 'fp32' is supported by this build")
+        tensors, nodes = {}, []
+        for i, n in enumerate(self._nodes):
+            parts = {}
+            for part, arr in n.packed.items():
+                key = f"{i}/{part}"
+                tensors[key] = arr
+                parts[part] = key
+            nodes.append({"kind": n.kind, "config": n.config, "inputs": n.inputs,
+                          "outputs": n.outputs, "tensors": parts})
+        meta = {"name": self.name, "metadata": self.metadata, "nodes": nodes,
+                "inputs": [p.to_dict() for p in self._inputs],
+                "outputs": [p.to_dict() for p in self._outputs]}
+        write_lrt(os.fspath(path), meta, tensors)
+
+    @classmethod
+    def _from_file(cls, path) -> "Model":
+        from .fileformat import read_lrt
+        meta, tensors, handle = read_lrt(os.fspath(path))
+        try:
+            nodes = []
+            for rec in meta["nodes"]:
+                kind, config = rec["kind"], rec["config"]
+                packed = {part: tensors[key] for part, key in rec["tensors"].items()}
+                _check_packed(kind, config, packed)
+                nodes.append(_CompiledNode(kind, config, packed, rec["inputs"], rec["outputs"]))
+            ports = [[Port(**p) for p in meta[k]] for k in ("inputs", "outputs")]
+            model = cls.__new__(cls)
+            model._init(nodes, ports[0], ports[1], meta["name"], meta["metadata"])
+        except LstmRtError as e:
+            raise ModelFormatError(f"{path}: {e}") from None
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+            raise ModelFormatError(f"{path}: malformed model description ({type(e).__name__}: {e})") from None
+        model._file = handle
+        return model
+
+
+def _check_packed(kind, config, packed):
+    """A file's packed arrays must have exactly the shapes its config implies."""
+    if kind not in ("LSTM", "GRU", "RNN", "Dense", "Embedding"):
+        raise ModelFormatError(f"unknown layer kind {kind!r}")
+    # the config is validated by rebuilding it through the spec's checks
+    expected = expected_packed_shapes(kind, config)
+    for part, shape in expected.items():
+        arr = packed.get(part)
+        if arr is None:
+            if part.split(".")[-1] in OPTIONAL_PARTS:
+                continue
+            raise ModelFormatError(f"{kind} {config.get('name')!r}: missing weights {part!r}")
+        if tuple(arr.shape) != shape or arr.dtype != np.float32:
+            raise ModelFormatError(f"{kind} {config.get('name')!r}: weights {part!r} have shape "
+                                   f"{tuple(arr.shape)} {arr.dtype}, expected {shape} float32")
+    extra = set(packed) - set(expected)
+    if extra:
+        raise ModelFormatError(f"{kind} {config.get('name')!r}: unexpected weights {sorted(extra)}")
+
+
+class Stream:
+    """Step-by-step inference over `batch` sequences, carrying the recurrent state.
+
+    step(x_t) takes the inputs of exactly one time step (the sequence inputs without
+    their time axis, e.g. [B, I]); feed(xs) takes a chunk with its time axis. Both return
+    what `Model.run` returns for those steps; state outputs (e.g. Y_h) are the state
+    after the call. Stepping, feeding in any chunks and running the whole sequence agree.
+    """
+
+    def __init__(self, model: Model, batch: int = 1):
+        if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+            raise ShapeError(f"batch must be a positive integer, got {batch!r}")
+        for n in model._nodes:
+            if n.recurrent and n.config["direction"] != "forward":
+                raise UnsupportedError(
+                    f"{n.kind} {n.name!r} is {n.config['direction']}: its backward direction starts "
+                    f"from the last time step, so it needs the whole sequence and cannot stream; "
+                    f"use Model.run")
+        self.model = model
+        self.batch = int(batch)
+        self._ws = _core.Workspace()
+        self.reset()
+
+    def reset(self):
+        """Back to zero state, as a fresh stream."""
+        self._states = self.model._initial_states({}, self.batch)
+
+    def _run(self, x, time_axis):
+        m = self.model
+        feeds = m._bind_feeds(x, streaming=True)
+        env, T, B = m._to_internal(feeds, time_axis=time_axis)
+        if B != self.batch:
+            raise ShapeError(f"this stream has batch {self.batch}, got inputs with batch {B}")
+        m._execute(env, T, B, self._states, self._ws)
+        return m._to_external(env, time_axis=time_axis, single=not isinstance(x, dict))
+
+    def step(self, x_t):
+        """One time step: x_t [B, I] (or a dict). Returns the outputs of that step."""
+        return self._run(x_t, time_axis=False)
+
+    def feed(self, xs):
+        """A chunk of time steps, laid out as for Model.run (e.g. [T, B, I])."""
+        return self._run(xs, time_axis=True)
+
+    @property
+    def state(self) -> dict:
+        """A copy of the recurrent state: {"<layer>/h": [D, B, Hr], "<layer>/c": [D, B, H]}."""
+        out = {}
+        for i, st in self._states.items():
+            for k, v in st.items():
+                out[f"{self.model._nodes[i].name}/{k}"] = v.copy()
+        return out
+
+    @state.setter
+    def state(self, value: dict):
+        current = self.state
+        if not isinstance(value, dict) or set(value) != set(current):
+            got = sorted(value) if isinstance(value, dict) else type(value).__name__
+            raise ShapeError(f"state must be a dict with keys {sorted(current)}, got {got}")
+        for key, arr in value.items():
+            arr = np.asarray(arr)
+            if arr.shape != current[key].shape or arr.dtype != np.float32:
+                raise ShapeError(f"state {key!r}: expected {current[key].shape} float32, "
+                                 f"got {arr.shape} {arr.dtype}")
+        for i, st in self._states.items():
+            for k in st:
+                st[k][...] = value[f"{self.model._nodes[i].name}/{k}"]
+
+    def fork(self) -> "Stream":
+        """An independent copy of this stream, state included."""
+        s = Stream(self.model, self.batch)
+        s.state = self.state
+        return s
+
+
+def load(path) -> Model:
+    """Load a model: a .lrt file is memory-mapped (weights are not copied); .onnx, .keras,
+    .h5 and .pt files are converted on the fly when the converters' dependencies are installed."""
+    p = os.fspath(path)
+    if p.lower().endswith(".lrt"):
+        return Model._from_file(p)
+    if not os.path.exists(p):
+        raise FileNotFoundError(p)
+    try:
+        import converters
+    except ImportError:
+        raise LstmRtError(f"{p}: converting this file needs the converters package "
+                          f"(pip install 'lstm_rt[onnx]')") from None
+    return converters.convert(p)

@@ -1,0 +1,185 @@
+"""The kernels' weight layout, defined in this one place.
+
+A matrix M [G*H, K] of G gates with H units each is packed into panels
+[nblk, K, G*8] (nblk = ceil(H/8)): for each 8-unit block, every k holds the 8
+weights of each gate side by side, so a kernel streams a block's weights once and
+ends holding all gates of 8 units. Gate-blocked vectors (biases) use [nblk, G, 8].
+Units past H in the last block are zero padding.
+
+pack_* turn a layer spec (canonical ONNX layout) into named packed arrays; these are
+what the .lrt file stores and what the Cython core reads in place. unpack_* invert
+them (biases come back summed: Wb + Rb, an equivalent model).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .layers import GRU, LSTM, RNN, Dense, Embedding, Layer
+
+LANES = 8
+
+
+def nblocks(units: int) -> int:
+    return -(-units // LANES)
+
+
+def pack_panels(m: np.ndarray, gates: int) -> np.ndarray:
+    """[G*H, K] -> [nblk, K, G*8] float32."""
+    GH, K = m.shape
+    H = GH // gates
+    nb = nblocks(H)
+    t = np.zeros((gates, nb * LANES, K), np.float32)
+    t[:, :H] = m.reshape(gates, H, K)
+    return np.ascontiguousarray(
+        t.reshape(gates, nb, LANES, K).transpose(1, 3, 0, 2).reshape(nb, K, gates * LANES))
+
+
+def unpack_panels(p: np.ndarray, gates: int, units: int) -> np.ndarray:
+    """[nblk, K, G*8] -> [G*H, K] (inverse of pack_panels)."""
+    nb, K, _ = p.shape
+    t = np.asarray(p).reshape(nb, K, gates, LANES).transpose(2, 0, 3, 1).reshape(gates, nb * LANES, K)
+    return np.ascontiguousarray(t[:, :units].reshape(gates * units, K))
+
+
+def pack_bias(v: np.ndarray, gates: int) -> np.ndarray:
+    """[G*H] -> [nblk*G*8] float32, gate-blocked."""
+    H = v.shape[0] // gates
+    nb = nblocks(H)
+    t = np.zeros((gates, nb * LANES), np.float32)
+    t[:, :H] = v.reshape(gates, H)
+    return np.ascontiguousarray(t.reshape(gates, nb, LANES).transpose(1, 0, 2).reshape(-1))
+
+
+def unpack_bias(p: np.ndarray, gates: int, units: int) -> np.ndarray:
+    nb = p.shape[0] // (gates * LANES)
+    t = np.asarray(p).reshape(nb, gates, LANES).transpose(1, 0, 2).reshape(gates, nb * LANES)
+    return np.ascontiguousarray(t[:, :units].reshape(-1))
+
+
+def _bias(layer, d: int, n: int) -> np.ndarray:
+    """Direction d's ONNX bias [2n] (Wb then Rb), zeros when the layer has none."""
+    return layer.b[d] if layer.b is not None else np.zeros(2 * n, np.float32)
+
+
+def pack_layer(layer: Layer) -> dict[str, np.ndarray]:
+    """Packed arrays of a layer spec, named "<direction>.<part>" for recurrent layers."""
+    out: dict[str, np.ndarray] = {}
+    if isinstance(layer, Embedding):
+        out["weight"] = layer.weight
+    elif isinstance(layer, Dense):
+        out["weight"] = pack_panels(layer.weight, 1)
+        if layer.bias is not None:
+            out["bias"] = pack_bias(layer.bias, 1)
+    elif isinstance(layer, LSTM):
+        H = layer.hidden_size
+        for d in range(layer.num_directions):
+            b = _bias(layer, d, 4 * H)
+            out[f"{d}.w"] = pack_panels(layer.w[d], 4)
+            out[f"{d}.r"] = pack_panels(layer.r[d], 4)
+            out[f"{d}.bias"] = pack_bias(b[:4 * H] + b[4 * H:], 4)
+            if layer.p is not None:
+                out[f"{d}.peep"] = layer.p[d]
+            if layer.proj is not None:
+                out[f"{d}.proj"] = pack_panels(layer.proj[d], 1)
+    elif isinstance(layer, GRU):
+        H = layer.hidden_size
+        for d in range(layer.num_directions):
+            b = _bias(layer, d, 3 * H)
+            wb, rb = b[:3 * H], b[3 * H:]
+            out[f"{d}.w"] = pack_panels(layer.w[d], 3)
+            if layer.linear_before_reset:
+                # Rb_h must stay inside r * (R_h h + Rb_h); Rb_z, Rb_r fold into the input bias
+                out[f"{d}.bias"] = pack_bias(np.concatenate([wb[:2 * H] + rb[:2 * H], wb[2 * H:]]), 3)
+                out[f"{d}.r"] = pack_panels(layer.r[d], 3)
+                out[f"{d}.bias_rh"] = pack_bias(
+                    np.concatenate([np.zeros(2 * H, np.float32), rb[2 * H:]]), 3)
+            else:
+                # h-gate: R_h multiplies r * h, so it is a separate product after r is known
+                out[f"{d}.bias"] = pack_bias(wb + rb, 3)
+                out[f"{d}.r"] = pack_panels(layer.r[d][:2 * H], 2)
+                out[f"{d}.r_h"] = pack_panels(layer.r[d][2 * H:], 1)
+    elif isinstance(layer, RNN):
+        H = layer.hidden_size
+        for d in range(layer.num_directions):
+            b = _bias(layer, d, H)
+            out[f"{d}.w"] = pack_panels(layer.w[d], 1)
+            out[f"{d}.r"] = pack_panels(layer.r[d], 1)
+            out[f"{d}.bias"] = pack_bias(b[:H] + b[H:], 1)
+    else:
+        raise TypeError(f"cannot pack {type(layer).__name__}")
+    return out
+
+
+def unpack_layer_weights(kind: str, config: dict, packed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Canonical weights (as `Layer.weights()`) from packed arrays; biases come back summed."""
+    if kind == "Embedding":
+        return {"weight": np.array(packed["weight"])}
+    if kind == "Dense":
+        O = config["out_features"]
+        w = {"weight": unpack_panels(packed["weight"], 1, O)}
+        if "bias" in packed:
+            w["bias"] = unpack_bias(packed["bias"], 1, O)
+        return w
+    H = config["hidden_size"]
+    D = 2 if config["direction"] == "bidirectional" else 1
+    G = {"LSTM": 4, "GRU": 3, "RNN": 1}[kind]
+    ws, rs, bs, ps, projs = [], [], [], [], []
+    for d in range(D):
+        ws.append(unpack_panels(packed[f"{d}.w"], G, H))
+        bx = unpack_bias(packed[f"{d}.bias"], G, H)
+        if kind == "GRU" and not config["linear_before_reset"]:
+            rs.append(np.concatenate([unpack_panels(packed[f"{d}.r"], 2, H),
+                                      unpack_panels(packed[f"{d}.r_h"], 1, H)]))
+            rb = np.zeros_like(bx)
+        elif kind == "GRU":
+            rs.append(unpack_panels(packed[f"{d}.r"], 3, H))
+            rb = unpack_bias(packed[f"{d}.bias_rh"], 3, H)
+        else:
+            rs.append(unpack_panels(packed[f"{d}.r"], G, H))
+            rb = np.zeros_like(bx)
+        bs.append(np.concatenate([bx, rb]))
+        if kind == "LSTM" and f"{d}.peep" in packed:
+            ps.append(np.array(packed[f"{d}.peep"]))
+        if kind == "LSTM" and f"{d}.proj" in packed:
+            projs.append(unpack_panels(packed[f"{d}.proj"], 1, rs[-1].shape[1]))
+    out = {"w": np.stack(ws), "r": np.stack(rs), "b": np.stack(bs)}
+    if ps:
+        out["p"] = np.stack(ps)
+    if projs:
+        out["proj"] = np.stack(projs)
+    return out
+
+
+def expected_packed_shapes(kind: str, config: dict) -> dict[str, tuple[int, ...]]:
+    """Shapes pack_layer produces for a layer of this config; a model file must match them
+    exactly (optional parts may be absent), since the kernels trust every size."""
+    if kind == "Embedding":
+        return {"weight": (config["vocab_size"], config["embedding_size"])}
+    if kind == "Dense":
+        nb = nblocks(config["out_features"])
+        return {"weight": (nb, config["in_features"], LANES), "bias": (nb * LANES,)}
+    H, I = config["hidden_size"], config["input_size"]
+    Hr = config.get("proj_size") or H
+    nb = nblocks(H)
+    D = 2 if config["direction"] == "bidirectional" else 1
+    G = {"LSTM": 4, "GRU": 3, "RNN": 1}[kind]
+    out = {}
+    for d in range(D):
+        out[f"{d}.w"] = (nb, I, G * LANES)
+        out[f"{d}.bias"] = (nb * G * LANES,)
+        if kind == "GRU" and not config["linear_before_reset"]:
+            out[f"{d}.r"] = (nb, H, 2 * LANES)
+            out[f"{d}.r_h"] = (nb, H, LANES)
+        else:
+            out[f"{d}.r"] = (nb, Hr, G * LANES)
+        if kind == "GRU" and config["linear_before_reset"]:
+            out[f"{d}.bias_rh"] = (nb * G * LANES,)
+        if kind == "LSTM":
+            out[f"{d}.peep"] = (3 * H,)
+            if config.get("proj_size"):
+                out[f"{d}.proj"] = (nblocks(Hr), H, LANES)
+    return out
+
+
+#: parts a packed layer may omit
+OPTIONAL_PARTS = ("bias", "peep", "proj")
