@@ -358,9 +358,12 @@ class Model:
         for p in self._outputs:
             a = env[p.tensor]
             if p.layout in ("TBF", "BTF", "TDBH", "BTDH"):
-                if p.layout in ("TDBH", "BTDH"):
-                    T, B, F = a.shape
+                T, B, F = a.shape
+                if p.layout == "TDBH":
                     a = a.reshape(T, B, p.groups, F // p.groups).transpose(0, 2, 1, 3)
+                elif p.layout == "BTDH":
+                    a = a.reshape(T, B, p.groups, F // p.groups)
+                # a's axis 0 is time here
                 if not time_axis:
                     a = a[0]
                 elif p.layout[0] == "B":

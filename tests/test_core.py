@@ -1,0 +1,349 @@
+"""The Cython core against the numpy reference, and the streaming invariants.
+
+Tolerance: fp32 kernels vs the float64 reference, max abs error <= 1e-5."""
+import threading
+
+import numpy as np
+import pytest
+
+import lstm_rt
+from lstm_rt import _core
+from lstm_rt.errors import ShapeError, UnsupportedError
+from lstm_rt.layers import ACTIVATIONS, Activation, Dense, Embedding, activation, layer_from_config
+from lstm_rt.model import Model, Node, Port
+from lstm_rt.packing import pack_layer, pack_panels, unpack_layer_weights
+from lstm_rt.reference import apply_activation, dense_reference, embedding_reference, recurrent_reference
+from util import onnx_style_model, random_layer, sequence_model
+
+ATOL = 1e-5
+
+
+# ------------------------------------------------------------------ kernels
+
+@pytest.mark.parametrize("gates", [1, 2, 3, 4])
+@pytest.mark.parametrize("M,K,H", [(1, 1, 1), (3, 7, 13), (4, 16, 8), (9, 33, 17), (5, 0, 3)])
+def test_gemm_panels_matches_numpy(gates, M, K, H):
+    rng = np.random.default_rng(gates * 100 + M)
+    a = rng.normal(size=(M, K)).astype(np.float32)
+    w = rng.normal(size=(gates * H, K)).astype(np.float32)
+    packed = pack_panels(w, gates)
+    got = _core._gemm_panels(a, packed, gates, packed.shape[0] * gates * 8)
+    # column (u // 8) * G * 8 + g * 8 + u % 8 holds unit u of gate g
+    want = (a.astype(np.float64) @ w.T.astype(np.float64)).reshape(M, gates, H)
+    for g in range(gates):
+        for u in range(H):
+            col = (u // 8) * gates * 8 + g * 8 + u % 8
+            np.testing.assert_allclose(got[:, col], want[:, g, u], atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("name", list(ACTIVATIONS))
+def test_activation_kernel_matches_reference(name):
+    x = np.concatenate([np.linspace(-30, 30, 601), [-1e-3, 0.0, 1e-3, 0.7, 1.0, 1.3]]).astype(np.float32)
+    act = activation(name, 0.7, 1.3) if ACTIVATIONS[name][1] else activation(name)
+    got = _core._activate(act.name, act.alpha, act.beta, x)
+    want = apply_activation(act, x.astype(np.float64))
+    np.testing.assert_allclose(got, want, atol=1e-6, rtol=1e-6)
+
+
+# ------------------------------------------------------------------ packing
+
+@pytest.mark.parametrize("kind,kw", [
+    ("LSTM", {}), ("LSTM", {"proj": 5, "peepholes": True, "direction": "bidirectional"}),
+    ("GRU", {"linear_before_reset": True}), ("GRU", {"linear_before_reset": False}),
+    ("RNN", {"direction": "reverse"})])
+def test_pack_unpack_is_an_equivalent_model(kind, kw):
+    rng = np.random.default_rng(0)
+    layer = random_layer(kind, 6, 11, rng=rng, **kw)
+    back = layer_from_config(layer.kind, layer.config(),
+                             unpack_layer_weights(layer.kind, layer.config(), pack_layer(layer)))
+    np.testing.assert_array_equal(back.w, layer.w)
+    np.testing.assert_array_equal(back.r, layer.r)
+    x = rng.normal(size=(5, 2, 6))
+    for a, b in zip(recurrent_reference(layer, x), recurrent_reference(back, x)):
+        if a is not None:
+            np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+# ------------------------------------------------------- run == reference
+
+CASES = [
+    ("LSTM", {}), ("LSTM", {"direction": "reverse"}), ("LSTM", {"direction": "bidirectional"}),
+    ("LSTM", {"peepholes": True}), ("LSTM", {"clip": 0.8, "peepholes": True}),
+    ("LSTM", {"input_forget": True}), ("LSTM", {"proj": 5}),
+    ("LSTM", {"proj": 9, "direction": "bidirectional", "peepholes": True}),
+    ("LSTM", {"bias": False}),
+    ("LSTM", {"activations": [activation("HardSigmoid"), activation("Softsign"), activation("Elu", 0.5)]}),
+    ("GRU", {}), ("GRU", {"linear_before_reset": True}), ("GRU", {"direction": "bidirectional"}),
+    ("GRU", {"linear_before_reset": True, "direction": "reverse", "clip": 1.1}),
+    ("GRU", {"activations": [activation("Sigmoid"), activation("ScaledTanh", 0.8, 1.2)]}),
+    ("RNN", {}), ("RNN", {"direction": "bidirectional"}),
+    ("RNN", {"activations": [activation("Relu")], "clip": 2.0}),
+]
+
+
+@pytest.mark.parametrize("kind,kw", CASES, ids=[f"{k}-{'-'.join(map(str, v))}" for k, v in CASES])
+@pytest.mark.parametrize("H", [1, 8, 13])
+def test_run_matches_reference(kind, kw, H):
+    rng = np.random.default_rng(H)
+    I, T, B = 7, 9, 4
+    layer = random_layer(kind, I, H, rng=rng, **kw)
+    m = onnx_style_model(layer)
+    D, Hr = layer.num_directions, layer.output_size
+    x = rng.normal(size=(T, B, I)).astype(np.float32)
+    lens = np.array([T, 0, 1, 5], np.int32)
+    h0 = rng.normal(size=(D, B, Hr)).astype(np.float32)
+    c0 = rng.normal(size=(D, B, H)).astype(np.float32)
+    feeds = {"X": x, "initial_h": h0}
+    if kind == "LSTM":
+        feeds["initial_c"] = c0
+    for with_lens in (False, True):
+        if with_lens:
+            feeds["sequence_lens"] = lens
+        out = m.run(feeds)
+        y, h, c = recurrent_reference(layer, x, lens if with_lens else None, h0, c0)
+        np.testing.assert_allclose(out["Y"], y, atol=ATOL, rtol=0)
+        np.testing.assert_allclose(out["Y_h"], h, atol=ATOL, rtol=0)
+        if kind == "LSTM":
+            np.testing.assert_allclose(out["Y_c"], c, atol=ATOL, rtol=0)
+
+
+def test_layout_1_is_the_batch_major_twin():
+    rng = np.random.default_rng(5)
+    layer = random_layer("LSTM", 4, 6, rng=rng, direction="bidirectional")
+    x = rng.normal(size=(7, 3, 4)).astype(np.float32)
+    lens = np.array([7, 2, 4], np.int32)
+    a = onnx_style_model(layer, 0).run({"X": x, "sequence_lens": lens})
+    b = onnx_style_model(layer, 1).run({"X": np.swapaxes(x, 0, 1).copy(), "sequence_lens": lens})
+    np.testing.assert_array_equal(b["Y"], a["Y"].transpose(2, 0, 1, 3))
+    np.testing.assert_array_equal(b["Y_h"], a["Y_h"].transpose(1, 0, 2))
+    assert onnx_style_model(layer, 1).inputs[0].shape == (None, None, 4)
+    assert onnx_style_model(layer, 1).outputs[0].shape == (None, None, 2, 6)
+
+
+def test_stacked_language_model_matches_reference():
+    rng = np.random.default_rng(7)
+    V, E, H = 50, 12, 16
+    emb = Embedding("emb", rng.normal(size=(V, E)))
+    l1 = random_layer("LSTM", E, H, rng=rng, name="l1")
+    l2 = random_layer("GRU", H, H, rng=rng, name="l2", linear_before_reset=True)
+    head = Dense("head", rng.normal(size=(V, H)), rng.normal(size=V), activation="softmax")
+    m = Model([Node(emb, ["ids"], ["e"]), Node(l1, ["e"], ["y1"]), Node(l2, ["y1"], ["y2"]),
+               Node(head, ["y2"], ["p"])],
+              [Port("ids", "ids", "BT")], [Port("probs", "p", "BTF")])
+    ids = rng.integers(0, V, size=(3, 11))
+    got = m.run(ids)
+    e = embedding_reference(emb, ids.T)
+    y1 = recurrent_reference(l1, e)[0][:, 0]
+    y2 = recurrent_reference(l2, y1)[0][:, 0]
+    want = dense_reference(head, y2).transpose(1, 0, 2)
+    assert got.shape == (3, 11, V)
+    np.testing.assert_allclose(got, want, atol=ATOL, rtol=0)
+    np.testing.assert_allclose(got.sum(-1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("act", ["linear", "relu", "tanh", "sigmoid", "softmax"])
+def test_dense_activations(act):
+    rng = np.random.default_rng(1)
+    d = Dense("d", rng.normal(size=(19, 5)), rng.normal(size=19), activation=act)
+    m = Model([Node(d, ["x"], ["y"])], [Port("x", "x", "TBF")], [Port("y", "y", "TBF")])
+    x = rng.normal(size=(3, 2, 5)).astype(np.float32)
+    np.testing.assert_allclose(m.run(x), dense_reference(d, x), atol=ATOL, rtol=0)
+
+
+# ------------------------------------------------------ streaming invariants
+
+STREAM_CASES = [("LSTM", {"peepholes": True, "proj": 6}), ("GRU", {}),
+                ("GRU", {"linear_before_reset": True}), ("RNN", {"clip": 1.5})]
+
+
+def chunkings(T):
+    yield [T]
+    if T:
+        yield [1] * T
+    if T > 2:
+        yield [2, 1, T - 3]
+        sizes, left = [], T
+        for s in (3, 0, 5, 1, 7, 2):  # awkward sizes, including an empty chunk
+            s = min(s, left)
+            sizes.append(s)
+            left -= s
+        yield sizes + [left]
+
+
+@pytest.mark.parametrize("kind,kw", STREAM_CASES)
+@pytest.mark.parametrize("T", [0, 1, 7, 129])
+def test_step_feed_and_run_agree(kind, kw, T):
+    rng = np.random.default_rng(T)
+    layer = random_layer(kind, 5, 11, rng=rng, **kw)
+    m = sequence_model(layer)
+    B = 3
+    x = rng.normal(size=(T, B, 5)).astype(np.float32)
+    whole = m.run(x)
+    s = m.stream(batch=B)
+    stepped = np.stack([s.step(x[t]) for t in range(T)]) if T else whole[:0]
+    np.testing.assert_allclose(stepped, whole, atol=1e-6, rtol=0)
+    for sizes in chunkings(T):
+        s = m.stream(batch=B)
+        parts, t0 = [], 0
+        for n in sizes:
+            parts.append(s.feed(x[t0:t0 + n]))
+            t0 += n
+        np.testing.assert_allclose(np.concatenate(parts), whole, atol=1e-6, rtol=0)
+
+
+def test_stream_state_outputs_follow_the_state():
+    rng = np.random.default_rng(3)
+    layer = random_layer("LSTM", 4, 9, rng=rng)
+    m = onnx_style_model(layer)
+    x = rng.normal(size=(6, 2, 4)).astype(np.float32)
+    whole = m.run({"X": x})
+    s = m.stream(batch=2)
+    for t in range(6):
+        out = s.step({"X": x[t]})
+        np.testing.assert_allclose(out["Y"], whole["Y"][t], atol=1e-6)
+    np.testing.assert_allclose(out["Y_h"], whole["Y_h"], atol=1e-6)
+    np.testing.assert_allclose(out["Y_c"], whole["Y_c"], atol=1e-6)
+    st = s.state
+    np.testing.assert_allclose(st["lstm/h"], whole["Y_h"], atol=1e-6)
+    assert set(st) == {"lstm/h", "lstm/c"}
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_fork_equals_replay_and_reset_equals_fresh(kind):
+    rng = np.random.default_rng(11)
+    m = sequence_model(random_layer(kind, 5, 7, rng=rng))
+    prefix = rng.normal(size=(13, 1, 5)).astype(np.float32)
+    rest = rng.normal(size=(7, 1, 5)).astype(np.float32)
+    s = m.stream()
+    s.feed(prefix)
+    f = s.fork()
+    a = f.feed(rest)
+    replay = m.stream()
+    replay.feed(prefix)
+    np.testing.assert_array_equal(a, replay.feed(rest))
+    # the fork is independent: the parent continues as if nothing happened
+    np.testing.assert_array_equal(s.feed(rest), a)
+    s.reset()
+    np.testing.assert_array_equal(s.feed(rest), m.stream().feed(rest))
+
+
+def test_state_round_trip_resumes_exactly():
+    rng = np.random.default_rng(2)
+    m = sequence_model(random_layer("LSTM", 3, 5, rng=rng))
+    x = rng.normal(size=(10, 2, 3)).astype(np.float32)
+    s = m.stream(batch=2)
+    s.feed(x[:4])
+    saved = s.state
+    tail = s.feed(x[4:])
+    s2 = m.stream(batch=2)
+    s2.state = saved
+    np.testing.assert_array_equal(s2.feed(x[4:]), tail)
+    saved["lstm/h"][...] = 99.0  # a returned state is a copy
+    assert not np.any(s.state["lstm/h"] == 99.0)
+
+
+def test_bidirectional_and_reverse_cannot_stream():
+    rng = np.random.default_rng(0)
+    for direction in ("bidirectional", "reverse"):
+        m = sequence_model(random_layer("GRU", 3, 4, rng=rng, direction=direction))
+        with pytest.raises(UnsupportedError, match="whole sequence"):
+            m.stream()
+
+
+def test_streams_in_threads_match_sequential():
+    rng = np.random.default_rng(4)
+    m = sequence_model(random_layer("LSTM", 16, 32, rng=rng))
+    xs = [rng.normal(size=(50, 2, 16)).astype(np.float32) for _ in range(4)]
+    want = [m.run(x) for x in xs]
+    got = [None] * 4
+
+    def work(i):
+        s = m.stream(batch=2)
+        got[i] = np.concatenate([s.step(x_t)[None] for x_t in xs[i]])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
+# ------------------------------------------------------------------ errors
+
+@pytest.fixture(scope="module")
+def lstm_model():
+    return onnx_style_model(random_layer("LSTM", 4, 6, rng=np.random.default_rng(0)))
+
+
+@pytest.mark.parametrize("feeds,match", [
+    ({"X": np.zeros((3, 2, 4), np.float64)}, "float32"),
+    ({"X": np.zeros((3, 4), np.float32)}, "rank 3"),
+    ({"X": np.zeros((3, 2, 5), np.float32)}, "4 features"),
+    ({"X": np.zeros((3, 2, 4), np.float32), "sequence_lens": np.array([1, 4], np.int32)}, r"\[0, 3\]"),
+    ({"X": np.zeros((3, 2, 4), np.float32), "sequence_lens": np.array([1, 2, 3], np.int32)}, "batch size"),
+    ({"X": np.zeros((3, 2, 4), np.float32), "initial_h": np.zeros((1, 3, 6), np.float32)}, r"\(1, 2, 6\)"),
+    ({"X": np.zeros((3, 2, 4), np.float32), "bogus": np.zeros(1)}, "unknown input"),
+    ({"sequence_lens": np.array([1], np.int32)}, "missing input 'X'"),
+    ({"X": [[[0.0] * 4]]}, "numpy array"),
+])
+def test_bad_run_inputs_raise_clear_errors(lstm_model, feeds, match):
+    with pytest.raises(ShapeError, match=match):
+        lstm_model.run(feeds)
+
+
+def test_bad_stream_inputs_raise_clear_errors(lstm_model):
+    s = lstm_model.stream(batch=2)
+    with pytest.raises(ShapeError, match="batch 2"):
+        s.step({"X": np.zeros((3, 4), np.float32)})
+    with pytest.raises(ShapeError, match="rank 2"):
+        s.step({"X": np.zeros((1, 2, 4), np.float32)})
+    with pytest.raises(ShapeError, match="Stream.state"):
+        s.feed({"X": np.zeros((1, 2, 4), np.float32), "initial_h": np.zeros((1, 2, 6), np.float32)})
+    with pytest.raises(ShapeError, match="no fixed length"):
+        s.feed({"X": np.zeros((1, 2, 4), np.float32), "sequence_lens": np.ones(2, np.int32)})
+    with pytest.raises(ShapeError, match="keys"):
+        s.state = {"nope": np.zeros(1)}
+    with pytest.raises(ShapeError, match="positive integer"):
+        lstm_model.stream(batch=0)
+
+
+def test_token_ids_out_of_range():
+    emb = Embedding("emb", np.ones((5, 2)))
+    m = Model([Node(emb, ["ids"], ["e"])], [Port("ids", "ids", "TB")], [Port("e", "e", "TBF")])
+    with pytest.raises(ShapeError, match=r"\[0, 5\)"):
+        m.run(np.array([[5]]))
+    with pytest.raises(ShapeError, match="integers"):
+        m.run(np.array([[1.0]]))
+
+
+@pytest.mark.parametrize("build,match", [
+    (lambda: random_layer("LSTM", 3, 4, rng=np.random.default_rng(0), direction="sideways"), "direction"),
+    (lambda: random_layer("LSTM", 3, 4, rng=np.random.default_rng(0), clip=-1.0), "clip"),
+    (lambda: random_layer("GRU", 3, 4, rng=np.random.default_rng(0), activations=["Sigmoid"]), "activations"),
+    (lambda: random_layer("RNN", 3, 4, rng=np.random.default_rng(0), activations=["Swish"]), "Swish"),
+    (lambda: lstm_rt.layers.LSTM("l", np.zeros((1, 16, 3)), np.zeros((1, 16, 5))), r"\(1, 16, 4\)"),
+    (lambda: lstm_rt.layers.RNN("r", np.full((1, 2, 3), np.nan), np.zeros((1, 2, 2))), "NaN"),
+    (lambda: lstm_rt.layers.GRU("g", np.zeros((1, 6, 3), np.int32), np.zeros((1, 6, 2))), "floating"),
+    (lambda: Dense("d", np.zeros((3, 2)), activation="gelu"), "gelu"),
+])
+def test_bad_layer_specs_raise(build, match):
+    with pytest.raises(lstm_rt.LstmRtError, match=match):
+        build()
+
+
+def test_graph_errors_name_the_problem():
+    layer = random_layer("RNN", 3, 4, rng=np.random.default_rng(0))
+    with pytest.raises(ShapeError, match="not produced"):
+        Model([Node(layer, ["nope"], ["y"])], [Port("x", "x", "TBF")], [Port("y", "y", "TBF")])
+    with pytest.raises(ShapeError, match="layout"):
+        Port("x", "x", "XYZ")
+
+
+def test_onnx_default_activation_parameters():
+    assert activation("LeakyRelu") == Activation("LeakyRelu", 0.01, 0.0)
+    assert activation("thresholdedrelu") == Activation("ThresholdedRelu", 1.0, 0.0)
+    assert activation("HardSigmoid") == Activation("HardSigmoid", 0.2, 0.5)
+    assert lstm_rt.layers.activations_from_onnx(["Sigmoid", "Affine", "LeakyRelu"], [2.0, 0.3], [1.0]) == [
+        Activation("Sigmoid", 0.0, 0.0), Activation("Affine", 2.0, 1.0), Activation("LeakyRelu", 0.3, 0.0)]
