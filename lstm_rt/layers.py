@@ -368,3 +368,33 @@ def layer_from_config(kind: str, config: dict, weights: dict[str, np.ndarray]) -
         return GRU(name, weights["w"], weights["r"], weights.get("b"),
                    linear_before_reset=cfg["linear_before_reset"], **kw)
     return RNN(name, weights["w"], weights["r"], weights.get("b"), **kw)
+
+
+def validate_config(kind: str, config: dict) -> None:
+    """Check a layer config read from a file with the same rules the specs apply when built
+    (sizes positive, direction/activations/clip valid), without needing its weights."""
+    cls = LAYER_KINDS.get(kind)
+    if cls is None:
+        raise UnsupportedError(f"unknown layer kind {kind!r}")
+    if not isinstance(config, dict) or not isinstance(config.get("name"), str):
+        raise ShapeError(f"{kind}: config must be a dict with a string 'name'")
+    owner = f"{kind} {config['name']!r}"
+    if cls is Embedding:
+        _positive_int(owner, "vocab_size", config.get("vocab_size"))
+        _positive_int(owner, "embedding_size", config.get("embedding_size"))
+    elif cls is Dense:
+        _positive_int(owner, "in_features", config.get("in_features"))
+        _positive_int(owner, "out_features", config.get("out_features"))
+        if config.get("activation") not in DENSE_ACTIVATIONS:
+            raise UnsupportedError(f"{owner}: activation {config.get('activation')!r} is not supported")
+    else:
+        probe = cls.__new__(cls)
+        acts = config.get("activations")
+        if not isinstance(acts, list) or not all(isinstance(a, list) and len(a) == 3 for a in acts):
+            raise ShapeError(f"{owner}: activations must be a list of [name, alpha, beta]")
+        probe._init_common(config["name"], config.get("input_size"), config.get("hidden_size"),
+                           config.get("direction"), [Activation(*a) for a in acts], config.get("clip"))
+        if len(acts) != probe.n_acts * probe.num_directions:
+            raise ShapeError(f"{owner}: expected {probe.n_acts * probe.num_directions} activations")
+        if kind == "LSTM" and config.get("proj_size") is not None:
+            _positive_int(owner, "proj_size", config["proj_size"])

@@ -26,7 +26,7 @@ import numpy as np
 
 from . import _core
 from .errors import LstmRtError, ModelFormatError, ShapeError, UnsupportedError
-from .layers import Dense, Embedding, Layer, layer_from_config
+from .layers import Layer, layer_from_config, validate_config
 from .packing import OPTIONAL_PARTS, expected_packed_shapes, pack_layer, unpack_layer_weights
 
 SEQ_LAYOUTS = ("TBF", "BTF", "TB", "BT", "TDBH", "BTDH")
@@ -178,6 +178,9 @@ class Model:
             elif cur != form:
                 raise ShapeError(f"tensor {tensor!r}: used as {form} but it is {cur}")
 
+        recurrent_names = [n.name for n in self._nodes if n.recurrent]
+        if len(set(recurrent_names)) != len(recurrent_names):
+            raise ShapeError(f"recurrent layers need unique names (they key Stream.state), got {recurrent_names}")
         for n in self._nodes:
             x = n.inputs[0]
             if n.kind == "Embedding":
@@ -475,7 +478,7 @@ def _check_packed(kind, config, packed):
     """A file's packed arrays must have exactly the shapes its config implies."""
     if kind not in ("LSTM", "GRU", "RNN", "Dense", "Embedding"):
         raise ModelFormatError(f"unknown layer kind {kind!r}")
-    # the config is validated by rebuilding it through the spec's checks
+    validate_config(kind, config)
     expected = expected_packed_shapes(kind, config)
     for part, shape in expected.items():
         arr = packed.get(part)
