@@ -25,7 +25,12 @@ cdef extern from "lrt_kernels.h" nogil:
         int input_forget
         int linear_before_reset
     const char *lrt_isa_name()
-    void lrt_init()
+    int lrt_init(const char *force)
+    int lrt_cpu_has_avx2_fma()
+    void lrt_gemm_panels_generic(int M, int K, const float *A, int lda, const float *Wp, int nblk, int gw,
+                                 const float *bias, float *C, int ldc, int ncols)
+    void lrt_gemm_panels_avx2(int M, int K, const float *A, int lda, const float *Wp, int nblk, int gw,
+                              const float *bias, float *C, int ldc, int ncols)
     void lrt_gemm_panels(int M, int K, const float *A, int lda, const float *Wp, int nblk, int gw,
                          const float *bias, float *C, int ldc, int ncols)
     void lrt_activate(lrt_act act, float *x, int n)

@@ -8,13 +8,26 @@ Design:
   Everything mutable (state, scratch) belongs to the caller: a Stream or one run() call.
 - Shapes are checked here, once per call, so the C kernels can trust every size.
 """
+import os
+
 import numpy as np
 from libc.stdint cimport int32_t
 from libc.string cimport memset
 
 from lstm_rt._core cimport *
 
-lrt_init()
+
+def _select_isa():
+    """Pick the kernels once, at import; LSTM_RT_FORCE_ISA=generic|avx2 overrides detection."""
+    force = os.environ.get("LSTM_RT_FORCE_ISA", "").strip().lower()
+    rc = lrt_init(force.encode())
+    if rc == -1:
+        raise ImportError(f"LSTM_RT_FORCE_ISA={force!r}: expected 'generic' or 'avx2'")
+    if rc == -2:
+        raise ImportError(f"LSTM_RT_FORCE_ISA={force!r}: this CPU lacks AVX2/FMA")
+
+
+_select_isa()
 
 _ACT_CODES = {"Sigmoid": 0, "Tanh": 1, "Relu": 2, "Affine": 3, "LeakyRelu": 4,
               "ThresholdedRelu": 5, "ScaledTanh": 6, "HardSigmoid": 7, "Elu": 8,
@@ -23,7 +36,7 @@ _DENSE_CODES = {"linear": 0, "relu": 1, "tanh": 2, "sigmoid": 3, "softmax": 4}
 
 
 def cpu_isa():
-    """Name of the kernel implementation in use ("generic": portable C)."""
+    """Name of the kernel implementation in use: "avx2" (AVX2 + FMA) or "generic" (portable C)."""
     return lrt_isa_name().decode()
 
 
@@ -194,16 +207,30 @@ cdef class DenseCore:
                       self.w, self.nblk, self.b, self.act, &y[0, 0], self.out_features)
 
 
-def _gemm_panels(const float[:, ::1] a, packed, int gates, int ncols):
-    """Test hook: a [M, K] @ unpacked(packed)^T -> [M, ncols] via lrt_gemm_panels."""
+def cpu_has_avx2():
+    return bool(lrt_cpu_has_avx2_fma())
+
+
+def _gemm_panels(const float[:, ::1] a, packed, int gates, int ncols, str isa="auto"):
+    """Test hook: a [M, K] @ unpacked(packed)^T -> [M, ncols] via lrt_gemm_panels
+    (isa "auto": the dispatched kernel; "generic" or "avx2": that one)."""
+    if isa == "avx2" and not lrt_cpu_has_avx2_fma():
+        raise RuntimeError("this CPU lacks AVX2/FMA")
     cdef list keep = []
     cdef const float *wp = _fptr(packed, keep)
     cdef int M = a.shape[0], K = a.shape[1], nblk = packed.shape[0]
+    cdef int which
     out = np.zeros((M, ncols), np.float32)
     cdef float[:, ::1] o = out
     if M and ncols:
+        which = {"generic": 0, "avx2": 1}.get(isa, 2)
         with nogil:
-            lrt_gemm_panels(M, K, &a[0, 0], K, wp, nblk, gates * LRT_LANES, NULL, &o[0, 0], ncols, ncols)
+            if which == 0:
+                lrt_gemm_panels_generic(M, K, &a[0, 0], K, wp, nblk, gates * LRT_LANES, NULL, &o[0, 0], ncols, ncols)
+            elif which == 1:
+                lrt_gemm_panels_avx2(M, K, &a[0, 0], K, wp, nblk, gates * LRT_LANES, NULL, &o[0, 0], ncols, ncols)
+            else:
+                lrt_gemm_panels(M, K, &a[0, 0], K, wp, nblk, gates * LRT_LANES, NULL, &o[0, 0], ncols, ncols)
     return out
 
 

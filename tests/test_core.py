@@ -20,14 +20,18 @@ ATOL = 1e-5
 
 # ------------------------------------------------------------------ kernels
 
+ISAS = ["generic"] + (["avx2"] if _core.cpu_has_avx2() else [])
+
+
+@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("gates", [1, 2, 3, 4])
-@pytest.mark.parametrize("M,K,H", [(1, 1, 1), (3, 7, 13), (4, 16, 8), (9, 33, 17), (5, 0, 3)])
-def test_gemm_panels_matches_numpy(gates, M, K, H):
+@pytest.mark.parametrize("M,K,H", [(1, 1, 1), (1, 8, 13), (3, 7, 13), (4, 16, 8), (9, 33, 17), (5, 0, 3)])
+def test_gemm_panels_matches_numpy(isa, gates, M, K, H):
     rng = np.random.default_rng(gates * 100 + M)
     a = rng.normal(size=(M, K)).astype(np.float32)
     w = rng.normal(size=(gates * H, K)).astype(np.float32)
     packed = pack_panels(w, gates)
-    got = _core._gemm_panels(a, packed, gates, packed.shape[0] * gates * 8)
+    got = _core._gemm_panels(a, packed, gates, packed.shape[0] * gates * 8, isa)
     # column (u // 8) * G * 8 + g * 8 + u % 8 holds unit u of gate g
     want = (a.astype(np.float64) @ w.T.astype(np.float64)).reshape(M, gates, H)
     for g in range(gates):

@@ -1,4 +1,5 @@
 /* Packed-panel matrix product, portable C. See lrt_kernels.h for the panel layout. */
+#include <string.h>
 #include "lrt_kernels.h"
 
 /* Rows are processed four at a time so each weight load feeds four FMAs (the batched
@@ -53,8 +54,8 @@ DEFINE_GEMM(16)
 DEFINE_GEMM(24)
 DEFINE_GEMM(32)
 
-void lrt_gemm_panels(int M, int K, const float *A, int lda, const float *Wp, int nblk, int gw,
-                     const float *bias, float *C, int ldc, int ncols)
+void lrt_gemm_panels_generic(int M, int K, const float *A, int lda, const float *Wp, int nblk, int gw,
+                             const float *bias, float *C, int ldc, int ncols)
 {
     if (M <= 0 || nblk <= 0) return;
     switch (gw) {
@@ -65,5 +66,28 @@ void lrt_gemm_panels(int M, int K, const float *A, int lda, const float *Wp, int
     }
 }
 
-const char *lrt_isa_name(void) { return "generic"; }
-void lrt_init(void) {}
+/* ---- run-time dispatch: written once by lrt_init (at import), read-only afterwards ---- */
+
+typedef void (*gemm_fn)(int, int, const float *, int, const float *, int, int,
+                        const float *, float *, int, int);
+static gemm_fn gemm_impl = lrt_gemm_panels_generic;
+static const char *isa_name = "generic";
+
+void lrt_gemm_panels(int M, int K, const float *A, int lda, const float *Wp, int nblk, int gw,
+                     const float *bias, float *C, int ldc, int ncols)
+{
+    gemm_impl(M, K, A, lda, Wp, nblk, gw, bias, C, ldc, ncols);
+}
+
+const char *lrt_isa_name(void) { return isa_name; }
+
+int lrt_init(const char *force)
+{
+    int avx2 = lrt_cpu_has_avx2_fma();
+    if (force && strcmp(force, "generic") == 0) avx2 = 0;
+    else if (force && strcmp(force, "avx2") == 0) { if (!avx2) return -2; }
+    else if (force && force[0]) return -1;
+    gemm_impl = avx2 ? lrt_gemm_panels_avx2 : lrt_gemm_panels_generic;
+    isa_name = avx2 ? "avx2" : "generic";
+    return 0;
+}

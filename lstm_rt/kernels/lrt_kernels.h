@@ -51,14 +51,23 @@ typedef struct {
     int linear_before_reset; /* GRU */
 } lrt_cell;
 
-/* Which implementation lrt_init picked: "generic" (portable C) for now. */
+/* Pick the kernels for this CPU, once, before any other call: "avx2" (AVX2 + FMA) when the
+ * CPU has it, else "generic" (portable C). force: NULL/"" = detect, or "generic"/"avx2".
+ * Returns 0, -1 for an unknown name, -2 when the CPU lacks the forced ISA. */
+int lrt_init(const char *force);
 const char *lrt_isa_name(void);
-void lrt_init(void);
+int lrt_cpu_has_avx2_fma(void);
 
 /* C[m, j] = bias[j] + sum_k A[m, k] * panel(Wp)[k, j] for m < M and j < ncols, where the
  * panel matrix has nblk * gw columns (gw = gates * 8). bias may be NULL (zero). */
 void lrt_gemm_panels(int M, int K, const float *A, int lda, const float *Wp, int nblk, int gw,
                      const float *bias, float *C, int ldc, int ncols);
+
+/* The implementations behind lrt_gemm_panels (tests call both). */
+void lrt_gemm_panels_generic(int M, int K, const float *A, int lda, const float *Wp, int nblk, int gw,
+                             const float *bias, float *C, int ldc, int ncols);
+void lrt_gemm_panels_avx2(int M, int K, const float *A, int lda, const float *Wp, int nblk, int gw,
+                          const float *bias, float *C, int ldc, int ncols);
 
 /* In-place activation of n values. */
 void lrt_activate(lrt_act act, float *x, int n);

@@ -1,0 +1,129 @@
+/* Packed-panel matrix product with AVX2 + FMA, compiled for those instructions only here
+ * (function target attributes), so the rest of the build stays baseline x86-64 and this
+ * code runs only after lrt_init has seen the CPU support it. */
+#include "lrt_kernels.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#include <string.h>
+
+#define LRT_AVX2 __attribute__((target("avx2,fma")))
+#define LRT_AVX2_INLINE static inline __attribute__((always_inline, target("avx2,fma")))
+
+/* One tile: R rows x NV vectors of 8 columns, over all K, for one panel block.
+ * R * NV <= 8 accumulators leaves registers for the weight loads and broadcasts. */
+LRT_AVX2_INLINE void tile(int R, int NV, int K, const float *A, int lda, const float *wp,
+                          const float *bias, float *out, int ldo)
+{
+    __m256 acc[8];
+    for (int r = 0; r < R; r++)
+        for (int v = 0; v < NV; v++)
+            acc[r * NV + v] = bias ? _mm256_loadu_ps(bias + 8 * v) : _mm256_setzero_ps();
+    const int gw = NV * 8;
+    for (int k = 0; k < K; k++) {
+        const float *w = wp + (size_t)k * gw;
+        __m256 wv[4];
+        for (int v = 0; v < NV; v++) wv[v] = _mm256_loadu_ps(w + 8 * v);
+        for (int r = 0; r < R; r++) {
+            __m256 a = _mm256_broadcast_ss(A + (size_t)r * lda + k);
+            for (int v = 0; v < NV; v++) acc[r * NV + v] = _mm256_fmadd_ps(a, wv[v], acc[r * NV + v]);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int v = 0; v < NV; v++) _mm256_storeu_ps(out + (size_t)r * ldo + 8 * v, acc[r * NV + v]);
+}
+
+/* A single row (the streaming step): two accumulator sets over even and odd k hide the
+ * 4-cycle FMA latency when NV is small. */
+LRT_AVX2_INLINE void tile_row(int NV, int K, const float *a, const float *wp, const float *bias, float *out)
+{
+    __m256 acc0[4], acc1[4];
+    for (int v = 0; v < NV; v++) {
+        acc0[v] = bias ? _mm256_loadu_ps(bias + 8 * v) : _mm256_setzero_ps();
+        acc1[v] = _mm256_setzero_ps();
+    }
+    const int gw = NV * 8;
+    int k = 0;
+    for (; k + 1 < K; k += 2) {
+        const float *w = wp + (size_t)k * gw;
+        __m256 a0 = _mm256_broadcast_ss(a + k), a1 = _mm256_broadcast_ss(a + k + 1);
+        for (int v = 0; v < NV; v++) {
+            acc0[v] = _mm256_fmadd_ps(a0, _mm256_loadu_ps(w + 8 * v), acc0[v]);
+            acc1[v] = _mm256_fmadd_ps(a1, _mm256_loadu_ps(w + gw + 8 * v), acc1[v]);
+        }
+    }
+    if (k < K) {
+        const float *w = wp + (size_t)k * gw;
+        __m256 a0 = _mm256_broadcast_ss(a + k);
+        for (int v = 0; v < NV; v++) acc0[v] = _mm256_fmadd_ps(a0, _mm256_loadu_ps(w + 8 * v), acc0[v]);
+    }
+    for (int v = 0; v < NV; v++) _mm256_storeu_ps(out + 8 * v, _mm256_add_ps(acc0[v], acc1[v]));
+}
+
+#define ROWS_FOR(NV) ((NV) >= 3 ? 2 : 4)
+
+#define DEFINE_GEMM_AVX2(NV)                                                                  \
+LRT_AVX2 static void gemm_nv##NV(int M, int K, const float *A, int lda, const float *Wp,      \
+                                 int nblk, const float *bias, float *C, int ldc, int ncols)   \
+{                                                                                             \
+    const int gw = NV * 8, R = ROWS_FOR(NV);                                                  \
+    float tmp[4 * 32];                                                                        \
+    for (int blk = 0; blk < nblk; blk++) {                                                    \
+        const float *wp = Wp + (size_t)blk * K * gw;                                          \
+        const float *bb = bias ? bias + blk * gw : NULL;                                      \
+        int j0 = blk * gw, full = ncols - j0 >= gw;                                           \
+        int n = full ? gw : ncols - j0;                                                       \
+        int m = 0;                                                                            \
+        if (M == 1) {                                                                         \
+            tile_row(NV, K, A, wp, bb, full ? C + j0 : tmp);                                  \
+            if (!full) memcpy(C + j0, tmp, (size_t)n * sizeof(float));                        \
+            continue;                                                                         \
+        }                                                                                     \
+        for (; m + R <= M; m += R) {                                                          \
+            float *dst = full ? C + (size_t)m * ldc + j0 : tmp;                               \
+            tile(R, NV, K, A + (size_t)m * lda, lda, wp, bb, dst, full ? ldc : gw);           \
+            if (!full)                                                                        \
+                for (int r = 0; r < R; r++)                                                   \
+                    memcpy(C + (size_t)(m + r) * ldc + j0, tmp + r * gw, (size_t)n * sizeof(float)); \
+        }                                                                                     \
+        for (; m < M; m++) {                                                                  \
+            tile(1, NV, K, A + (size_t)m * lda, lda, wp, bb, tmp, gw);                        \
+            memcpy(C + (size_t)m * ldc + j0, tmp, (size_t)n * sizeof(float));                \
+        }                                                                                     \
+    }                                                                                         \
+}
+
+DEFINE_GEMM_AVX2(1)
+DEFINE_GEMM_AVX2(2)
+DEFINE_GEMM_AVX2(3)
+DEFINE_GEMM_AVX2(4)
+
+void lrt_gemm_panels_avx2(int M, int K, const float *A, int lda, const float *Wp, int nblk, int gw,
+                          const float *bias, float *C, int ldc, int ncols)
+{
+    if (M <= 0 || nblk <= 0) return;
+    switch (gw) {
+    case 8:  gemm_nv1(M, K, A, lda, Wp, nblk, bias, C, ldc, ncols); break;
+    case 16: gemm_nv2(M, K, A, lda, Wp, nblk, bias, C, ldc, ncols); break;
+    case 24: gemm_nv3(M, K, A, lda, Wp, nblk, bias, C, ldc, ncols); break;
+    default: gemm_nv4(M, K, A, lda, Wp, nblk, bias, C, ldc, ncols); break;
+    }
+}
+
+int lrt_cpu_has_avx2_fma(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+#else  /* not x86-64 with GCC/Clang: the portable kernels are the only ones */
+
+void lrt_gemm_panels_avx2(int M, int K, const float *A, int lda, const float *Wp, int nblk, int gw,
+                          const float *bias, float *C, int ldc, int ncols)
+{
+    lrt_gemm_panels_generic(M, K, A, lda, Wp, nblk, gw, bias, C, ldc, ncols);
+}
+
+int lrt_cpu_has_avx2_fma(void) { return 0; }
+
+#endif
