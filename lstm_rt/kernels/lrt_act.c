@@ -24,7 +24,7 @@ static inline float act1(lrt_act a, float x)
     }
 }
 
-void lrt_activate(lrt_act act, float *x, int n)
+static void activate_generic(lrt_act act, float *x, int n)
 {
     /* One switch per call, not per element: the loops below are what runs. */
     switch (act.kind) {
@@ -32,4 +32,15 @@ void lrt_activate(lrt_act act, float *x, int n)
     case LRT_TANH:    for (int i = 0; i < n; i++) x[i] = tanhf(x[i]); break;
     default:          for (int i = 0; i < n; i++) x[i] = act1(act, x[i]); break;
     }
+}
+
+static int use_avx2 = 0;  /* set once by lrt_init */
+
+void lrt_activate_select(int avx2) { use_avx2 = avx2; }
+
+void lrt_activate(lrt_act act, float *x, int n)
+{
+    if (use_avx2 && act.kind == LRT_SIGMOID) lrt_sigmoid_avx2(x, n);
+    else if (use_avx2 && act.kind == LRT_TANH) lrt_tanh_avx2(x, n);
+    else activate_generic(act, x, n);
 }

@@ -69,8 +69,11 @@ void lrt_gemm_panels_generic(int M, int K, const float *A, int lda, const float 
 void lrt_gemm_panels_avx2(int M, int K, const float *A, int lda, const float *Wp, int nblk, int gw,
                           const float *bias, float *C, int ldc, int ncols);
 
-/* In-place activation of n values. */
+/* In-place activation of n values (sigmoid and tanh vectorized when lrt_init chose avx2). */
 void lrt_activate(lrt_act act, float *x, int n);
+void lrt_activate_select(int avx2);
+void lrt_sigmoid_avx2(float *x, int n);
+void lrt_tanh_avx2(float *x, int n);
 
 /* Floats of workspace lrt_recurrent_sequence needs for T steps of B rows. */
 size_t lrt_workspace_floats(const lrt_cell *cell, int T, int B);
