@@ -10,7 +10,7 @@ cdef extern from "lrt_kernels.h" nogil:
     enum: LRT_CELL_LSTM, LRT_CELL_GRU, LRT_CELL_RNN
     ctypedef struct lrt_cell:
         int kind
-        int I, H, Hr, nblk
+        int in_size, H, Hr, nblk
         int gates
         const float *w
         const float *bias

@@ -11,10 +11,14 @@ Design:
 import os
 
 import numpy as np
-from libc.stdint cimport int32_t
-from libc.string cimport memset
+cimport numpy as cnp
+from libc.stdint cimport int32_t, int64_t
+from libc.string cimport memcpy, memset
 
 from lstm_rt._core cimport *
+from lstm_rt.errors import ShapeError
+
+cnp.import_array()
 
 
 def _select_isa():
@@ -98,7 +102,7 @@ cdef class RecurrentCore:
             memset(cl, 0, sizeof(lrt_cell))
             cl.kind = {"LSTM": LRT_CELL_LSTM, "GRU": LRT_CELL_GRU, "RNN": LRT_CELL_RNN}[kind]
             cl.gates = {"LSTM": 4, "GRU": 3, "RNN": 1}[kind]
-            cl.I = self.input_size
+            cl.in_size = self.input_size
             cl.H = H
             cl.nblk = (H + LRT_LANES - 1) // LRT_LANES
             cl.w = _fptr(packed[f"{d}.w"], self._keep)
@@ -205,6 +209,144 @@ cdef class DenseCore:
         with nogil:
             lrt_dense(M, self.in_features, self.out_features, &x[0, 0], self.in_features,
                       self.w, self.nblk, self.b, self.act, &y[0, 0], self.out_features)
+
+
+cdef enum:
+    CHAIN_MAX = 32
+    NODE_RECURRENT = 0
+    NODE_DENSE = 1
+    NODE_EMBEDDING = 2
+
+ctypedef struct chain_node:
+    int kind
+    int in_f, out_f
+    lrt_cell cell          # NODE_RECURRENT (forward direction only)
+    float *h
+    float *c
+    const float *w         # NODE_DENSE panels / NODE_EMBEDDING table [V, E]
+    const float *b
+    int nblk, act
+
+
+cdef class ChainStep:
+    """One time step of a chain model (one sequence input -> layers -> one sequence output)
+    in a single call: the layers run back to back in C without the GIL, so a step costs
+    one Python call plus the kernels (the general graph path costs ~4 us more per step).
+
+    Built by Stream for models of that shape; states are the Stream's arrays, updated in place."""
+    cdef chain_node nodes[CHAIN_MAX]
+    cdef int n, B, max_f
+    cdef list _keep
+    cdef Workspace ws
+    cdef object _buf
+    cdef float *buf
+
+    def __init__(self, list cores, list states, int batch, int in_features):
+        """cores: per node a RecurrentCore, a DenseCore or an embedding table (float32 [V, E]);
+        states: per node (h [1, B, Hr], c [1, B, H] or None) or None."""
+        cdef int i
+        cdef chain_node *nd
+        cdef RecurrentCore rc
+        cdef DenseCore dc
+        if len(cores) > CHAIN_MAX:
+            raise ValueError("chain too long for the step fast path")
+        self._keep = [cores, states]
+        self.n = len(cores)
+        self.B = batch
+        self.ws = Workspace()
+        f = in_features
+        self.max_f = f
+        for i in range(self.n):
+            nd = &self.nodes[i]
+            memset(nd, 0, sizeof(chain_node))
+            core = cores[i]
+            if isinstance(core, RecurrentCore):
+                rc = core
+                nd.kind = NODE_RECURRENT
+                nd.cell = rc.cells[0]
+                nd.in_f, nd.out_f = rc.input_size, rc.output_size
+                h, c = states[i]
+                nd.h = <float *> (<size_t> h.ctypes.data)
+                nd.c = <float *> (<size_t> c.ctypes.data) if c is not None else NULL
+            elif isinstance(core, DenseCore):
+                dc = core
+                nd.kind = NODE_DENSE
+                nd.in_f, nd.out_f = dc.in_features, dc.out_features
+                nd.w, nd.b, nd.nblk, nd.act = dc.w, dc.b, dc.nblk, dc.act
+            else:
+                if i != 0 or core.dtype != np.float32 or not core.flags.c_contiguous:
+                    raise ValueError("an embedding table must be the first node, float32 C-contiguous")
+                nd.kind = NODE_EMBEDDING
+                nd.in_f, nd.out_f = core.shape[0], core.shape[1]
+                nd.w = <const float *> (<size_t> core.ctypes.data)
+            if nd.in_f != f:
+                raise ValueError(f"node {i} expects {nd.in_f} features, gets {f}")
+            f = nd.out_f
+            self.max_f = max(self.max_f, f)
+        self._buf = np.empty(2 * batch * self.max_f + 16, np.float32)
+        self.buf = <float *> (<size_t> self._buf.ctypes.data)
+        # size the workspace once: a step never allocates
+        need = 1
+        for i in range(self.n):
+            if self.nodes[i].kind == NODE_RECURRENT:
+                need = max(need, lrt_workspace_floats(&self.nodes[i].cell, 1, batch))
+        self.ws.need(need)
+
+    def step(self, object x):
+        """x: float32 [B, F] (or integer ids [B] when the chain starts with an Embedding).
+        Returns float32 [B, F_out]."""
+        cdef cnp.ndarray arr
+        cdef int B = self.B, i, b, kind0 = self.nodes[0].kind
+        cdef cnp.npy_intp dims[2]
+        cdef const float *src
+        cdef float *dst
+        cdef float *ws
+        cdef chain_node *nd
+        cdef int64_t tok
+        if not cnp.PyArray_Check(x):
+            raise ShapeError(f"expected a numpy array, got {type(x).__name__}")
+        arr = <cnp.ndarray> x
+        if kind0 == NODE_EMBEDDING:
+            if arr.ndim != 1 or arr.shape[0] != B or cnp.PyArray_TYPE(arr) not in (cnp.NPY_INT64, cnp.NPY_INT32):
+                raise ShapeError(f"expected int64 or int32 token ids of shape ({B},), "
+                                 f"got {x.dtype} {x.shape}")
+            arr = np.ascontiguousarray(arr, dtype=np.int64)
+            nd = &self.nodes[0]
+            for b in range(B):
+                tok = (<int64_t *> cnp.PyArray_DATA(arr))[b]
+                if tok < 0 or tok >= nd.in_f:
+                    raise ShapeError(f"token id {tok} is out of range [0, {nd.in_f})")
+                memcpy(self.buf + B * self.max_f + b * nd.out_f, nd.w + tok * nd.out_f, nd.out_f * sizeof(float))
+            src = self.buf + B * self.max_f
+            i = 1
+        else:
+            if arr.ndim != 2 or arr.shape[0] != B or arr.shape[1] != self.nodes[0].in_f \
+                    or cnp.PyArray_TYPE(arr) != cnp.NPY_FLOAT32:
+                raise ShapeError(f"expected float32 of shape ({B}, {self.nodes[0].in_f}), "
+                                 f"got {x.dtype} {x.shape}")
+            if not cnp.PyArray_IS_C_CONTIGUOUS(arr):
+                arr = np.ascontiguousarray(arr)
+            src = <const float *> cnp.PyArray_DATA(arr)
+            i = 0
+        dims[0] = B
+        dims[1] = self.nodes[self.n - 1].out_f
+        out = cnp.PyArray_EMPTY(2, dims, cnp.NPY_FLOAT32, 0)
+        cdef float *out_p = <float *> cnp.PyArray_DATA(<cnp.ndarray> out)
+        cdef int start = i
+        ws = self.ws.ptr
+        with nogil:
+            for i in range(start, self.n):
+                nd = &self.nodes[i]
+                # ping-pong between the two halves of buf; the last node writes the result
+                dst = out_p if i == self.n - 1 else self.buf + ((i + 1) % 2) * B * self.max_f
+                if nd.kind == NODE_RECURRENT:
+                    lrt_recurrent_sequence(&nd.cell, 1, B, src, nd.in_f, NULL, 0, nd.h, nd.c,
+                                           dst, nd.out_f, ws)
+                else:
+                    lrt_dense(B, nd.in_f, nd.out_f, src, nd.in_f, nd.w, nd.nblk, nd.b, nd.act,
+                              dst, nd.out_f)
+                src = dst
+        return out
 
 
 def cpu_has_avx2():

@@ -515,11 +515,38 @@ class Stream:
         self.model = model
         self.batch = int(batch)
         self._ws = _core.Workspace()
-        self.reset()
+        self._states = model._initial_states({}, self.batch)
+        self._chain = self._chain_step()
+
+    def _chain_step(self):
+        """The one-call step path (_core.ChainStep) when the model is a plain chain: one
+        sequence input, each layer reading the previous one's sequence output, one
+        sequence output. Other graphs take the general path."""
+        m = self.model
+        seq_in = [p for p in m._inputs if p.is_sequence]
+        if len(seq_in) != 1 or len(m._outputs) != 1 or m._outputs[0].layout not in ("TBF", "BTF"):
+            return None
+        cores, states, tensor = [], [], seq_in[0].tensor
+        for i, n in enumerate(m._nodes):
+            if n.inputs[0] != tensor or any(n.inputs[1:]) or (n.kind == "Embedding" and i):
+                return None
+            tensor = n.outputs[0]
+            if n.recurrent:
+                cores.append(n.core)
+                states.append((self._states[i]["h"], self._states[i].get("c")))
+            else:
+                cores.append(n.core if n.kind == "Dense" else n.weight)
+                states.append(None)
+        if tensor != m._outputs[0].tensor:
+            return None
+        in_f = m._info[seq_in[0].tensor][1]
+        return _core.ChainStep(cores, states, self.batch, in_f)
 
     def reset(self):
         """Back to zero state, as a fresh stream."""
-        self._states = self.model._initial_states({}, self.batch)
+        for st in self._states.values():
+            for a in st.values():
+                a.fill(0.0)
 
     def _run(self, x, time_axis):
         m = self.model
@@ -532,6 +559,8 @@ class Stream:
 
     def step(self, x_t):
         """One time step: x_t [B, I] (or a dict). Returns the outputs of that step."""
+        if self._chain is not None and not isinstance(x_t, dict):
+            return self._chain.step(x_t)
         return self._run(x_t, time_axis=False)
 
     def feed(self, xs):

@@ -158,6 +158,40 @@ def test_stacked_language_model_matches_reference():
     np.testing.assert_allclose(got.sum(-1), 1.0, atol=1e-5)
 
 
+def test_stepping_a_language_model_token_by_token_matches_run():
+    """Embedding -> LSTM -> GRU -> Dense is a chain: step() takes the one-call fast path."""
+    rng = np.random.default_rng(8)
+    V = 40
+    m = Model([Node(Embedding("emb", rng.normal(size=(V, 6))), ["ids"], ["e"]),
+               Node(random_layer("LSTM", 6, 9, rng=rng, name="l1", proj=4), ["e"], ["y1"]),
+               Node(random_layer("GRU", 4, 10, rng=rng, name="l2"), ["y1"], ["y2"]),
+               Node(Dense("head", rng.normal(size=(V, 10)), activation="softmax"), ["y2"], ["p"])],
+              [Port("ids", "ids", "TB")], [Port("p", "p", "TBF")])
+    ids = rng.integers(0, V, size=(17, 2))
+    s = m.stream(batch=2)
+    assert s._chain is not None
+    stepped = np.stack([s.step(ids[t]) for t in range(17)])
+    np.testing.assert_allclose(stepped, m.run(ids), atol=1e-6, rtol=0)
+    np.testing.assert_allclose(s.step(ids[0].astype(np.int32)), m.stream(batch=2).feed(
+        np.concatenate([ids, ids[:1]]))[-1], atol=1e-6)
+    with pytest.raises(ShapeError, match="out of range"):
+        s.step(np.array([0, V]))
+    with pytest.raises(ShapeError, match="token ids"):
+        s.step(np.array([0.0, 1.0]))
+
+
+def test_fast_step_rejects_bad_inputs_and_accepts_strided_ones():
+    rng = np.random.default_rng(9)
+    m = sequence_model(random_layer("LSTM", 4, 5, rng=rng))
+    s = m.stream(batch=2)
+    for bad in (np.zeros((2, 4), np.float64), np.zeros((2, 5), np.float32),
+                np.zeros((3, 4), np.float32), np.zeros(4, np.float32), [[0.0] * 4] * 2):
+        with pytest.raises(ShapeError):
+            s.step(bad)
+    x = rng.normal(size=(4, 2)).astype(np.float32).T  # not C-contiguous
+    np.testing.assert_array_equal(s.step(x), m.stream(batch=2).step(np.ascontiguousarray(x)))
+
+
 @pytest.mark.parametrize("act", ["linear", "relu", "tanh", "sigmoid", "softmax"])
 def test_dense_activations(act):
     rng = np.random.default_rng(1)

@@ -32,10 +32,10 @@ typedef struct { int kind; float alpha, beta; } lrt_act;
 enum { LRT_CELL_LSTM = 0, LRT_CELL_GRU = 1, LRT_CELL_RNN = 2 };
 
 /* One direction of one recurrent layer: borrowed pointers into packed weights that the
- * Python objects own. Sizes: I inputs, H units, Hr = size of h (projection or H). */
+ * Python objects own. Sizes: in_size inputs, H units, Hr = size of h (projection or H). */
 typedef struct {
     int kind;
-    int I, H, Hr, nblk;      /* nblk = ceil(H / 8) */
+    int in_size, H, Hr, nblk; /* inputs, units, size of h; nblk = ceil(H / 8) */
     int gates;               /* 4 (LSTM), 3 (GRU), 1 (RNN) */
     const float *w;          /* [nblk][I][gates*8]                                        */
     const float *bias;       /* [nblk*gates*8]: Wb + Rb (GRU with lbr: Wb+Rb for z, r; Wb for h) */

@@ -140,7 +140,7 @@ void lrt_recurrent_sequence(const lrt_cell *cl, int T, int B, const float *x, in
                     memset(y + ((size_t)t * B + b) * ldy, 0, (size_t)Hr * sizeof(float));
     }
     /* The input projection of every step at once: W x + biases. */
-    lrt_gemm_panels(T * B, cl->I, x, ldx, cl->w, cl->nblk, G8, cl->bias, xproj, width, width);
+    lrt_gemm_panels(T * B, cl->in_size, x, ldx, cl->w, cl->nblk, G8, cl->bias, xproj, width, width);
 
     int gru_split = cl->kind == LRT_CELL_GRU && !cl->linear_before_reset;
     for (int s = 0; s < steps; s++) {
