@@ -8,18 +8,23 @@ cdef extern from "lrt_kernels.h" nogil:
         float alpha
         float beta
     enum: LRT_CELL_LSTM, LRT_CELL_GRU, LRT_CELL_RNN
+    enum: LRT_F32, LRT_F16, LRT_I8
+    ctypedef struct lrt_mat:
+        int dtype
+        const void *data
+        const float *scale
+        int nblk, K, gw
     ctypedef struct lrt_cell:
         int kind
         int in_size, H, Hr, nblk
         int gates
-        const float *w
+        lrt_mat w
         const float *bias
-        const float *r
-        const float *r_h
+        lrt_mat r
+        lrt_mat r_h
         const float *bias_rh
         const float *peep
-        const float *proj
-        int pblk
+        lrt_mat proj
         lrt_act act[3]
         float clip
         int input_forget
@@ -38,5 +43,9 @@ cdef extern from "lrt_kernels.h" nogil:
     void lrt_recurrent_sequence(const lrt_cell *cell, int T, int B, const float *x, int ldx,
                                 const int32_t *lens, int reverse, float *h, float *c,
                                 float *y, int ldy, float *ws)
-    void lrt_dense(int M, int F, int O, const float *x, int ldx, const float *Wp, int nblk,
-                   const float *bias, int act, float *y, int ldy)
+    void lrt_matmul(int M, const float *A, int lda, const lrt_mat *W, const float *bias,
+                    float *C, int ldc, int ncols, float *scratch)
+    size_t lrt_matmul_scratch_floats(int M, int K)
+    void lrt_matmul_select(int avx2)
+    void lrt_dense(int M, int O, const float *x, int ldx, const lrt_mat *W, const float *bias,
+                   int act, float *y, int ldy, float *scratch)

@@ -77,6 +77,37 @@ cdef const float *_fptr(object arr, list keep) except? NULL:
     return &mv[0]
 
 
+cdef int _mat(lrt_mat *m, object arr, object scale, int K, int gw, list keep) except -1:
+    """Describe a packed weight matrix (fp32 / fp16 / int8 panels, see lrt_kernels.h)."""
+    memset(m, 0, sizeof(lrt_mat))
+    if arr is None:
+        return 0
+    if not arr.flags.c_contiguous:
+        raise TypeError("packed weights must be C-contiguous")
+    m.K = K
+    m.gw = gw
+    m.nblk = arr.shape[0]
+    if arr.dtype == np.float32:
+        m.dtype = LRT_F32
+        want = (m.nblk, K, gw)
+    elif arr.dtype == np.float16:
+        m.dtype = LRT_F16
+        want = (m.nblk, K, gw)
+    elif arr.dtype == np.int8:
+        m.dtype = LRT_I8
+        want = (m.nblk, (K + 1) // 2, gw, 2)
+        if scale is None or scale.dtype != np.float32 or scale.shape != (m.nblk * gw,):
+            raise TypeError("int8 weights need a float32 scale per output column")
+        m.scale = _fptr(scale, keep)
+    else:
+        raise TypeError(f"unsupported weight dtype {arr.dtype}")
+    if tuple(arr.shape) != want:
+        raise ValueError(f"packed weights have shape {tuple(arr.shape)}, expected {want}")
+    keep.append(arr)
+    m.data = <const void *> (<size_t> arr.ctypes.data) if arr.size else NULL
+    return 0
+
+
 cdef class RecurrentCore:
     """One LSTM/GRU/RNN layer (all its directions) over packed weights."""
     cdef lrt_cell cells[2]
@@ -105,18 +136,22 @@ cdef class RecurrentCore:
             cl.in_size = self.input_size
             cl.H = H
             cl.nblk = (H + LRT_LANES - 1) // LRT_LANES
-            cl.w = _fptr(packed[f"{d}.w"], self._keep)
-            cl.bias = _fptr(packed[f"{d}.bias"], self._keep)
-            cl.r = _fptr(packed[f"{d}.r"], self._keep)
-            cl.r_h = _fptr(packed.get(f"{d}.r_h"), self._keep)
+            proj = packed.get(f"{d}.proj")
+            cl.Hr = (config.get("proj_size") or H) if proj is not None else H
+            split = kind == "GRU" and not config.get("linear_before_reset")
+            _mat(&cl.w, packed[f"{d}.w"], packed.get(f"{d}.w.scale"), self.input_size, cl.gates * 8, self._keep)
+            _mat(&cl.r, packed[f"{d}.r"], packed.get(f"{d}.r.scale"), H if split else cl.Hr,
+                 16 if split else cl.gates * 8, self._keep)
+            _mat(&cl.r_h, packed.get(f"{d}.r_h"), packed.get(f"{d}.r_h.scale"), H, 8, self._keep)
+            _mat(&cl.proj, proj, packed.get(f"{d}.proj.scale"), H, 8, self._keep)
+            if split and cl.r_h.data == NULL:
+                raise ValueError("a GRU without linear_before_reset needs its r_h weights")
+            if cl.w.nblk != cl.nblk or cl.r.nblk != cl.nblk or (split and cl.r_h.nblk != cl.nblk) \
+                    or (proj is not None and cl.proj.nblk != (cl.Hr + LRT_LANES - 1) // LRT_LANES):
+                raise ValueError("packed weights disagree with hidden_size / proj_size")
+            cl.bias = _fptr(packed.get(f"{d}.bias"), self._keep)
             cl.bias_rh = _fptr(packed.get(f"{d}.bias_rh"), self._keep)
             cl.peep = _fptr(packed.get(f"{d}.peep"), self._keep)
-            proj = packed.get(f"{d}.proj")
-            cl.proj = _fptr(proj, self._keep)
-            cl.Hr = H
-            if proj is not None:
-                cl.pblk = proj.shape[0]
-                cl.Hr = packed[f"{d}.r"].shape[1]
             for k in range(n_acts):
                 name, alpha, beta = acts[d * n_acts + k]
                 cl.act[k].kind = _ACT_CODES[name]
@@ -183,9 +218,9 @@ cdef class RecurrentCore:
 
 cdef class DenseCore:
     """A Dense layer over packed weights: y [M, O] = act(x [M, F] @ W^T + b)."""
-    cdef const float *w
+    cdef lrt_mat w
     cdef const float *b
-    cdef int nblk, act
+    cdef int act
     cdef readonly int in_features, out_features
     cdef list _keep
 
@@ -193,22 +228,25 @@ cdef class DenseCore:
         self._keep = []
         self.in_features = config["in_features"]
         self.out_features = config["out_features"]
-        self.nblk = (self.out_features + LRT_LANES - 1) // LRT_LANES
-        self.w = _fptr(packed["weight"], self._keep)
+        _mat(&self.w, packed["weight"], packed.get("weight.scale"), self.in_features, 8, self._keep)
+        if self.w.nblk != (self.out_features + LRT_LANES - 1) // LRT_LANES:
+            raise ValueError("packed weights disagree with out_features")
         self.b = _fptr(packed.get("bias"), self._keep)
         self.act = _DENSE_CODES[config["activation"]]
 
-    def run(self, const float[:, ::1] x, float[:, ::1] y):
+    def run(self, const float[:, ::1] x, float[:, ::1] y, Workspace ws):
         cdef int M = x.shape[0]
+        cdef float *scratch
         if x.shape[1] != self.in_features:
             raise ValueError(f"expected {self.in_features} input features, got {x.shape[1]}")
         if y.shape[0] != M or y.shape[1] != self.out_features:
             raise ValueError(f"y must be {(M, self.out_features)}, got {tuple(y.shape)[:2]}")
         if M == 0:
             return
+        scratch = ws.need(lrt_matmul_scratch_floats(M, self.in_features))
         with nogil:
-            lrt_dense(M, self.in_features, self.out_features, &x[0, 0], self.in_features,
-                      self.w, self.nblk, self.b, self.act, &y[0, 0], self.out_features)
+            lrt_dense(M, self.out_features, &x[0, 0], self.in_features, &self.w, self.b,
+                      self.act, &y[0, 0], self.out_features, scratch)
 
 
 cdef enum:
@@ -223,9 +261,10 @@ ctypedef struct chain_node:
     lrt_cell cell          # NODE_RECURRENT (forward direction only)
     float *h
     float *c
-    const float *w         # NODE_DENSE panels / NODE_EMBEDDING table [V, E]
+    lrt_mat mat            # NODE_DENSE weights
+    const float *w         # NODE_EMBEDDING table [V, E]
     const float *b
-    int nblk, act
+    int act
 
 
 cdef class ChainStep:
@@ -272,7 +311,7 @@ cdef class ChainStep:
                 dc = core
                 nd.kind = NODE_DENSE
                 nd.in_f, nd.out_f = dc.in_features, dc.out_features
-                nd.w, nd.b, nd.nblk, nd.act = dc.w, dc.b, dc.nblk, dc.act
+                nd.mat, nd.b, nd.act = dc.w, dc.b, dc.act
             else:
                 if i != 0 or core.dtype != np.float32 or not core.flags.c_contiguous:
                     raise ValueError("an embedding table must be the first node, float32 C-contiguous")
@@ -290,6 +329,8 @@ cdef class ChainStep:
         for i in range(self.n):
             if self.nodes[i].kind == NODE_RECURRENT:
                 need = max(need, lrt_workspace_floats(&self.nodes[i].cell, 1, batch))
+            elif self.nodes[i].kind == NODE_DENSE:
+                need = max(need, lrt_matmul_scratch_floats(batch, self.nodes[i].in_f))
         self.ws.need(need)
 
     def step(self, object x):
@@ -343,8 +384,7 @@ cdef class ChainStep:
                     lrt_recurrent_sequence(&nd.cell, 1, B, src, nd.in_f, NULL, 0, nd.h, nd.c,
                                            dst, nd.out_f, ws)
                 else:
-                    lrt_dense(B, nd.in_f, nd.out_f, src, nd.in_f, nd.w, nd.nblk, nd.b, nd.act,
-                              dst, nd.out_f)
+                    lrt_dense(B, nd.out_f, src, nd.in_f, &nd.mat, nd.b, nd.act, dst, nd.out_f, ws)
                 src = dst
         return out
 
@@ -373,6 +413,31 @@ def _gemm_panels(const float[:, ::1] a, packed, int gates, int ncols, str isa="a
                 lrt_gemm_panels_avx2(M, K, &a[0, 0], K, wp, nblk, gates * LRT_LANES, NULL, &o[0, 0], ncols, ncols)
             else:
                 lrt_gemm_panels(M, K, &a[0, 0], K, wp, nblk, gates * LRT_LANES, NULL, &o[0, 0], ncols, ncols)
+    return out
+
+
+def _matmul(const float[:, ::1] a, packed, scale, int gates, int ncols, str isa="auto"):
+    """Test hook: a [M, K] @ W via lrt_matmul for panels of any storage (fp32 / fp16 /
+    int8 + scale); isa "generic"/"avx2" forces that implementation for this call."""
+    cdef list keep = []
+    cdef lrt_mat m
+    cdef int M = a.shape[0], K = a.shape[1]
+    _mat(&m, packed, scale, K, gates * LRT_LANES, keep)
+    out = np.zeros((M, ncols), np.float32)
+    cdef float[:, ::1] o = out
+    cdef Workspace ws = Workspace()
+    cdef float *scratch = ws.need(lrt_matmul_scratch_floats(M, K))
+    if isa == "avx2" and not lrt_cpu_has_avx2_fma():
+        raise RuntimeError("this CPU lacks AVX2/FMA")
+    if isa != "auto":
+        lrt_matmul_select(1 if isa == "avx2" else 0)
+    try:
+        if M and ncols:
+            with nogil:
+                lrt_matmul(M, &a[0, 0], K, &m, NULL, &o[0, 0], ncols, ncols, scratch)
+    finally:
+        if isa != "auto":
+            lrt_matmul_select(1 if lrt_isa_name() == b"avx2" else 0)
     return out
 
 

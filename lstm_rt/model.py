@@ -27,7 +27,9 @@ import numpy as np
 from . import _core
 from .errors import LstmRtError, ModelFormatError, ShapeError, UnsupportedError
 from .layers import Layer, layer_from_config, validate_config
-from .packing import OPTIONAL_PARTS, expected_packed_shapes, pack_layer, unpack_layer_weights
+from .packing import (OPTIONAL_PARTS, convert_packed, expected_packed_shapes, pack_layer,
+                      unpack_layer_weights)
+from .quantize import WEIGHT_TYPES
 
 SEQ_LAYOUTS = ("TBF", "BTF", "TB", "BT", "TDBH", "BTDH")
 STATE_LAYOUTS = ("DBH", "BDH")
@@ -80,8 +82,8 @@ class _CompiledNode:
     """A node as the runtime holds it: kind, config, packed weights and its core object.
     The layer spec is rebuilt from the packed weights only when asked for."""
 
-    def __init__(self, kind, config, packed, inputs, outputs, layer=None):
-        self.kind, self.config, self.packed = kind, config, packed
+    def __init__(self, kind, config, packed, inputs, outputs, layer=None, weights="fp32"):
+        self.kind, self.config, self.packed, self.weights = kind, config, packed, weights
         self.inputs = list(inputs) + [None] * (4 - len(inputs))
         self.outputs = list(outputs) + [None] * (3 - len(outputs))
         self._layer = layer
@@ -388,7 +390,7 @@ class Model:
                 env[n.outputs[0]] = n.weight[x]
             elif n.kind == "Dense":
                 y = np.empty((T, B, n.core.out_features), np.float32)
-                n.core.run(x.reshape(T * B, -1), y.reshape(T * B, -1))
+                n.core.run(x.reshape(T * B, -1), y.reshape(T * B, -1), ws)
                 env[n.outputs[0]] = y
             else:
                 st = states[i]
@@ -433,11 +435,38 @@ class Model:
 
     # ------------------------------------------------------------ files
 
-    def save(self, path, weights: str = "fp32"):
-        """Write the model to a .lrt file (weights: "fp32"; fp16/int8 come with quantization)."""
+    @property
+    def weights(self) -> str:
+        """How the weight matrices are stored: "fp32", "fp16", "int8" (or "mixed")."""
+        kinds = {n.weights for n in self._nodes if n.kind != "Embedding"} or {"fp32"}
+        return kinds.pop() if len(kinds) == 1 else "mixed"
+
+    def quantized(self, weights: str = "int8") -> "Model":
+        """The same model with its LSTM/GRU/RNN/Dense weight matrices stored as fp16 or int8
+        (int8: symmetric, one scale per output row; activations are quantized per step to
+        int16 inside the kernels). Biases, peepholes and embeddings stay fp32."""
+        if weights not in WEIGHT_TYPES:
+            raise ShapeError(f"weights must be one of {WEIGHT_TYPES}, got {weights!r}")
+        nodes = []
+        for n in self._nodes:
+            if n.weights != "fp32" and weights != n.weights:
+                raise UnsupportedError(f"{n.kind} {n.name!r} is already {n.weights}; "
+                                       f"quantize from the fp32 model")
+            packed = convert_packed(n.kind, n.config, n.packed, weights) if n.weights == "fp32" else n.packed
+            nodes.append(_CompiledNode(n.kind, n.config, packed, n.inputs, n.outputs,
+                                       weights=weights if n.kind != "Embedding" else "fp32"))
+        m = Model.__new__(Model)
+        m._init(nodes, list(self._inputs), list(self._outputs), self.name, self.metadata)
+        return m
+
+    def save(self, path, weights: str | None = None):
+        """Write the model to a .lrt file. weights: None keeps the model's storage; "fp32",
+        "fp16" or "int8" converts first (from an fp32 model)."""
+        model = self if weights is None or weights == self.weights else self.quantized(weights)
+        model._save(path)
+
+    def _save(self, path):
         from .fileformat import write_lrt
-        if weights != "fp32":
-            raise UnsupportedError(f"weights={weights!r}: only 'fp32' is supported by this build")
         tensors, nodes = {}, []
         for i, n in enumerate(self._nodes):
             parts = {}
@@ -445,8 +474,8 @@ class Model:
                 key = f"{i}/{part}"
                 tensors[key] = arr
                 parts[part] = key
-            nodes.append({"kind": n.kind, "config": n.config, "inputs": n.inputs,
-                          "outputs": n.outputs, "tensors": parts})
+            nodes.append({"kind": n.kind, "config": n.config, "weights": n.weights,
+                          "inputs": n.inputs, "outputs": n.outputs, "tensors": parts})
         meta = {"name": self.name, "metadata": self.metadata, "nodes": nodes,
                 "inputs": [p.to_dict() for p in self._inputs],
                 "outputs": [p.to_dict() for p in self._outputs]}
@@ -461,8 +490,10 @@ class Model:
             for rec in meta["nodes"]:
                 kind, config = rec["kind"], rec["config"]
                 packed = {part: tensors[key] for part, key in rec["tensors"].items()}
-                _check_packed(kind, config, packed)
-                nodes.append(_CompiledNode(kind, config, packed, rec["inputs"], rec["outputs"]))
+                weights = rec.get("weights", "fp32")
+                _check_packed(kind, config, packed, weights)
+                nodes.append(_CompiledNode(kind, config, packed, rec["inputs"], rec["outputs"],
+                                           weights=weights))
             ports = [[Port(**p) for p in meta[k]] for k in ("inputs", "outputs")]
             model = cls.__new__(cls)
             model._init(nodes, ports[0], ports[1], meta["name"], meta["metadata"])
@@ -474,21 +505,23 @@ class Model:
         return model
 
 
-def _check_packed(kind, config, packed):
-    """A file's packed arrays must have exactly the shapes its config implies."""
+def _check_packed(kind, config, packed, weights):
+    """A file's packed arrays must have exactly the shapes and dtypes its config implies."""
     if kind not in ("LSTM", "GRU", "RNN", "Dense", "Embedding"):
         raise ModelFormatError(f"unknown layer kind {kind!r}")
+    if weights not in WEIGHT_TYPES:
+        raise ModelFormatError(f"{kind} {config.get('name')!r}: unknown weight type {weights!r}")
     validate_config(kind, config)
-    expected = expected_packed_shapes(kind, config)
-    for part, shape in expected.items():
+    expected = expected_packed_shapes(kind, config, weights)
+    for part, (shape, dtype) in expected.items():
         arr = packed.get(part)
         if arr is None:
-            if part.split(".")[-1] in OPTIONAL_PARTS:
+            if part in OPTIONAL_PARTS or part.split(".", 1)[-1] in OPTIONAL_PARTS:
                 continue
             raise ModelFormatError(f"{kind} {config.get('name')!r}: missing weights {part!r}")
-        if tuple(arr.shape) != shape or arr.dtype != np.float32:
+        if tuple(arr.shape) != shape or arr.dtype != np.dtype(dtype):
             raise ModelFormatError(f"{kind} {config.get('name')!r}: weights {part!r} have shape "
-                                   f"{tuple(arr.shape)} {arr.dtype}, expected {shape} float32")
+                                   f"{tuple(arr.shape)} {arr.dtype}, expected {shape} {dtype}")
     extra = set(packed) - set(expected)
     if extra:
         raise ModelFormatError(f"{kind} {config.get('name')!r}: unexpected weights {sorted(extra)}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from .layers import GRU, LSTM, RNN, Dense, Embedding, Layer
+from .quantize import convert_part, panels_as_fp32
 
 LANES = 8
 
@@ -114,6 +115,8 @@ def unpack_layer_weights(kind: str, config: dict, packed: dict[str, np.ndarray])
     """Canonical weights (as `Layer.weights()`) from packed arrays; biases come back summed."""
     if kind == "Embedding":
         return {"weight": np.array(packed["weight"])}
+    mats = matrix_parts(kind, config)
+    packed = {**packed, **{k: panels_as_fp32(packed, k, K) for k, K in mats.items() if k in packed}}
     if kind == "Dense":
         O = config["out_features"]
         w = {"weight": unpack_panels(packed["weight"], 1, O)}
@@ -150,9 +153,59 @@ def unpack_layer_weights(kind: str, config: dict, packed: dict[str, np.ndarray])
     return out
 
 
-def expected_packed_shapes(kind: str, config: dict) -> dict[str, tuple[int, ...]]:
-    """Shapes pack_layer produces for a layer of this config; a model file must match them
-    exactly (optional parts may be absent), since the kernels trust every size."""
+def matrix_parts(kind: str, config: dict) -> dict[str, int]:
+    """The packed weight matrices of a layer (the parts fp16/int8 apply to), with their K."""
+    if kind == "Embedding":
+        return {}
+    if kind == "Dense":
+        return {"weight": config["in_features"]}
+    H, I = config["hidden_size"], config["input_size"]
+    Hr = config.get("proj_size") or H
+    out = {}
+    for d in range(2 if config["direction"] == "bidirectional" else 1):
+        out[f"{d}.w"] = I
+        if kind == "GRU" and not config["linear_before_reset"]:
+            out[f"{d}.r"] = H
+            out[f"{d}.r_h"] = H
+        else:
+            out[f"{d}.r"] = Hr
+        if kind == "LSTM" and config.get("proj_size"):
+            out[f"{d}.proj"] = H
+    return out
+
+
+def convert_packed(kind: str, config: dict, packed: dict, weights: str) -> dict[str, np.ndarray]:
+    """fp32 packed arrays -> the same layer with its matrices stored as `weights`."""
+    mats = matrix_parts(kind, config)
+    out = {}
+    for key, arr in packed.items():
+        if key in mats:
+            for suffix, a in convert_part(arr, weights, f"{kind} {config['name']!r} {key}").items():
+                out[key + suffix] = a
+        else:
+            out[key] = arr
+    return out
+
+
+def expected_packed_shapes(kind: str, config: dict, weights: str = "fp32") -> dict[str, tuple]:
+    """Shapes (and dtypes) pack_layer + convert_packed produce for a layer of this config;
+    a model file must match them exactly (optional parts may be absent), since the kernels
+    trust every size. Returns key -> (shape, dtype name)."""
+    shapes = _fp32_shapes(kind, config)
+    out = {}
+    for key, shape in shapes.items():
+        if key in matrix_parts(kind, config) and weights == "int8":
+            nb, K, gw = shape
+            out[key] = ((nb, (K + 1) // 2, gw, 2), "int8")
+            out[key + ".scale"] = ((nb * gw,), "float32")
+        elif key in matrix_parts(kind, config) and weights == "fp16":
+            out[key] = (shape, "float16")
+        else:
+            out[key] = (shape, "float32")
+    return out
+
+
+def _fp32_shapes(kind: str, config: dict) -> dict[str, tuple[int, ...]]:
     if kind == "Embedding":
         return {"weight": (config["vocab_size"], config["embedding_size"])}
     if kind == "Dense":
@@ -181,5 +234,5 @@ def expected_packed_shapes(kind: str, config: dict) -> dict[str, tuple[int, ...]
     return out
 
 
-#: parts a packed layer may omit
-OPTIONAL_PARTS = ("bias", "peep", "proj")
+#: parts a packed layer may omit: a Dense layer's "bias", an LSTM's "<d>.peep"
+OPTIONAL_PARTS = ("bias", "peep")

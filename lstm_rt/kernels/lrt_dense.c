@@ -2,10 +2,10 @@
 #include <math.h>
 #include "lrt_kernels.h"
 
-void lrt_dense(int M, int F, int O, const float *x, int ldx, const float *Wp, int nblk,
-               const float *bias, int act, float *y, int ldy)
+void lrt_dense(int M, int O, const float *x, int ldx, const lrt_mat *W, const float *bias,
+               int act, float *y, int ldy, float *scratch)
 {
-    lrt_gemm_panels(M, F, x, ldx, Wp, nblk, LRT_LANES, bias, y, ldy, O);
+    lrt_matmul(M, x, ldx, W, bias, y, ldy, O, scratch);
     for (int m = 0; m < M; m++) {
         float *r = y + (size_t)m * ldy;
         switch (act) {

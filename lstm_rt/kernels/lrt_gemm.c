@@ -89,6 +89,7 @@ int lrt_init(const char *force)
     else if (force && force[0]) return -1;
     gemm_impl = avx2 ? lrt_gemm_panels_avx2 : lrt_gemm_panels_generic;
     lrt_activate_select(avx2);
+    lrt_matmul_select(avx2);
     isa_name = avx2 ? "avx2" : "generic";
     return 0;
 }

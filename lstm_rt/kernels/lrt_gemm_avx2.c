@@ -113,7 +113,8 @@ void lrt_gemm_panels_avx2(int M, int K, const float *A, int lda, const float *Wp
 int lrt_cpu_has_avx2_fma(void)
 {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+           __builtin_cpu_supports("f16c");
 }
 
 #else  /* not x86-64 with GCC/Clang: the portable kernels are the only ones */

@@ -28,6 +28,24 @@ enum {
 
 typedef struct { int kind; float alpha, beta; } lrt_act;
 
+/* Weight storage types. */
+enum { LRT_F32 = 0, LRT_F16 = 1, LRT_I8 = 2 };
+
+/* A packed weight matrix: nblk panels of K rows by gw (= gates * 8) columns.
+ *   LRT_F32  float    [nblk][K][gw]
+ *   LRT_F16  uint16_t [nblk][K][gw]       IEEE half, widened to float on the fly
+ *   LRT_I8   int8_t   [nblk][K2][gw][2]   K2 = ceil(K / 2): the weights of rows 2p and
+ *            2p+1 sit side by side, the operand order of a 16-bit pairwise multiply-add;
+ *            scale [nblk * gw] floats, one per output column (symmetric, zero point 0).
+ * Activations meet int8 weights as int16 with one scale per row of A, chosen per call so
+ * that no int32 sum can overflow (see lrt_matmul). */
+typedef struct {
+    int dtype;
+    const void *data;
+    const float *scale;
+    int nblk, K, gw;
+} lrt_mat;
+
 /* Recurrent cell kinds. */
 enum { LRT_CELL_LSTM = 0, LRT_CELL_GRU = 1, LRT_CELL_RNN = 2 };
 
@@ -37,14 +55,13 @@ typedef struct {
     int kind;
     int in_size, H, Hr, nblk; /* inputs, units, size of h; nblk = ceil(H / 8) */
     int gates;               /* 4 (LSTM), 3 (GRU), 1 (RNN) */
-    const float *w;          /* [nblk][I][gates*8]                                        */
+    lrt_mat w;               /* K = in_size, gw = gates*8                                  */
     const float *bias;       /* [nblk*gates*8]: Wb + Rb (GRU with lbr: Wb+Rb for z, r; Wb for h) */
-    const float *r;          /* LSTM/RNN/GRU-lbr: [nblk][Hr][gates*8]; GRU no lbr: [nblk][H][16] (z, r) */
-    const float *r_h;        /* GRU without lbr: [nblk][H][8], applied to r * h; else NULL */
+    lrt_mat r;               /* LSTM/RNN/GRU-lbr: K = Hr, gw = gates*8; GRU no lbr: K = H, gw = 16 (z, r) */
+    lrt_mat r_h;             /* GRU without lbr: K = H, gw = 8, applied to r * h; else data NULL */
     const float *bias_rh;    /* GRU with lbr: bias added to R h, [nblk*24] (zero for z, r; Rb_h for h); else NULL */
     const float *peep;       /* LSTM: [3][H] peepholes i, o, f; or NULL */
-    const float *proj;       /* LSTM: [pblk][H][8] output projection; or NULL */
-    int pblk;                /* ceil(Hr / 8) when proj */
+    lrt_mat proj;            /* LSTM: K = H, gw = 8, nblk = ceil(Hr / 8) output projection; else data NULL */
     lrt_act act[3];          /* LSTM f, g, h; GRU f, g; RNN f */
     float clip;              /* <= 0: no clipping */
     int input_forget;        /* LSTM: f = 1 - i */
@@ -69,6 +86,24 @@ void lrt_gemm_panels_generic(int M, int K, const float *A, int lda, const float 
 void lrt_gemm_panels_avx2(int M, int K, const float *A, int lda, const float *Wp, int nblk, int gw,
                           const float *bias, float *C, int ldc, int ncols);
 
+/* C[m, j] = bias[j] + sum_k A[m, k] W[k, j] for m < M, j < ncols, any weight type.
+ * scratch: lrt_matmul_scratch_floats(M, K) floats (int8 weights quantize A into it). */
+void lrt_matmul(int M, const float *A, int lda, const lrt_mat *W, const float *bias,
+                float *C, int ldc, int ncols, float *scratch);
+size_t lrt_matmul_scratch_floats(int M, int K);
+
+/* Per-type implementations behind lrt_matmul (the tests call each). */
+void lrt_matmul_f16_generic(int M, const float *A, int lda, const lrt_mat *W, const float *bias,
+                            float *C, int ldc, int ncols);
+void lrt_matmul_f16_avx2(int M, const float *A, int lda, const lrt_mat *W, const float *bias,
+                         float *C, int ldc, int ncols);
+/* int8: A already quantized: q [M][K2][2] int16, ascale [M] */
+void lrt_matmul_i8_generic(int M, const int16_t *q, const float *ascale, const lrt_mat *W,
+                           const float *bias, float *C, int ldc, int ncols);
+void lrt_matmul_i8_avx2(int M, const int16_t *q, const float *ascale, const lrt_mat *W,
+                        const float *bias, float *C, int ldc, int ncols);
+void lrt_matmul_select(int avx2);
+
 /* In-place activation of n values (sigmoid and tanh vectorized when lrt_init chose avx2). */
 void lrt_activate(lrt_act act, float *x, int n);
 void lrt_activate_select(int avx2);
@@ -90,10 +125,10 @@ void lrt_recurrent_sequence(const lrt_cell *cell, int T, int B, const float *x, 
                             const int32_t *lens, int reverse, float *h, float *c,
                             float *y, int ldy, float *ws);
 
-/* y[m, :O] = act(x[m] @ W^T + bias), W packed as panels [nblk][F][8]; act is one of
- * LRT_DENSE_*. */
+/* y[m, :O] = act(x[m] @ W^T + bias), W packed with gw = 8, K = F; act is one of
+ * LRT_DENSE_*. scratch: lrt_matmul_scratch_floats(M, F) floats. */
 enum { LRT_DENSE_LINEAR = 0, LRT_DENSE_RELU, LRT_DENSE_TANH, LRT_DENSE_SIGMOID, LRT_DENSE_SOFTMAX };
-void lrt_dense(int M, int F, int O, const float *x, int ldx, const float *Wp, int nblk,
-               const float *bias, int act, float *y, int ldy);
+void lrt_dense(int M, int O, const float *x, int ldx, const lrt_mat *W, const float *bias,
+               int act, float *y, int ldy, float *scratch);
 
 #endif

@@ -7,13 +7,13 @@
 static inline int imax(int a, int b) { return a > b ? a : b; }
 
 /* Offsets of the pieces of the workspace, in floats. */
-typedef struct { size_t xproj, pre, hc, hnew, zbuf, hn, tmp, total; int hs; } ws_layout;
+typedef struct { size_t xproj, pre, hc, hnew, zbuf, hn, tmp, quant, total; int hs; } ws_layout;
 
 static ws_layout layout_of(const lrt_cell *cell, int T, int B)
 {
     ws_layout L;
     size_t Hp = (size_t)cell->nblk * LRT_LANES, G8 = (size_t)cell->gates * LRT_LANES;
-    L.hs = imax((int)Hp, cell->proj ? cell->pblk * LRT_LANES : 0);
+    L.hs = imax((int)Hp, cell->proj.data ? cell->proj.nblk * LRT_LANES : 0);
     L.xproj = 0;
     L.pre = L.xproj + (size_t)T * B * cell->nblk * G8;
     L.hc = L.pre + (size_t)B * cell->nblk * G8;
@@ -21,7 +21,9 @@ static ws_layout layout_of(const lrt_cell *cell, int T, int B)
     L.zbuf = L.hnew + (size_t)B * L.hs;
     L.hn = L.zbuf + (size_t)B * Hp;
     L.tmp = L.hn + (size_t)B * Hp;
-    L.total = L.tmp + 5 * Hp;
+    L.quant = L.tmp + 5 * Hp;
+    int kmax = imax(cell->in_size, imax(cell->H, cell->Hr));
+    L.total = L.quant + lrt_matmul_scratch_floats(imax(T * B, B), kmax);
     return L;
 }
 
@@ -128,7 +130,7 @@ void lrt_recurrent_sequence(const lrt_cell *cl, int T, int B, const float *x, in
     int H = cl->H, Hr = cl->Hr, Hp = cl->nblk * LRT_LANES, G8 = cl->gates * LRT_LANES;
     int width = cl->nblk * G8;           /* floats per gate-blocked row */
     float *xproj = ws + L.xproj, *pre = ws + L.pre, *hc = ws + L.hc, *hnew = ws + L.hnew;
-    float *zbuf = ws + L.zbuf, *hn = ws + L.hn, *tmp = ws + L.tmp;
+    float *zbuf = ws + L.zbuf, *hn = ws + L.hn, *tmp = ws + L.tmp, *quant = ws + L.quant;
     int steps = T;
 
     if (lens) {
@@ -140,15 +142,13 @@ void lrt_recurrent_sequence(const lrt_cell *cl, int T, int B, const float *x, in
                     memset(y + ((size_t)t * B + b) * ldy, 0, (size_t)Hr * sizeof(float));
     }
     /* The input projection of every step at once: W x + biases. */
-    lrt_gemm_panels(T * B, cl->in_size, x, ldx, cl->w, cl->nblk, G8, cl->bias, xproj, width, width);
+    lrt_matmul(T * B, x, ldx, &cl->w, cl->bias, xproj, width, width, quant);
 
     int gru_split = cl->kind == LRT_CELL_GRU && !cl->linear_before_reset;
     for (int s = 0; s < steps; s++) {
         /* R h for every row (rows past their length compute too; their result is dropped) */
-        if (gru_split)
-            lrt_gemm_panels(B, H, h, Hr, cl->r, cl->nblk, 16, NULL, pre, width, cl->nblk * 16);
-        else
-            lrt_gemm_panels(B, Hr, h, Hr, cl->r, cl->nblk, G8, cl->bias_rh, pre, width, width);
+        lrt_matmul(B, h, Hr, &cl->r, gru_split ? NULL : cl->bias_rh, pre, width,
+                   gru_split ? cl->nblk * 16 : width, quant);
 
         for (int b = 0; b < B; b++) {
             int len = lens ? lens[b] : T;
@@ -158,7 +158,7 @@ void lrt_recurrent_sequence(const lrt_cell *cl, int T, int B, const float *x, in
             float *hb = h + (size_t)b * Hr, *hnb = hnew + (size_t)b * L.hs;
             switch (cl->kind) {
             case LRT_CELL_LSTM:
-                lstm_row(cl, xp, pr, c + (size_t)b * H, cl->proj ? hc + (size_t)b * Hp : hnb, tmp);
+                lstm_row(cl, xp, pr, c + (size_t)b * H, cl->proj.data ? hc + (size_t)b * Hp : hnb, tmp);
                 break;
             case LRT_CELL_GRU:
                 gru_row_a(cl, xp, pr, hb, zbuf + (size_t)b * Hp, hc + (size_t)b * Hp, hnb, tmp);
@@ -168,9 +168,9 @@ void lrt_recurrent_sequence(const lrt_cell *cl, int T, int B, const float *x, in
             }
         }
         if (gru_split)
-            lrt_gemm_panels(B, H, hc, Hp, cl->r_h, cl->nblk, 8, NULL, hn, Hp, Hp);
-        if (cl->kind == LRT_CELL_LSTM && cl->proj)
-            lrt_gemm_panels(B, H, hc, Hp, cl->proj, cl->pblk, 8, NULL, hnew, L.hs, Hr);
+            lrt_matmul(B, hc, Hp, &cl->r_h, NULL, hn, Hp, Hp, quant);
+        if (cl->kind == LRT_CELL_LSTM && cl->proj.data)
+            lrt_matmul(B, hc, Hp, &cl->proj, NULL, hnew, L.hs, Hr, quant);
 
         for (int b = 0; b < B; b++) {
             int len = lens ? lens[b] : T;

@@ -1,0 +1,128 @@
+/* lrt_matmul: one entry point for fp32, fp16 and int8 weights; portable kernels for the
+ * two narrow types (fp32's live in lrt_gemm.c) and the int8 activation quantizer. */
+#include <float.h>
+#include <math.h>
+#include <string.h>
+#include "lrt_kernels.h"
+
+static int use_avx2 = 0;  /* set once by lrt_init */
+
+void lrt_matmul_select(int avx2) { use_avx2 = avx2; }
+
+/* IEEE half -> float, bit by bit (the AVX2 path uses F16C instead). */
+static inline float half_to_float(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
+    if (exp == 0x1f) bits = sign | 0x7f800000 | (man << 13);           /* inf / NaN */
+    else if (exp) bits = sign | ((exp + 112) << 23) | (man << 13);      /* normal */
+    else if (!man) bits = sign;                                         /* zero */
+    else {                                                              /* subnormal */
+        int e = -1;
+        do { man <<= 1; e++; } while (!(man & 0x400));
+        bits = sign | ((uint32_t)(112 - e) << 23) | ((man & 0x3ff) << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+void lrt_matmul_f16_generic(int M, const float *A, int lda, const lrt_mat *W, const float *bias,
+                            float *C, int ldc, int ncols)
+{
+    const uint16_t *wd = (const uint16_t *)W->data;
+    int K = W->K, gw = W->gw;
+    float acc[32];
+    for (int m = 0; m < M; m++) {
+        const float *a = A + (size_t)m * lda;
+        for (int blk = 0; blk < W->nblk; blk++) {
+            const uint16_t *wp = wd + (size_t)blk * K * gw;
+            for (int j = 0; j < gw; j++) acc[j] = bias ? bias[blk * gw + j] : 0.0f;
+            for (int k = 0; k < K; k++)
+                for (int j = 0; j < gw; j++) acc[j] += a[k] * half_to_float(wp[(size_t)k * gw + j]);
+            int j0 = blk * gw, n = ncols - j0 < gw ? ncols - j0 : gw;
+            for (int j = 0; j < n; j++) C[(size_t)m * ldc + j0 + j] = acc[j];
+        }
+    }
+}
+
+void lrt_matmul_i8_generic(int M, const int16_t *q, const float *ascale, const lrt_mat *W,
+                           const float *bias, float *C, int ldc, int ncols)
+{
+    const int8_t *wd = (const int8_t *)W->data;
+    int K2 = (W->K + 1) / 2, gw = W->gw;
+    int32_t acc[32];
+    for (int m = 0; m < M; m++) {
+        const int16_t *qa = q + (size_t)m * K2 * 2;
+        for (int blk = 0; blk < W->nblk; blk++) {
+            const int8_t *wp = wd + (size_t)blk * K2 * gw * 2;
+            for (int j = 0; j < gw; j++) acc[j] = 0;
+            for (int p = 0; p < K2; p++) {
+                const int8_t *w = wp + (size_t)p * gw * 2;
+                for (int j = 0; j < gw; j++)
+                    acc[j] += (int32_t)w[2 * j] * qa[2 * p] + (int32_t)w[2 * j + 1] * qa[2 * p + 1];
+            }
+            int j0 = blk * gw, n = ncols - j0 < gw ? ncols - j0 : gw;
+            for (int j = 0; j < n; j++)
+                C[(size_t)m * ldc + j0 + j] = (float)acc[j] * (ascale[m] * W->scale[j0 + j])
+                                              + (bias ? bias[j0 + j] : 0.0f);
+        }
+    }
+}
+
+size_t lrt_matmul_scratch_floats(int M, int K)
+{
+    /* int16 pairs packed two per float slot, plus one scale per row */
+    return (size_t)M * ((K + 1) / 2 + 1);
+}
+
+/* Quantize the rows of A to int16 with a per-row scale. The bound qmax keeps every int32
+ * sum exact: K2 pairs of |w| <= 127 times |q| <= qmax stay below 2^31 (for K <= 516 that
+ * allows the full 15 bits; a 1536-wide input still gets ~13.4 bits, far finer than the
+ * 8-bit weights). Returns 0, or 1 if the row holds NaN/inf (its output becomes NaN). */
+static int quantize_row(const float *a, int K, int16_t *q, float *scale)
+{
+    int K2 = (K + 1) / 2;
+    float amax = 0.0f;
+    int bad = 0;
+    for (int k = 0; k < K; k++) {
+        float v = fabsf(a[k]);
+        amax = v > amax ? v : amax;
+        bad |= !(v <= FLT_MAX);  /* NaN compares false, so test it explicitly */
+    }
+    if (bad) return 1;
+    double qmax = floor(2147483647.0 / (127.0 * 2.0 * K2));
+    if (qmax > 32767.0) qmax = 32767.0;
+    float inv = amax > 0.0f ? (float)(qmax / amax) : 0.0f;
+    *scale = amax > 0.0f ? (float)(amax / qmax) : 0.0f;
+    for (int k = 0; k < K; k++) q[k] = (int16_t)lrintf(a[k] * inv);
+    if (K & 1) q[K] = 0;
+    return 0;
+}
+
+void lrt_matmul(int M, const float *A, int lda, const lrt_mat *W, const float *bias,
+                float *C, int ldc, int ncols, float *scratch)
+{
+    if (M <= 0 || W->nblk <= 0) return;
+    switch (W->dtype) {
+    case LRT_F32:
+        lrt_gemm_panels(M, W->K, A, lda, (const float *)W->data, W->nblk, W->gw, bias, C, ldc, ncols);
+        return;
+    case LRT_F16:
+        if (use_avx2) lrt_matmul_f16_avx2(M, A, lda, W, bias, C, ldc, ncols);
+        else lrt_matmul_f16_generic(M, A, lda, W, bias, C, ldc, ncols);
+        return;
+    default: {
+        int K = W->K, K2 = (K + 1) / 2;
+        float *ascale = scratch;
+        int16_t *q = (int16_t *)(scratch + M);
+        for (int m = 0; m < M; m++) {
+            if (quantize_row(A + (size_t)m * lda, K, q + (size_t)m * K2 * 2, ascale + m)) {
+                ascale[m] = NAN;  /* NaN in, NaN out */
+                memset(q + (size_t)m * K2 * 2, 0, (size_t)K2 * 2 * sizeof(int16_t));
+            }
+        }
+        if (use_avx2) lrt_matmul_i8_avx2(M, q, ascale, W, bias, C, ldc, ncols);
+        else lrt_matmul_i8_generic(M, q, ascale, W, bias, C, ldc, ncols);
+    }
+    }
+}

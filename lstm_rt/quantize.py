@@ -1,0 +1,60 @@
+"""fp32 panels -> fp16 / int8 panels, and back (for inspection and tests).
+
+int8 is symmetric with one scale per output column of the panel (= one per output row of
+the original weight matrix): scale = max|w| / 127, q = round(w / scale). Panel rows are
+paired ([nblk, K2, gw, 2], K padded to even) for the kernels' 16-bit pairwise multiply-add.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import ShapeError
+
+WEIGHT_TYPES = ("fp32", "fp16", "int8")
+FP16_MAX = 65504.0
+
+
+def quantize_int8(panels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[nblk, K, gw] float32 -> (int8 [nblk, ceil(K/2), gw, 2], scale float32 [nblk*gw])."""
+    nb, K, gw = panels.shape
+    amax = np.abs(panels).max(axis=1) if K else np.zeros((nb, gw), np.float32)  # [nb, gw]
+    scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+    q = np.clip(np.rint(panels / scale[:, None, :]), -127, 127).astype(np.int8)
+    K2 = (K + 1) // 2
+    if K % 2:
+        q = np.concatenate([q, np.zeros((nb, 1, gw), np.int8)], axis=1)
+    q = np.ascontiguousarray(q.reshape(nb, K2, 2, gw).transpose(0, 1, 3, 2))
+    return q, np.ascontiguousarray(scale.reshape(-1))
+
+
+def dequantize_int8(q: np.ndarray, scale: np.ndarray, K: int) -> np.ndarray:
+    """Inverse of quantize_int8 up to rounding: float32 [nblk, K, gw]."""
+    nb, K2, gw, _ = q.shape
+    p = np.asarray(q).transpose(0, 1, 3, 2).reshape(nb, K2 * 2, gw)[:, :K].astype(np.float32)
+    return p * np.asarray(scale).reshape(nb, 1, gw)
+
+
+def to_fp16(panels: np.ndarray, what: str = "weights") -> np.ndarray:
+    if panels.size and np.abs(panels).max() > FP16_MAX:
+        raise ShapeError(f"{what}: values beyond +-{FP16_MAX:g} do not fit fp16; keep fp32 or use int8")
+    return np.ascontiguousarray(panels.astype(np.float16))
+
+
+def convert_part(arr: np.ndarray, weights: str, what: str) -> dict[str, np.ndarray]:
+    """One fp32 panel matrix as `weights` storage: {"": data} or, for int8, also {".scale": s}."""
+    if weights == "fp32":
+        return {"": arr}
+    if weights == "fp16":
+        return {"": to_fp16(arr, what)}
+    if weights == "int8":
+        q, s = quantize_int8(arr)
+        return {"": q, ".scale": s}
+    raise ShapeError(f"weights must be one of {WEIGHT_TYPES}, got {weights!r}")
+
+
+def panels_as_fp32(packed: dict, key: str, K: int) -> np.ndarray:
+    """The fp32 panels of matrix `key`, whatever its storage."""
+    a = packed[key]
+    if a.dtype == np.int8:
+        return dequantize_int8(a, packed[key + ".scale"], K)
+    return np.asarray(a, dtype=np.float32)

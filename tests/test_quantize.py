@@ -1,0 +1,108 @@
+"""fp16 and int8 weights: kernels against numpy, and quantized models against fp32."""
+import numpy as np
+import pytest
+
+from lstm_rt import _core
+from lstm_rt.errors import ShapeError, UnsupportedError
+from lstm_rt.layers import LSTM, Dense
+from lstm_rt.model import Model, Node, Port
+from lstm_rt.packing import pack_panels
+from lstm_rt.quantize import dequantize_int8, quantize_int8, to_fp16
+from util import random_layer, sequence_model
+
+ISAS = ["generic"] + (["avx2"] if _core.cpu_has_avx2() else [])
+
+
+@pytest.mark.parametrize("K,H,G", [(1, 1, 1), (7, 13, 4), (64, 40, 3), (33, 17, 2), (16, 8, 1)])
+def test_int8_round_trip_error_is_half_a_step(K, H, G):
+    rng = np.random.default_rng(K)
+    p = pack_panels(rng.normal(size=(G * H, K)).astype(np.float32), G)
+    q, s = quantize_int8(p)
+    assert q.dtype == np.int8 and q.shape == (p.shape[0], (K + 1) // 2, G * 8, 2)
+    err = np.abs(dequantize_int8(q, s, K) - p)
+    assert (err <= s.reshape(p.shape[0], 1, -1) / 2 + 1e-7).all()
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("M,K,H,G", [(1, 7, 13, 4), (3, 64, 128, 4), (5, 33, 17, 3), (2, 16, 8, 1), (4, 9, 16, 2)])
+def test_int8_and_fp16_matmul_match_numpy(isa, M, K, H, G):
+    rng = np.random.default_rng(M * K)
+    w = rng.normal(size=(G * H, K)).astype(np.float32)
+    a = rng.normal(size=(M, K)).astype(np.float32)
+    p = pack_panels(w, G)
+    ncols = p.shape[0] * G * 8
+    q, s = quantize_int8(p)
+    deq = np.ascontiguousarray(dequantize_int8(q, s, K))
+    want8 = a.astype(np.float64) @ deq.transpose(1, 0, 2).reshape(K, -1).astype(np.float64)
+    got8 = _core._matmul(a, q, s, G, ncols, isa)
+    # int16 activations: per-row error <= sum_k |w_k| * amax / (2 qmax), qmax = 32767 here
+    bound = np.abs(deq).sum(axis=1).reshape(-1) * np.abs(a).max(axis=1, keepdims=True) / 32767
+    assert (np.abs(got8 - want8) <= bound + 1e-5).all()
+    h = p.astype(np.float16)
+    want16 = a.astype(np.float64) @ h.astype(np.float64).transpose(1, 0, 2).reshape(K, -1)
+    np.testing.assert_allclose(_core._matmul(a, h, None, G, ncols, isa), want16, atol=1e-5, rtol=1e-5)
+
+
+def test_int8_kernels_agree_across_isas():
+    if len(ISAS) < 2:
+        pytest.skip("this CPU has only the generic kernels")
+    rng = np.random.default_rng(1)
+    p = pack_panels(rng.normal(size=(96, 50)).astype(np.float32), 3)
+    q, s = quantize_int8(p)
+    a = rng.normal(size=(3, 50)).astype(np.float32)
+    np.testing.assert_allclose(_core._matmul(a, q, s, 3, 96, "generic"),
+                               _core._matmul(a, q, s, 3, 96, "avx2"), rtol=1e-6, atol=1e-6)
+
+
+def torch_like_lstm(I, H, rng):
+    """Weights drawn as PyTorch initializes them: U(-1/sqrt(H), 1/sqrt(H))."""
+    k = 1 / np.sqrt(H)
+    u = lambda *shape: rng.uniform(-k, k, size=shape)  # noqa: E731
+    return LSTM("lstm", u(1, 4 * H, I), u(1, 4 * H, H), u(1, 8 * H))
+
+
+@pytest.mark.parametrize("weights,tol", [("int8", 0.005), ("fp16", 5e-4)])
+def test_quantized_lstm_stays_close_over_1000_steps(weights, tol):
+    rng = np.random.default_rng(0)
+    m = sequence_model(torch_like_lstm(64, 128, rng))
+    x = rng.normal(size=(1000, 1, 64)).astype(np.float32)
+    q = m.quantized(weights)
+    assert q.weights == weights
+    err = np.abs(q.run(x) - m.run(x)).max()
+    assert err <= tol
+
+
+@pytest.mark.parametrize("weights", ["int8", "fp16"])
+@pytest.mark.parametrize("kind,kw", [("LSTM", {"proj": 5, "peepholes": True}), ("GRU", {}),
+                                     ("GRU", {"linear_before_reset": True}), ("RNN", {})])
+def test_quantized_models_stream_exactly_like_they_run(weights, kind, kw):
+    rng = np.random.default_rng(3)
+    head = Dense("head", rng.normal(size=(6, 7 if kind != "LSTM" else 5)) * 0.3, rng.normal(size=6))
+    layer = random_layer(kind, 4, 7, rng=rng, **kw)
+    m = Model([Node(layer, ["x"], ["h"]), Node(head, ["h"], ["y"])],
+              [Port("x", "x", "TBF")], [Port("y", "y", "TBF")]).quantized(weights)
+    x = rng.normal(size=(9, 2, 4)).astype(np.float32)
+    whole = m.run(x)
+    s = m.stream(batch=2)
+    np.testing.assert_array_equal(np.stack([s.step(x[t]) for t in range(9)]), whole)
+    s = m.stream(batch=2)
+    np.testing.assert_array_equal(np.concatenate([s.feed(x[:4]), s.feed(x[4:])]), whole)
+
+
+def test_int8_nan_in_nan_out():
+    rng = np.random.default_rng(4)
+    m = sequence_model(random_layer("GRU", 4, 9, rng=rng)).quantized("int8")
+    x = rng.normal(size=(3, 2, 4)).astype(np.float32)
+    x[1, 0, 2] = np.nan
+    y = m.run(x)
+    assert np.isnan(y[1:, 0]).all() and np.isfinite(y[0]).all() and np.isfinite(y[:, 1]).all()
+
+
+def test_quantize_errors():
+    m = sequence_model(random_layer("RNN", 3, 4, rng=np.random.default_rng(0)))
+    with pytest.raises(ShapeError, match="weights must be one of"):
+        m.quantized("int4")
+    with pytest.raises(UnsupportedError, match="already int8"):
+        m.quantized("int8").quantized("fp16")
+    with pytest.raises(ShapeError, match="fp16"):
+        to_fp16(np.array([1e6], np.float32))
