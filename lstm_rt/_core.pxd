@@ -1,5 +1,5 @@
 # Declarations of the C kernels (lstm_rt/kernels/lrt_kernels.h); nothing else.
-from libc.stdint cimport int32_t
+from libc.stdint cimport int32_t, int64_t
 
 cdef extern from "lrt_kernels.h" nogil:
     enum: LRT_LANES
@@ -46,6 +46,8 @@ cdef extern from "lrt_kernels.h" nogil:
     void lrt_matmul(int M, const float *A, int lda, const lrt_mat *W, const float *bias,
                     float *C, int ldc, int ncols, float *scratch)
     size_t lrt_matmul_scratch_floats(int M, int K)
+    void lrt_embed(int dtype, const void *table, const float *scale, int E, const int64_t *ids, int n,
+                   float *out, int ldo)
     void lrt_matmul_select(int avx2)
     void lrt_dense(int M, int O, const float *x, int ldx, const lrt_mat *W, const float *bias,
                    int act, float *y, int ldy, float *scratch)

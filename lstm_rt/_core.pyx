@@ -249,6 +249,47 @@ cdef class DenseCore:
                       self.act, &y[0, 0], self.out_features, scratch)
 
 
+cdef class EmbeddingCore:
+    """Row lookup in an embedding table stored as fp32, fp16 or int8 (+ a scale per row)."""
+    cdef int dtype
+    cdef const void *table
+    cdef const float *scale
+    cdef readonly int vocab_size, embedding_size
+    cdef list _keep
+
+    def __init__(self, dict packed):
+        t = packed["weight"]
+        if t.ndim != 2 or not t.flags.c_contiguous:
+            raise TypeError("an embedding table must be a C-contiguous [V, E] array")
+        self._keep = [t]
+        self.vocab_size, self.embedding_size = t.shape[0], t.shape[1]
+        self.scale = NULL
+        if t.dtype == np.float32:
+            self.dtype = LRT_F32
+        elif t.dtype == np.float16:
+            self.dtype = LRT_F16
+        elif t.dtype == np.int8:
+            self.dtype = LRT_I8
+            sc = packed.get("weight.scale")
+            if sc is None or sc.dtype != np.float32 or sc.shape != (t.shape[0],):
+                raise TypeError("an int8 embedding table needs a float32 scale per row")
+            self.scale = _fptr(sc, self._keep)
+        else:
+            raise TypeError(f"unsupported embedding dtype {t.dtype}")
+        self.table = <const void *> (<size_t> t.ctypes.data)
+
+    def lookup(self, const int64_t[::1] ids):
+        """ids [N] int64, each in [0, V) (checked by the caller) -> float32 [N, E]."""
+        cdef int n = ids.shape[0]
+        out = np.empty((n, self.embedding_size), np.float32)
+        cdef float[:, ::1] o = out
+        if n:
+            with nogil:
+                lrt_embed(self.dtype, self.table, self.scale, self.embedding_size, &ids[0], n,
+                          &o[0, 0], self.embedding_size)
+        return out
+
+
 cdef enum:
     CHAIN_MAX = 32
     NODE_RECURRENT = 0
@@ -262,7 +303,7 @@ ctypedef struct chain_node:
     float *h
     float *c
     lrt_mat mat            # NODE_DENSE weights
-    const float *w         # NODE_EMBEDDING table [V, E]
+    const void *table      # NODE_EMBEDDING table [V, E] as `mat.dtype`, int8 scales in `b`
     const float *b
     int act
 
@@ -281,12 +322,13 @@ cdef class ChainStep:
     cdef float *buf
 
     def __init__(self, list cores, list states, int batch, int in_features):
-        """cores: per node a RecurrentCore, a DenseCore or an embedding table (float32 [V, E]);
+        """cores: per node a RecurrentCore, a DenseCore or an EmbeddingCore (first only);
         states: per node (h [1, B, Hr], c [1, B, H] or None) or None."""
         cdef int i
         cdef chain_node *nd
         cdef RecurrentCore rc
         cdef DenseCore dc
+        cdef EmbeddingCore ec
         if len(cores) > CHAIN_MAX:
             raise ValueError("chain too long for the step fast path")
         self._keep = [cores, states]
@@ -313,11 +355,12 @@ cdef class ChainStep:
                 nd.in_f, nd.out_f = dc.in_features, dc.out_features
                 nd.mat, nd.b, nd.act = dc.w, dc.b, dc.act
             else:
-                if i != 0 or core.dtype != np.float32 or not core.flags.c_contiguous:
-                    raise ValueError("an embedding table must be the first node, float32 C-contiguous")
+                ec = core
+                if i != 0:
+                    raise ValueError("an embedding must be the first node of a chain")
                 nd.kind = NODE_EMBEDDING
-                nd.in_f, nd.out_f = core.shape[0], core.shape[1]
-                nd.w = <const float *> (<size_t> core.ctypes.data)
+                nd.in_f, nd.out_f = ec.vocab_size, ec.embedding_size
+                nd.table, nd.b, nd.mat.dtype = ec.table, ec.scale, ec.dtype
             if nd.in_f != f:
                 raise ValueError(f"node {i} expects {nd.in_f} features, gets {f}")
             f = nd.out_f
@@ -357,7 +400,8 @@ cdef class ChainStep:
                 tok = (<int64_t *> cnp.PyArray_DATA(arr))[b]
                 if tok < 0 or tok >= nd.in_f:
                     raise ShapeError(f"token id {tok} is out of range [0, {nd.in_f})")
-                memcpy(self.buf + B * self.max_f + b * nd.out_f, nd.w + tok * nd.out_f, nd.out_f * sizeof(float))
+            lrt_embed(nd.mat.dtype, nd.table, nd.b, nd.out_f, <const int64_t *> cnp.PyArray_DATA(arr), B,
+                      self.buf + B * self.max_f, nd.out_f)
             src = self.buf + B * self.max_f
             i = 1
         else:

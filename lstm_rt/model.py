@@ -93,8 +93,7 @@ class _CompiledNode:
         elif kind == "Dense":
             self.core = _core.DenseCore(config, packed)
         else:
-            self.core = None
-            self.weight = packed["weight"]
+            self.core = _core.EmbeddingCore(packed)
 
     @property
     def name(self):
@@ -387,7 +386,7 @@ class Model:
         for i, n in enumerate(self._nodes):
             x = env[n.inputs[0]]
             if n.kind == "Embedding":
-                env[n.outputs[0]] = n.weight[x]
+                env[n.outputs[0]] = n.core.lookup(x.reshape(-1)).reshape(T, B, -1)
             elif n.kind == "Dense":
                 y = np.empty((T, B, n.core.out_features), np.float32)
                 n.core.run(x.reshape(T * B, -1), y.reshape(T * B, -1), ws)
@@ -438,13 +437,14 @@ class Model:
     @property
     def weights(self) -> str:
         """How the weight matrices are stored: "fp32", "fp16", "int8" (or "mixed")."""
-        kinds = {n.weights for n in self._nodes if n.kind != "Embedding"} or {"fp32"}
+        kinds = {n.weights for n in self._nodes}
         return kinds.pop() if len(kinds) == 1 else "mixed"
 
     def quantized(self, weights: str = "int8") -> "Model":
-        """The same model with its LSTM/GRU/RNN/Dense weight matrices stored as fp16 or int8
-        (int8: symmetric, one scale per output row; activations are quantized per step to
-        int16 inside the kernels). Biases, peepholes and embeddings stay fp32."""
+        """The same model with its weight matrices and embedding tables stored as fp16 or
+        int8 (int8: symmetric, one scale per output row / embedding row; activations meet
+        int8 weights as int16, quantized per row inside the kernels). Biases and peepholes
+        stay fp32."""
         if weights not in WEIGHT_TYPES:
             raise ShapeError(f"weights must be one of {WEIGHT_TYPES}, got {weights!r}")
         nodes = []
@@ -453,8 +453,7 @@ class Model:
                 raise UnsupportedError(f"{n.kind} {n.name!r} is already {n.weights}; "
                                        f"quantize from the fp32 model")
             packed = convert_packed(n.kind, n.config, n.packed, weights) if n.weights == "fp32" else n.packed
-            nodes.append(_CompiledNode(n.kind, n.config, packed, n.inputs, n.outputs,
-                                       weights=weights if n.kind != "Embedding" else "fp32"))
+            nodes.append(_CompiledNode(n.kind, n.config, packed, n.inputs, n.outputs, weights=weights))
         m = Model.__new__(Model)
         m._init(nodes, list(self._inputs), list(self._outputs), self.name, self.metadata)
         return m
@@ -568,7 +567,7 @@ class Stream:
                 cores.append(n.core)
                 states.append((self._states[i]["h"], self._states[i].get("c")))
             else:
-                cores.append(n.core if n.kind == "Dense" else n.weight)
+                cores.append(n.core)
                 states.append(None)
         if tensor != m._outputs[0].tensor:
             return None

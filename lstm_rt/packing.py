@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from .layers import GRU, LSTM, RNN, Dense, Embedding, Layer
-from .quantize import convert_part, panels_as_fp32
+from .quantize import convert_part, convert_table, panels_as_fp32, table_as_fp32
 
 LANES = 8
 
@@ -114,7 +114,7 @@ def pack_layer(layer: Layer) -> dict[str, np.ndarray]:
 def unpack_layer_weights(kind: str, config: dict, packed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Canonical weights (as `Layer.weights()`) from packed arrays; biases come back summed."""
     if kind == "Embedding":
-        return {"weight": np.array(packed["weight"])}
+        return {"weight": table_as_fp32(packed, "weight")}
     mats = matrix_parts(kind, config)
     packed = {**packed, **{k: panels_as_fp32(packed, k, K) for k, K in mats.items() if k in packed}}
     if kind == "Dense":
@@ -177,6 +177,9 @@ def matrix_parts(kind: str, config: dict) -> dict[str, int]:
 def convert_packed(kind: str, config: dict, packed: dict, weights: str) -> dict[str, np.ndarray]:
     """fp32 packed arrays -> the same layer with its matrices stored as `weights`."""
     mats = matrix_parts(kind, config)
+    if kind == "Embedding":
+        return {"weight" + k: v for k, v in
+                convert_table(packed["weight"], weights, f"Embedding {config['name']!r}").items()}
     out = {}
     for key, arr in packed.items():
         if key in mats:
@@ -192,6 +195,11 @@ def expected_packed_shapes(kind: str, config: dict, weights: str = "fp32") -> di
     a model file must match them exactly (optional parts may be absent), since the kernels
     trust every size. Returns key -> (shape, dtype name)."""
     shapes = _fp32_shapes(kind, config)
+    if kind == "Embedding":
+        shape = shapes["weight"]
+        if weights == "int8":
+            return {"weight": (shape, "int8"), "weight.scale": ((shape[0],), "float32")}
+        return {"weight": (shape, "float16" if weights == "fp16" else "float32")}
     out = {}
     for key, shape in shapes.items():
         if key in matrix_parts(kind, config) and weights == "int8":

@@ -58,3 +58,26 @@ def panels_as_fp32(packed: dict, key: str, K: int) -> np.ndarray:
     if a.dtype == np.int8:
         return dequantize_int8(a, packed[key + ".scale"], K)
     return np.asarray(a, dtype=np.float32)
+
+
+def quantize_rows_int8(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """An embedding table [V, E] -> (int8 [V, E], scale float32 [V]), one scale per row."""
+    amax = np.abs(table).max(axis=1)
+    scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+    q = np.clip(np.rint(table / scale[:, None]), -127, 127).astype(np.int8)
+    return np.ascontiguousarray(q), scale
+
+
+def convert_table(table: np.ndarray, weights: str, what: str) -> dict[str, np.ndarray]:
+    """An embedding table as `weights` storage: {"": data} (+ {".scale": s} for int8)."""
+    if weights == "int8":
+        q, s = quantize_rows_int8(table)
+        return {"": q, ".scale": s}
+    return convert_part(table, weights, what)
+
+
+def table_as_fp32(packed: dict, key: str) -> np.ndarray:
+    a = packed[key]
+    if a.dtype == np.int8:
+        return a.astype(np.float32) * packed[key + ".scale"][:, None]
+    return np.asarray(a, dtype=np.float32)

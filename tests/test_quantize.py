@@ -106,3 +106,23 @@ def test_quantize_errors():
         m.quantized("int8").quantized("fp16")
     with pytest.raises(ShapeError, match="fp16"):
         to_fp16(np.array([1e6], np.float32))
+
+
+@pytest.mark.parametrize("weights", ["fp32", "fp16", "int8"])
+def test_quantized_language_model_embedding_and_head(weights):
+    from lstm_rt.layers import Embedding
+    rng = np.random.default_rng(6)
+    V, E, H = 30, 8, 12
+    m = Model([Node(Embedding("emb", rng.normal(size=(V, E))), ["ids"], ["e"]),
+               Node(torch_like_lstm(E, H, rng), ["e"], ["h"]),
+               Node(Dense("head", rng.normal(size=(V, H)) * 0.3, activation="softmax"), ["h"], ["p"])],
+              [Port("ids", "ids", "BT")], [Port("p", "p", "BTF")])
+    q = m.quantized(weights)
+    ids = rng.integers(0, V, size=(2, 15))
+    whole = q.run(ids)
+    s = q.stream(batch=2)
+    np.testing.assert_array_equal(np.stack([s.step(ids[:, t]) for t in range(15)], axis=1), whole)
+    assert np.abs(whole - m.run(ids)).max() <= {"fp32": 0, "fp16": 1e-3, "int8": 2e-2}[weights]
+    # the specs come back (dequantized) from the packed weights
+    emb = q.layers[0]
+    assert np.abs(emb.weight - m.layers[0].weight).max() <= np.abs(m.layers[0].weight).max() / 127

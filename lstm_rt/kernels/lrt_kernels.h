@@ -92,6 +92,11 @@ void lrt_matmul(int M, const float *A, int lda, const lrt_mat *W, const float *b
                 float *C, int ldc, int ncols, float *scratch);
 size_t lrt_matmul_scratch_floats(int M, int K);
 
+/* Embedding lookup: out row i = table[ids[i]] widened to float (ids already range-checked).
+ * table [V][E] as dtype; int8 rows have one scale each (scale [V]). */
+void lrt_embed(int dtype, const void *table, const float *scale, int E, const int64_t *ids, int n,
+               float *out, int ldo);
+
 /* Per-type implementations behind lrt_matmul (the tests call each). */
 void lrt_matmul_f16_generic(int M, const float *A, int lda, const lrt_mat *W, const float *bias,
                             float *C, int ldc, int ncols);

@@ -69,6 +69,25 @@ void lrt_matmul_i8_generic(int M, const int16_t *q, const float *ascale, const l
     }
 }
 
+void lrt_embed(int dtype, const void *table, const float *scale, int E, const int64_t *ids, int n,
+               float *out, int ldo)
+{
+    for (int i = 0; i < n; i++) {
+        float *o = out + (size_t)i * ldo;
+        size_t row = (size_t)ids[i] * E;
+        if (dtype == LRT_F32) {
+            memcpy(o, (const float *)table + row, (size_t)E * sizeof(float));
+        } else if (dtype == LRT_F16) {
+            const uint16_t *t = (const uint16_t *)table + row;
+            for (int e = 0; e < E; e++) o[e] = half_to_float(t[e]);
+        } else {
+            const int8_t *t = (const int8_t *)table + row;
+            float s = scale[ids[i]];
+            for (int e = 0; e < E; e++) o[e] = (float)t[e] * s;
+        }
+    }
+}
+
 size_t lrt_matmul_scratch_floats(int M, int K)
 {
     /* int16 pairs packed two per float slot, plus one scale per row */
