@@ -1,0 +1,113 @@
+"""Model.save / lstm_rt.load: exact round trips, zero-copy weights, and files whose model
+description lies about the weights (re-sealed, so only the model checks can catch them)."""
+import numpy as np
+import pytest
+
+import lstm_rt
+from lstm_rt.errors import ModelFormatError
+from lstm_rt.layers import Dense, Embedding
+from lstm_rt.model import Model, Node, Port
+from lrt_tamper import rebuild
+from util import onnx_style_model, random_layer
+
+
+def language_model(rng):
+    return Model([Node(Embedding("emb", rng.normal(size=(20, 6))), ["ids"], ["e"]),
+                  Node(random_layer("LSTM", 6, 9, rng=rng, name="l1", proj=5, peepholes=True), ["e"], ["y1"]),
+                  Node(random_layer("GRU", 5, 7, rng=rng, name="l2"), ["y1"], ["y2"]),
+                  Node(Dense("head", rng.normal(size=(20, 7)), rng.normal(size=20), activation="softmax"),
+                       ["y2"], ["p"])],
+                 [Port("ids", "ids", "BT")], [Port("probs", "p", "BTF")],
+                 name="lm", metadata={"vocab": ["a", "b"]})
+
+
+@pytest.mark.parametrize("weights", ["fp32", "fp16", "int8"])
+def test_save_load_round_trip_is_exact(tmp_path, weights):
+    rng = np.random.default_rng(0)
+    m = language_model(rng)
+    path = tmp_path / "lm.lrt"
+    m.save(path, weights=weights)
+    loaded = lstm_rt.load(path)
+    assert loaded.name == "lm" and loaded.metadata == {"vocab": ["a", "b"]}
+    assert loaded.weights == weights
+    assert loaded.inputs == m.inputs and loaded.outputs == m.outputs
+    ids = rng.integers(0, 20, size=(3, 11))
+    want = m.quantized(weights).run(ids) if weights != "fp32" else m.run(ids)
+    np.testing.assert_array_equal(loaded.run(ids), want)
+    s = loaded.stream(batch=3)
+    np.testing.assert_array_equal(np.stack([s.step(ids[:, t]) for t in range(11)], axis=1), want)
+    assert [type(a).__name__ for a in loaded.layers] == ["Embedding", "LSTM", "GRU", "Dense"]
+
+
+@pytest.mark.parametrize("kind,kw", [("LSTM", {"direction": "bidirectional", "clip": 2.0, "input_forget": True}),
+                                     ("GRU", {"linear_before_reset": True, "direction": "reverse"}),
+                                     ("RNN", {"activations": ["Relu"]})])
+def test_onnx_style_models_round_trip(tmp_path, kind, kw):
+    rng = np.random.default_rng(1)
+    m = onnx_style_model(random_layer(kind, 4, 10, rng=rng, **kw), layout=1)
+    m.save(tmp_path / "m.lrt")
+    loaded = lstm_rt.load(tmp_path / "m.lrt")
+    feeds = {"X": rng.normal(size=(2, 6, 4)).astype(np.float32), "sequence_lens": np.array([6, 3], np.int32)}
+    a, b = m.run(feeds), loaded.run(feeds)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_loaded_weights_are_the_mapped_file(tmp_path):
+    m = language_model(np.random.default_rng(2))
+    m.save(tmp_path / "lm.lrt")
+    loaded = lstm_rt.load(tmp_path / "lm.lrt")
+    w = loaded._nodes[1].packed["0.w"]
+    assert not w.flags.writeable
+    base = w
+    while isinstance(base, np.ndarray):
+        base = base.base
+    assert type(getattr(base, "obj", base)).__name__ == "mmap"
+
+
+def node_edit(index, fn):
+    def edit(header):
+        fn(header["meta"]["nodes"][index])
+    return edit
+
+
+@pytest.mark.parametrize("fn,match", [
+    (lambda n: n["config"].update(hidden_size=64), "expected"),
+    (lambda n: n["config"].update(input_size=0), "positive integer"),
+    (lambda n: n["config"].update(direction="sideways"), "direction"),
+    (lambda n: n["config"].update(activations=[["Swish", 0, 0]] * 3), "Swish"),
+    (lambda n: n["config"].update(proj_size=None), "unexpected weights|expected"),
+    (lambda n: n["tensors"].pop("0.r"), "missing weights"),
+    (lambda n: n["tensors"].update({"0.r": n["tensors"]["0.w"]}), "expected"),
+    (lambda n: n.update(kind="Conv"), "unknown layer kind"),
+    (lambda n: n.update(weights="int3"), "unknown weight type"),
+    (lambda n: n["tensors"].update({"0.w": "nope"}), "malformed"),
+    (lambda n: n.update(inputs=["nowhere"]), "not produced"),
+])
+def test_model_descriptions_that_lie_are_refused(tmp_path, fn, match):
+    m = language_model(np.random.default_rng(3))
+    m.save(tmp_path / "lm.lrt")
+    data = rebuild((tmp_path / "lm.lrt").read_bytes(), node_edit(1, fn))
+    (tmp_path / "bad.lrt").write_bytes(data)
+    with pytest.raises(ModelFormatError, match=match):
+        lstm_rt.load(tmp_path / "bad.lrt")
+
+
+def test_quantized_file_with_wrong_scale_shape_is_refused(tmp_path):
+    m = language_model(np.random.default_rng(4))
+    m.save(tmp_path / "q.lrt", weights="int8")
+
+    def swap(header):
+        t = header["meta"]["nodes"][1]["tensors"]
+        t["0.w.scale"] = t["0.peep"]
+    (tmp_path / "bad.lrt").write_bytes(rebuild((tmp_path / "q.lrt").read_bytes(), swap))
+    with pytest.raises(ModelFormatError, match="scale"):
+        lstm_rt.load(tmp_path / "bad.lrt")
+
+
+def test_load_errors_for_missing_and_foreign_files(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        lstm_rt.load(tmp_path / "absent.lrt")
+    (tmp_path / "x.lrt").write_bytes(b"hello world, I am not a model" * 10)
+    with pytest.raises(ModelFormatError, match="not an lstm_rt model"):
+        lstm_rt.load(tmp_path / "x.lrt")
