@@ -1,0 +1,40 @@
+"""Import trained models into lstm_rt.
+
+    from converters import convert, from_onnx
+    m = convert("model.onnx")          # framework inferred from the file suffix
+    m.save("model.lrt", weights="int8")
+
+Each source framework has its own module (onnx.py, ...), imported lazily so that
+`import converters` costs nothing and needs none of the frameworks installed.
+"""
+from __future__ import annotations
+
+import os
+
+from lstm_rt.errors import LstmRtError
+
+
+class ConversionError(LstmRtError, ValueError):
+    """A source model cannot be converted; the message names every unsupported op,
+    layer or attribute found, and the file."""
+
+
+def from_onnx(model, **kwargs):
+    """An lstm_rt.Model from an ONNX file path or onnx.ModelProto (see converters.onnx)."""
+    from .onnx import from_onnx as impl
+    return impl(model, **kwargs)
+
+
+def convert(path, **kwargs):
+    """Convert a model file, choosing the converter by suffix (.onnx)."""
+    p = os.fspath(path)
+    suffix = os.path.splitext(p)[1].lower()
+    if suffix == ".onnx":
+        return from_onnx(p, **kwargs)
+    if suffix in (".keras", ".h5", ".hdf5", ".pt", ".pth"):
+        raise ConversionError(f"{p}: converting {suffix} files is not supported by this version "
+                              f"of lstm_rt yet; export the model to ONNX first")
+    raise ConversionError(f"{p}: unknown model file type {suffix!r}; expected .onnx")
+
+
+__all__ = ["ConversionError", "convert", "from_onnx"]

@@ -1,0 +1,191 @@
+"""converters.from_onnx against onnxruntime on the same ONNX models and feeds.
+
+Tolerance: fp32, max abs error <= 1e-5 on every output. Weights are non-uniform random
+normals so that a gate-order or layout mistake changes the numbers."""
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+import converters  # noqa: E402
+import lstm_rt  # noqa: E402
+from converters import ConversionError, from_onnx  # noqa: E402
+from lstm_rt.layers import ACTIVATIONS, activation  # noqa: E402
+from lstm_rt.reference import recurrent_reference  # noqa: E402
+from onnx_cases import make_recurrent_model, ort_run  # noqa: E402
+
+ATOL = 1e-5
+
+
+def feeds_for(op, I, H, D, T, B, rng, *, seq_lens, initial, layout=0):
+    x = rng.normal(size=(T, B, I)).astype(np.float32)
+    f = {"X": x if layout == 0 else np.ascontiguousarray(x.swapaxes(0, 1))}
+    if seq_lens:
+        lens = rng.integers(0, T + 1, size=B).astype(np.int32)
+        lens[0] = T
+        if B > 2:
+            lens[1], lens[2] = 0, 1
+        f["sequence_lens"] = lens
+    if initial:
+        shape = (D, B, H) if layout == 0 else (B, D, H)
+        f["initial_h"] = rng.normal(size=shape).astype(np.float32)
+        if op == "LSTM":
+            f["initial_c"] = rng.normal(size=shape).astype(np.float32)
+    return f
+
+
+def check(op, I, H, *, T=7, B=3, seq_lens=False, initial=False, seed=0, **kw):
+    rng = np.random.default_rng(seed)
+    model, _ = make_recurrent_model(op, I, H, rng=rng, seq_lens=seq_lens, initial=initial, **kw)
+    D = 2 if kw.get("direction") == "bidirectional" else 1
+    feeds = feeds_for(op, I, H, D, T, B, rng, seq_lens=seq_lens, initial=initial)
+    want = ort_run(model, feeds)
+    got = from_onnx(model).run(feeds)
+    assert set(got) == set(want)
+    for k in want:
+        assert got[k].shape == want[k].shape, k
+        np.testing.assert_allclose(got[k], want[k], atol=ATOL, rtol=0, err_msg=k)
+
+
+# pairwise-style matrix: each row varies several features at once
+MATRIX = [
+    ("LSTM", dict(direction="forward")),
+    ("LSTM", dict(direction="reverse", seq_lens=True, initial=True)),
+    ("LSTM", dict(direction="bidirectional", seq_lens=True, peepholes=True)),
+    ("LSTM", dict(direction="forward", peepholes=True, initial=True, clip=0.9)),
+    ("LSTM", dict(direction="bidirectional", input_forget=1, initial=True)),
+    ("LSTM", dict(direction="forward", bias=False, seq_lens=True)),
+    ("LSTM", dict(direction="reverse", clip=1.5, peepholes=True, input_forget=1, B=1)),
+    ("LSTM", dict(direction="forward", weights_as="constant", seq_lens=True, initial=True)),
+    ("GRU", dict(direction="forward", linear_before_reset=0)),
+    ("GRU", dict(direction="forward", linear_before_reset=1, seq_lens=True, initial=True)),
+    ("GRU", dict(direction="reverse", linear_before_reset=1, clip=1.2, seq_lens=True)),
+    ("GRU", dict(direction="bidirectional", linear_before_reset=0, initial=True, seq_lens=True)),
+    ("GRU", dict(direction="bidirectional", linear_before_reset=1, bias=False, B=1)),
+    ("RNN", dict(direction="forward", seq_lens=True)),
+    ("RNN", dict(direction="reverse", initial=True, clip=0.8)),
+    ("RNN", dict(direction="bidirectional", seq_lens=True, initial=True, weights_as="constant")),
+]
+
+
+@pytest.mark.parametrize("H", [5, 13, 16])
+@pytest.mark.parametrize("op,kw", MATRIX, ids=[f"{op}-{i}" for i, (op, _) in enumerate(MATRIX)])
+def test_matches_onnxruntime(op, kw, H):
+    kw = dict(kw)
+    B = kw.pop("B", 3)
+    check(op, 4, H, B=B, seed=H, **kw)
+
+
+@pytest.mark.parametrize("T", [1, 7])
+@pytest.mark.parametrize("opset", [7, 14, 22])
+def test_opsets(T, opset):
+    check("LSTM", 3, 6, T=T, opset=opset, seq_lens=True, initial=True, direction="bidirectional")
+    check("GRU", 3, 6, T=T, opset=opset, linear_before_reset=1, seq_lens=True)
+
+
+# the activations ORT reads without alpha/beta default to 0 there, so pass them explicitly
+ACT_CASES = [(name, [0.7] if ACTIVATIONS[name][1] else [], [0.3] if ACTIVATIONS[name][2] else [])
+             for name in ACTIVATIONS]
+
+
+@pytest.mark.parametrize("name,alpha,beta", ACT_CASES, ids=[c[0] for c in ACT_CASES])
+def test_every_activation(name, alpha, beta):
+    # RNN: f; GRU: f = Sigmoid, g = name; LSTM: f = HardSigmoid, g = name, h = name
+    check("RNN", 3, 5, activations=[name], activation_alpha=alpha, activation_beta=beta,
+          seq_lens=True, scale=0.3)
+    a = ([0.2] + alpha + alpha, [0.5] + beta + beta)
+    check("LSTM", 3, 5, activations=["HardSigmoid", name, name], activation_alpha=a[0],
+          activation_beta=a[1], initial=True, scale=0.3)
+    check("GRU", 3, 5, activations=["Sigmoid", name], activation_alpha=alpha, activation_beta=beta,
+          linear_before_reset=1, scale=0.3)
+
+
+def test_bidirectional_activations_per_direction():
+    check("RNN", 3, 5, direction="bidirectional", activations=["Tanh", "Relu"], seq_lens=True)
+
+
+def test_default_activation_parameters_are_the_onnx_operator_defaults():
+    """ThresholdedRelu without alpha means alpha = 1 (the ONNX operator's default; onnxruntime
+    reads 0 there), checked against the numpy reference."""
+    rng = np.random.default_rng(0)
+    model, w = make_recurrent_model("RNN", 3, 5, rng=rng, activations=["ThresholdedRelu"])
+    m = from_onnx(model)
+    assert m.layers[0].activations == [activation("ThresholdedRelu", 1.0)]
+    x = rng.normal(size=(4, 2, 3)).astype(np.float32) * 3
+    y, h, _ = recurrent_reference(m.layers[0], x)
+    np.testing.assert_allclose(m.run({"X": x})["Y"], y, atol=ATOL)
+
+
+def test_layout_1_matches_the_reference_evaluator():
+    """onnxruntime rejects layout=1; onnx.reference runs it (default activations only)."""
+    from onnx.reference import ReferenceEvaluator
+    for op in ("LSTM", "GRU", "RNN"):
+        rng = np.random.default_rng(3)
+        model, _ = make_recurrent_model(op, 4, 6, rng=rng, layout=1, initial=True, direction="forward",
+                                        **({"linear_before_reset": 0} if op == "GRU" else {}))
+        feeds = feeds_for(op, 4, 6, 1, 5, 2, rng, seq_lens=False, initial=True, layout=1)
+        want = dict(zip([o.name for o in model.graph.output], ReferenceEvaluator(model).run(None, feeds)))
+        got = from_onnx(model).run(feeds)
+        for k in want:
+            np.testing.assert_allclose(got[k], want[k], atol=ATOL, rtol=0, err_msg=f"{op} {k}")
+
+
+def test_streaming_a_converted_model_equals_onnxruntime():
+    rng = np.random.default_rng(9)
+    model, _ = make_recurrent_model("LSTM", 4, 10, rng=rng, peepholes=True)
+    x = rng.normal(size=(12, 2, 4)).astype(np.float32)
+    want = ort_run(model, {"X": x})
+    s = from_onnx(model).stream(batch=2)
+    steps = [s.step({"X": x[t]}) for t in range(12)]
+    np.testing.assert_allclose(np.stack([o["Y"] for o in steps]), want["Y"], atol=ATOL, rtol=0)
+    np.testing.assert_allclose(steps[-1]["Y_c"], want["Y_c"], atol=ATOL, rtol=0)
+
+
+def test_convert_file_and_load_onnx_directly(tmp_path):
+    rng = np.random.default_rng(4)
+    model, _ = make_recurrent_model("GRU", 3, 7, rng=rng, linear_before_reset=1, seq_lens=True)
+    path = tmp_path / "gru.onnx"
+    onnx.save(model, str(path))
+    feeds = feeds_for("GRU", 3, 7, 1, 6, 2, rng, seq_lens=True, initial=False)
+    want = ort_run(model, feeds)
+    for m in (converters.convert(path), lstm_rt.load(path)):
+        np.testing.assert_allclose(m.run(feeds)["Y"], want["Y"], atol=ATOL, rtol=0)
+    m = converters.convert(path)
+    m.save(tmp_path / "gru.lrt", weights="fp32")
+    np.testing.assert_array_equal(lstm_rt.load(tmp_path / "gru.lrt").run(feeds)["Y_h"], m.run(feeds)["Y_h"])
+    assert [s.name for s in m.inputs] == ["X", "sequence_lens"]
+    assert m.inputs[0].shape == (None, None, 3)
+
+
+def test_every_unsupported_op_and_attribute_is_listed(tmp_path):
+    from onnx import TensorProto, helper
+    rng = np.random.default_rng(0)
+    model, _ = make_recurrent_model("LSTM", 3, 4, rng=rng)
+    g = model.graph
+    g.node.append(helper.make_node("Add", ["Y", "Y"], ["Z"], name="adder"))
+    g.node.append(helper.make_node("Foo", ["Z"], ["Q"], name="mystery", domain="custom"))
+    g.node[-3].attribute.append(helper.make_attribute("bogus_attr", 3))
+    g.output.append(helper.make_tensor_value_info("Q", TensorProto.FLOAT, None))
+    path = tmp_path / "bad.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(ConversionError) as e:
+        converters.convert(path)
+    msg = str(e.value)
+    for part in ("'Add' (node 'adder')", "'Foo' (node 'mystery')", "'bogus_attr' of LSTM node 'lstm_node'",
+                 "graph output 'Q'", str(path)):
+        assert part in msg
+
+
+def test_conversion_errors():
+    rng = np.random.default_rng(0)
+    model, _ = make_recurrent_model("GRU", 3, 4, rng=rng)
+    next(a for a in model.graph.node[-1].attribute if a.name == "hidden_size").i = 5  # disagrees with W
+    with pytest.raises(ConversionError, match="hidden_size"):
+        from_onnx(model)
+    with pytest.raises(ConversionError, match="not supported"):
+        converters.convert("model.keras")
+    with pytest.raises(ConversionError, match="unknown model file type"):
+        converters.convert("model.txt")
+    with pytest.raises(ConversionError, match="file path or an onnx.ModelProto"):
+        from_onnx(42)
