@@ -1,7 +1,8 @@
 """Import trained models into lstm_rt.
 
-    from converters import convert, from_onnx
+    from converters import convert, from_onnx, from_torch
     m = convert("model.onnx")          # framework inferred from the file suffix
+    m = from_torch(torch_module)       # nn.LSTM/GRU/RNN, cells, Sequential, LM modules
     m.save("model.lrt", weights="int8")
 
 Each source framework has its own module (onnx.py, ...), imported lazily so that
@@ -25,16 +26,26 @@ def from_onnx(model, **kwargs):
     return impl(model, **kwargs)
 
 
+def from_torch(module, **kwargs):
+    """An lstm_rt.Model from a torch.nn.Module (see converters.torch)."""
+    from .torch import from_torch as impl
+    return impl(module, **kwargs)
+
+
 def convert(path, **kwargs):
     """Convert a model file, choosing the converter by suffix (.onnx)."""
     p = os.fspath(path)
     suffix = os.path.splitext(p)[1].lower()
     if suffix == ".onnx":
         return from_onnx(p, **kwargs)
-    if suffix in (".keras", ".h5", ".hdf5", ".pt", ".pth"):
+    if suffix in (".pt", ".pth"):
+        raise ConversionError(f"{p}: a PyTorch file holds weights, not the architecture: call "
+                              f"converters.from_torch(module, state_dict={p!r}) with the module "
+                              f"that defines it, or export the model to ONNX")
+    if suffix in (".keras", ".h5", ".hdf5"):
         raise ConversionError(f"{p}: converting {suffix} files is not supported by this version "
                               f"of lstm_rt yet; export the model to ONNX first")
     raise ConversionError(f"{p}: unknown model file type {suffix!r}; expected .onnx")
 
 
-__all__ = ["ConversionError", "convert", "from_onnx"]
+__all__ = ["ConversionError", "convert", "from_onnx", "from_torch"]

@@ -11,7 +11,9 @@ tensors have one canonical form each:
 
 A Port's `layout` says how the external tensor's axes map onto that form:
 "TBF"/"BTF" (sequences), "TB"/"BT" (token ids), "TDBH"/"BTDH" (ONNX Y, `groups` = D),
-"DBH"/"BDH" (states), "B" (sequence lengths).
+"DBH"/"BDH" (states), "B" (sequence lengths); for single-step cells "BF" (one time step,
+no time axis) and "BH" (a one-direction state without its D axis). A state port may bind a
+list of tensors, concatenated on D (PyTorch's h_n of stacked layers).
 
 A Stream runs the same graph one chunk at a time, carrying each recurrent layer's state:
 stepping, feeding chunks and running the whole sequence give the same numbers.
@@ -31,8 +33,8 @@ from .packing import (OPTIONAL_PARTS, convert_packed, expected_packed_shapes, pa
                       unpack_layer_weights)
 from .quantize import WEIGHT_TYPES
 
-SEQ_LAYOUTS = ("TBF", "BTF", "TB", "BT", "TDBH", "BTDH")
-STATE_LAYOUTS = ("DBH", "BDH")
+SEQ_LAYOUTS = ("TBF", "BTF", "TB", "BT", "TDBH", "BTDH", "BF")
+STATE_LAYOUTS = ("DBH", "BDH", "BH")
 LAYOUTS = SEQ_LAYOUTS + STATE_LAYOUTS + ("B",)
 
 
@@ -45,9 +47,10 @@ class TensorSpec(NamedTuple):
 
 @dataclass
 class Port:
-    """Binds an external tensor `name` to the internal tensor `tensor` (see module doc)."""
+    """Binds an external tensor `name` to the internal tensor `tensor` (see module doc);
+    state ports may bind a list of tensors, concatenated on the D axis."""
     name: str
-    tensor: str
+    tensor: object
     layout: str
     dtype: str = "float32"
     groups: int = 1
@@ -57,6 +60,15 @@ class Port:
             raise ShapeError(f"port {self.name!r}: unknown layout {self.layout!r}; expected one of {LAYOUTS}")
         if self.layout in ("TB", "BT", "B"):
             self.dtype = self.dtype if self.dtype in ("int32", "int64") else "int64"
+        if isinstance(self.tensor, (list, tuple)):
+            if self.layout not in STATE_LAYOUTS or not self.tensor:
+                raise ShapeError(f"port {self.name!r}: only state ports bind a list of tensors")
+            self.tensor = [str(t) for t in self.tensor]
+
+    @property
+    def tensors(self) -> list:
+        """The internal tensors this port binds (one, or a list concatenated on D)."""
+        return list(self.tensor) if isinstance(self.tensor, list) else [self.tensor]
 
     @property
     def is_sequence(self) -> bool:
@@ -155,7 +167,8 @@ class Model:
             if p.name in names:
                 raise ShapeError(f"duplicate input name {p.name!r}")
             names.add(p.name)
-            info[p.tensor] = ("pending", p)
+            for t in p.tensors:
+                info[t] = ("pending", p)
         self._info = info
         seq_inputs = [p for p in self._inputs if p.is_sequence]
         if not seq_inputs:
@@ -171,10 +184,12 @@ class Model:
             cur = info.get(tensor)
             if cur and cur[0] == "pending":
                 port = cur[1]
-                if form[0] in ("seq", "ids") and port.layout not in (("TB", "BT") if form[0] == "ids" else ("TBF", "BTF")):
+                if form[0] in ("seq", "ids") and port.layout not in (("TB", "BT") if form[0] == "ids" else ("TBF", "BTF", "BF")):
                     raise ShapeError(f"input {port.name!r}: layout {port.layout} does not fit a {form[0]} tensor")
                 if form[0] == "state" and port.layout not in STATE_LAYOUTS:
                     raise ShapeError(f"input {port.name!r}: layout {port.layout} does not fit a state")
+                if form[0] == "state" and port.layout == "BH" and form[1] != 1:
+                    raise ShapeError(f"input {port.name!r}: layout BH needs a one-direction state")
                 info[tensor] = form
             elif cur != form:
                 raise ShapeError(f"tensor {tensor!r}: used as {form} but it is {cur}")
@@ -213,18 +228,25 @@ class Model:
                     if t:
                         info[t] = form
         for p in self._inputs:
-            if info[p.tensor][0] == "pending":
-                if p.layout == "B":
-                    info[p.tensor] = ("lens",)
-                else:
-                    raise ShapeError(f"input {p.name!r} is not used by any layer")
+            for t in p.tensors:
+                if info[t][0] == "pending":
+                    if p.layout == "B":
+                        info[t] = ("lens",)
+                    else:
+                        raise ShapeError(f"input {p.name!r} is not used by any layer")
         for p in self._outputs:
-            if p.tensor not in info:
-                raise ShapeError(f"output {p.name!r}: tensor {p.tensor!r} is not produced by any layer")
-            form = info[p.tensor]
-            ok = {"seq": ("TBF", "BTF", "TDBH", "BTDH"), "state": STATE_LAYOUTS}.get(form[0], ())
+            for t in p.tensors:
+                if t not in info:
+                    raise ShapeError(f"output {p.name!r}: tensor {t!r} is not produced by any layer")
+            forms = [info[t] for t in p.tensors]
+            form = forms[0]
+            ok = {"seq": ("TBF", "BTF", "TDBH", "BTDH", "BF"), "state": STATE_LAYOUTS}.get(form[0], ())
             if p.layout not in ok:
                 raise ShapeError(f"output {p.name!r}: layout {p.layout} does not fit a {form[0]} tensor")
+            if len(forms) > 1 and any(f[0] != "state" or f[2] != form[2] for f in forms):
+                raise ShapeError(f"output {p.name!r}: concatenated states must share their size")
+            if p.layout == "BH" and form[1] != 1:
+                raise ShapeError(f"output {p.name!r}: layout BH needs a one-direction state")
             if p.layout in ("TDBH", "BTDH") and form[1] % p.groups:
                 raise ShapeError(f"output {p.name!r}: {form[1]} features do not split into {p.groups} groups")
 
@@ -235,8 +257,13 @@ class Model:
         """The layer specs, in execution order."""
         return [n.layer for n in self._nodes]
 
+    def _state_form(self, p: Port):
+        """("state", D summed over the port's tensors, H)."""
+        forms = [self._info[t] for t in p.tensors]
+        return ("state", sum(f[1] for f in forms), forms[0][2])
+
     def _spec(self, p: Port) -> TensorSpec:
-        form = self._info[p.tensor]
+        form = self._state_form(p) if p.layout in STATE_LAYOUTS else self._info[p.tensor]
         T, B = None, None
         if p.layout == "TBF":
             shape = (T, B, form[1])
@@ -252,6 +279,10 @@ class Model:
             shape = (form[1], B, form[2])
         elif p.layout == "BDH":
             shape = (B, form[1], form[2])
+        elif p.layout == "BH":
+            shape = (B, form[2])
+        elif p.layout == "BF":
+            shape = (B, form[1])
         else:
             shape = (B,)
         return TensorSpec(p.name, shape, p.dtype)
@@ -303,13 +334,14 @@ class Model:
             return got
 
         for p in self._inputs:
-            if p.name not in feeds:
+            if p.name not in feeds or not p.is_sequence:
                 continue
             a = _as_array(p.name, feeds[p.name])
             form = self._info[p.tensor]
-            if p.layout in ("TBF", "BTF", "TB", "BT"):
+            if p.layout in ("TBF", "BTF", "TB", "BT", "BF"):
                 ids = form[0] == "ids"
-                rank = (2 if ids else 3) - (0 if time_axis else 1)
+                step = not time_axis or p.layout == "BF"
+                rank = (2 if ids else 3) - (1 if step else 0)
                 if a.ndim != rank:
                     expect = p.layout if time_axis else p.layout.replace("T", "")
                     raise ShapeError(f"input {p.name!r}: expected rank {rank} ({expect}), got shape {a.shape}")
@@ -326,7 +358,7 @@ class Model:
                     if a.shape[-1] != form[1]:
                         raise ShapeError(f"input {p.name!r}: expected {form[1]} features on the last axis, "
                                          f"got shape {a.shape}")
-                if not time_axis:
+                if step:
                     a = a[None]
                 elif p.layout[0] == "B":
                     a = np.swapaxes(a, 0, 1)
@@ -337,7 +369,6 @@ class Model:
             if p.name not in feeds or p.is_sequence:
                 continue
             a = _as_array(p.name, feeds[p.name])
-            form = self._info[p.tensor]
             if p.layout == "B":
                 if a.ndim != 1 or a.dtype.kind not in "iu":
                     raise ShapeError(f"input {p.name!r}: expected a 1-d integer array of lengths, got "
@@ -350,18 +381,29 @@ class Model:
             else:
                 if a.dtype != np.float32:
                     raise ShapeError(f"input {p.name!r}: expected dtype float32, got {a.dtype}")
-                D, H = form[1], form[2]
-                want = (D, B, H) if p.layout == "DBH" else (B, D, H)
+                _, D, H = self._state_form(p)
+                want = {"DBH": (D, B, H), "BDH": (B, D, H), "BH": (B, H)}[p.layout]
                 if a.shape != want:
                     raise ShapeError(f"input {p.name!r}: expected shape {want} ({p.layout}), got {a.shape}")
-                env[p.tensor] = np.ascontiguousarray(a if p.layout == "DBH" else np.swapaxes(a, 0, 1))
+                a = a[None] if p.layout == "BH" else a if p.layout == "DBH" else np.swapaxes(a, 0, 1)
+                d0 = 0
+                for t in p.tensors:  # a list of tensors splits on D
+                    d = self._info[t][1]
+                    env[t] = np.ascontiguousarray(a[d0:d0 + d])
+                    d0 += d
         return env, T, B
 
     def _to_external(self, env, *, time_axis: bool, single: bool):
         out = {}
         for p in self._outputs:
-            a = env[p.tensor]
-            if p.layout in ("TBF", "BTF", "TDBH", "BTDH"):
+            a = env[p.tensor] if not isinstance(p.tensor, list) else np.concatenate([env[t] for t in p.tensor])
+            if p.layout == "BF":
+                if a.shape[0] != 1:
+                    raise ShapeError(f"output {p.name!r} is a single step but {a.shape[0]} steps were run")
+                a = a[0]
+            elif p.layout == "BH":
+                a = a[0]
+            elif p.layout in ("TBF", "BTF", "TDBH", "BTDH"):
                 T, B, F = a.shape
                 if p.layout == "TDBH":
                     a = a.reshape(T, B, p.groups, F // p.groups).transpose(0, 2, 1, 3)
@@ -556,7 +598,7 @@ class Stream:
         sequence output. Other graphs take the general path."""
         m = self.model
         seq_in = [p for p in m._inputs if p.is_sequence]
-        if len(seq_in) != 1 or len(m._outputs) != 1 or m._outputs[0].layout not in ("TBF", "BTF"):
+        if len(seq_in) != 1 or len(m._outputs) != 1 or m._outputs[0].layout not in ("TBF", "BTF", "BF"):
             return None
         cores, states, tensor = [], [], seq_in[0].tensor
         for i, n in enumerate(m._nodes):
