@@ -26,6 +26,12 @@ def from_onnx(model, **kwargs):
     return impl(model, **kwargs)
 
 
+def from_keras(model, **kwargs):
+    """An lstm_rt.Model from a .keras / .h5 file or a keras.Model (see converters.keras)."""
+    from .keras import from_keras as impl
+    return impl(model, **kwargs)
+
+
 def from_torch(module, **kwargs):
     """An lstm_rt.Model from a torch.nn.Module (see converters.torch)."""
     from .torch import from_torch as impl
@@ -33,7 +39,7 @@ def from_torch(module, **kwargs):
 
 
 def convert(path, **kwargs):
-    """Convert a model file, choosing the converter by suffix (.onnx)."""
+    """Convert a model file, choosing the converter by suffix (.onnx, .keras, .h5)."""
     p = os.fspath(path)
     suffix = os.path.splitext(p)[1].lower()
     if suffix == ".onnx":
@@ -43,9 +49,8 @@ def convert(path, **kwargs):
                               f"converters.from_torch(module, state_dict={p!r}) with the module "
                               f"that defines it, or export the model to ONNX")
     if suffix in (".keras", ".h5", ".hdf5"):
-        raise ConversionError(f"{p}: converting {suffix} files is not supported by this version "
-                              f"of lstm_rt yet; export the model to ONNX first")
-    raise ConversionError(f"{p}: unknown model file type {suffix!r}; expected .onnx")
+        return from_keras(p, **kwargs)
+    raise ConversionError(f"{p}: unknown model file type {suffix!r}; expected .onnx, .keras or .h5")
 
 
-__all__ = ["ConversionError", "convert", "from_onnx", "from_torch"]
+__all__ = ["ConversionError", "convert", "from_keras", "from_onnx", "from_torch"]

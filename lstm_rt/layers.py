@@ -344,7 +344,50 @@ class Dense(Layer):
                 "out_features": self.output_size, "activation": self.activation}
 
 
-LAYER_KINDS = {cls.kind: cls for cls in (LSTM, GRU, RNN, Embedding, Dense)}
+# ------------------------------------------------------------------ glue
+
+
+class Merge(Layer):
+    """Combine the `parts` equal slices of the last axis: sum, mul or ave (Keras
+    Bidirectional merge modes; concat needs no layer). [.., parts*F] -> [.., F]."""
+    kind = "Merge"
+    MODES = ("sum", "mul", "ave")
+
+    def __init__(self, name, mode, features, parts=2):
+        super().__init__(name)
+        if mode not in self.MODES:
+            raise UnsupportedError(f"Merge {name!r}: mode {mode!r} is not one of {self.MODES}")
+        self.mode = mode
+        self.features = _positive_int(f"Merge {name!r}", "features", features)
+        self.parts = _positive_int(f"Merge {name!r}", "parts", parts)
+
+    @property
+    def output_size(self):
+        return self.features
+
+    def config(self):
+        return {"name": self.name, "mode": self.mode, "features": self.features, "parts": self.parts}
+
+
+class LastState(Layer):
+    """A recurrent layer's final state [D, B, H] as features [B, D*H] (directions
+    concatenated): the "last output" of a layer that does not return sequences."""
+    kind = "LastState"
+
+    def __init__(self, name, directions, hidden_size):
+        super().__init__(name)
+        self.directions = _positive_int(f"LastState {name!r}", "directions", directions)
+        self.hidden_size = _positive_int(f"LastState {name!r}", "hidden_size", hidden_size)
+
+    @property
+    def output_size(self):
+        return self.directions * self.hidden_size
+
+    def config(self):
+        return {"name": self.name, "directions": self.directions, "hidden_size": self.hidden_size}
+
+
+LAYER_KINDS = {cls.kind: cls for cls in (LSTM, GRU, RNN, Embedding, Dense, Merge, LastState)}
 
 
 def layer_from_config(kind: str, config: dict, weights: dict[str, np.ndarray]) -> Layer:
@@ -356,6 +399,10 @@ def layer_from_config(kind: str, config: dict, weights: dict[str, np.ndarray]) -
     name = cfg.pop("name")
     if cls is Embedding:
         return Embedding(name, weights["weight"])
+    if cls is Merge:
+        return Merge(name, cfg["mode"], cfg["features"], cfg["parts"])
+    if cls is LastState:
+        return LastState(name, cfg["directions"], cfg["hidden_size"])
     if cls is Dense:
         return Dense(name, weights["weight"], weights.get("bias"), activation=cfg["activation"])
     kw = {"direction": cfg["direction"], "clip": cfg["clip"],
@@ -379,7 +426,9 @@ def validate_config(kind: str, config: dict) -> None:
     if not isinstance(config, dict) or not isinstance(config.get("name"), str):
         raise ShapeError(f"{kind}: config must be a dict with a string 'name'")
     owner = f"{kind} {config['name']!r}"
-    if cls is Embedding:
+    if cls in (Merge, LastState):
+        layer_from_config(kind, config, {})
+    elif cls is Embedding:
         _positive_int(owner, "vocab_size", config.get("vocab_size"))
         _positive_int(owner, "embedding_size", config.get("embedding_size"))
     elif cls is Dense:

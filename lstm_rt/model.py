@@ -104,8 +104,10 @@ class _CompiledNode:
             self.core = _core.RecurrentCore(kind, config, packed)
         elif kind == "Dense":
             self.core = _core.DenseCore(config, packed)
-        else:
+        elif kind == "Embedding":
             self.core = _core.EmbeddingCore(packed)
+        else:
+            self.core = None  # glue: numpy only
 
     @property
     def name(self):
@@ -203,10 +205,24 @@ class Model:
                 need(x, n, "input")
                 settle(x, ("ids", n.config["vocab_size"]))
                 info[n.outputs[0]] = ("seq", n.config["embedding_size"])
-            elif n.kind == "Dense":
+            elif n.kind in ("Dense", "Merge"):
                 need(x, n, "input")
-                settle(x, ("seq", n.config["in_features"]))
-                info[n.outputs[0]] = ("seq", n.config["out_features"])
+                f_in = n.config["in_features"] if n.kind == "Dense" else n.config["features"] * n.config["parts"]
+                f_out = n.config["out_features"] if n.kind == "Dense" else n.config["features"]
+                cur = info[x]
+                if cur[0] == "static":  # a layer's last output, [B, F]
+                    if cur[1] != f_in:
+                        raise ShapeError(f"{n.kind} {n.name!r} expects {f_in} features, gets {cur[1]}")
+                    info[n.outputs[0]] = ("static", f_out)
+                else:
+                    settle(x, ("seq", f_in))
+                    info[n.outputs[0]] = ("seq", f_out)
+            elif n.kind == "LastState":
+                need(x, n, "input")
+                D, H = n.config["directions"], n.config["hidden_size"]
+                if info[x] != ("state", D, H):
+                    raise ShapeError(f"LastState {n.name!r} expects a state ({D}, B, {H}), gets {info[x]}")
+                info[n.outputs[0]] = ("static", D * H)
             else:
                 c = n.core
                 D, H, Hr = c.num_directions, c.hidden_size, c.output_size
@@ -240,7 +256,8 @@ class Model:
                     raise ShapeError(f"output {p.name!r}: tensor {t!r} is not produced by any layer")
             forms = [info[t] for t in p.tensors]
             form = forms[0]
-            ok = {"seq": ("TBF", "BTF", "TDBH", "BTDH", "BF"), "state": STATE_LAYOUTS}.get(form[0], ())
+            ok = {"seq": ("TBF", "BTF", "TDBH", "BTDH", "BF"), "state": STATE_LAYOUTS,
+                  "static": ("BF",)}.get(form[0], ())
             if p.layout not in ok:
                 raise ShapeError(f"output {p.name!r}: layout {p.layout} does not fit a {form[0]} tensor")
             if len(forms) > 1 and any(f[0] != "state" or f[2] != form[2] for f in forms):
@@ -397,7 +414,9 @@ class Model:
         out = {}
         for p in self._outputs:
             a = env[p.tensor] if not isinstance(p.tensor, list) else np.concatenate([env[t] for t in p.tensor])
-            if p.layout == "BF":
+            if p.layout == "BF" and self._info[p.tensors[0]][0] == "static":
+                pass
+            elif p.layout == "BF":
                 if a.shape[0] != 1:
                     raise ShapeError(f"output {p.name!r} is a single step but {a.shape[0]} steps were run")
                 a = a[0]
@@ -430,9 +449,19 @@ class Model:
             if n.kind == "Embedding":
                 env[n.outputs[0]] = n.core.lookup(x.reshape(-1)).reshape(T, B, -1)
             elif n.kind == "Dense":
-                y = np.empty((T, B, n.core.out_features), np.float32)
-                n.core.run(x.reshape(T * B, -1), y.reshape(T * B, -1), ws)
+                lead = x.shape[:-1]  # (T, B) for sequences, (B,) for last outputs
+                y = np.empty(lead + (n.core.out_features,), np.float32)
+                n.core.run(np.ascontiguousarray(x).reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1]), ws)
                 env[n.outputs[0]] = y
+            elif n.kind == "Merge":
+                parts = np.split(x, n.config["parts"], axis=-1)
+                mode = n.config["mode"]
+                y = parts[0].copy()
+                for part in parts[1:]:
+                    y = y * part if mode == "mul" else y + part
+                env[n.outputs[0]] = y / n.config["parts"] if mode == "ave" else y
+            elif n.kind == "LastState":
+                env[n.outputs[0]] = np.ascontiguousarray(np.concatenate(list(x), axis=-1))
             else:
                 st = states[i]
                 lens = env.get(n.inputs[1]) if n.inputs[1] else None
@@ -602,7 +631,8 @@ class Stream:
             return None
         cores, states, tensor = [], [], seq_in[0].tensor
         for i, n in enumerate(m._nodes):
-            if n.inputs[0] != tensor or any(n.inputs[1:]) or (n.kind == "Embedding" and i):
+            if n.inputs[0] != tensor or any(n.inputs[1:]) or (n.kind == "Embedding" and i) \
+                    or n.kind not in ("LSTM", "GRU", "RNN", "Dense", "Embedding"):
                 return None
             tensor = n.outputs[0]
             if n.recurrent:

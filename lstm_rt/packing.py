@@ -65,7 +65,9 @@ def _bias(layer, d: int, n: int) -> np.ndarray:
 def pack_layer(layer: Layer) -> dict[str, np.ndarray]:
     """Packed arrays of a layer spec, named "<direction>.<part>" for recurrent layers."""
     out: dict[str, np.ndarray] = {}
-    if isinstance(layer, Embedding):
+    if not layer.weight_names:
+        pass  # glue layers have no weights
+    elif isinstance(layer, Embedding):
         out["weight"] = layer.weight
     elif isinstance(layer, Dense):
         out["weight"] = pack_panels(layer.weight, 1)
@@ -113,6 +115,8 @@ def pack_layer(layer: Layer) -> dict[str, np.ndarray]:
 
 def unpack_layer_weights(kind: str, config: dict, packed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Canonical weights (as `Layer.weights()`) from packed arrays; biases come back summed."""
+    if kind in ("Merge", "LastState"):
+        return {}
     if kind == "Embedding":
         return {"weight": table_as_fp32(packed, "weight")}
     mats = matrix_parts(kind, config)
@@ -155,7 +159,7 @@ def unpack_layer_weights(kind: str, config: dict, packed: dict[str, np.ndarray])
 
 def matrix_parts(kind: str, config: dict) -> dict[str, int]:
     """The packed weight matrices of a layer (the parts fp16/int8 apply to), with their K."""
-    if kind == "Embedding":
+    if kind in ("Embedding", "Merge", "LastState"):
         return {}
     if kind == "Dense":
         return {"weight": config["in_features"]}
@@ -177,6 +181,8 @@ def matrix_parts(kind: str, config: dict) -> dict[str, int]:
 def convert_packed(kind: str, config: dict, packed: dict, weights: str) -> dict[str, np.ndarray]:
     """fp32 packed arrays -> the same layer with its matrices stored as `weights`."""
     mats = matrix_parts(kind, config)
+    if kind in ("Merge", "LastState"):
+        return {}
     if kind == "Embedding":
         return {"weight" + k: v for k, v in
                 convert_table(packed["weight"], weights, f"Embedding {config['name']!r}").items()}
@@ -214,6 +220,8 @@ def expected_packed_shapes(kind: str, config: dict, weights: str = "fp32") -> di
 
 
 def _fp32_shapes(kind: str, config: dict) -> dict[str, tuple[int, ...]]:
+    if kind in ("Merge", "LastState"):
+        return {}
     if kind == "Embedding":
         return {"weight": (config["vocab_size"], config["embedding_size"])}
     if kind == "Dense":

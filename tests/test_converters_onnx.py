@@ -183,8 +183,6 @@ def test_conversion_errors():
     next(a for a in model.graph.node[-1].attribute if a.name == "hidden_size").i = 5  # disagrees with W
     with pytest.raises(ConversionError, match="hidden_size"):
         from_onnx(model)
-    with pytest.raises(ConversionError, match="not supported"):
-        converters.convert("model.keras")
     with pytest.raises(ConversionError, match="unknown model file type"):
         converters.convert("model.txt")
     with pytest.raises(ConversionError, match="file path or an onnx.ModelProto"):

@@ -1,0 +1,381 @@
+"""Keras -> lstm_rt, reading the files directly (zipfile + json + h5py): Keras and
+TensorFlow are never imported for a file. A live keras.Model is saved to a temporary
+.keras file first, so both paths share one reader.
+
+Keras conventions, mapped onto lstm_rt's ONNX ones:
+- kernels are (in, out): W = kernel.T; LSTM gates i,f,c,o -> i,o,f,c; GRU z,r,h as ONNX;
+- GRU reset_after=True is linear_before_reset=1 with bias [input; recurrent];
+  reset_after=False is the original GRU, one bias;
+- unit_forget_bias only initializes the bias: the stored bias is taken as it is;
+- hard_sigmoid is clip(0.2x + 0.5, 0, 1) in Keras 2 and relu6(x + 3) / 6 in Keras 3:
+  which one is chosen from the Keras version the file records;
+- inputs are batch-major: [B, T, F] (token ids [B, T]); a layer that does not return
+  sequences gives its last output [B, H].
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import tempfile
+import zipfile
+
+import numpy as np
+
+from lstm_rt.layers import GRU, LSTM, RNN, Dense, Embedding, LastState, Merge, activation
+from lstm_rt.model import Model, Node, Port
+
+from . import ConversionError
+
+LSTM_ORDER = [0, 3, 1, 2]    # keras i,f,c,o -> onnx i,o,f,c
+RECURRENT = ("LSTM", "GRU", "SimpleRNN")
+NO_OPS = ("Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
+          "ActivityRegularization")
+DENSE_ACTS = {"linear": "linear", "relu": "relu", "tanh": "tanh", "sigmoid": "sigmoid", "softmax": "softmax"}
+MAX_MEMBER = 2 << 30          # refuse zip members that claim to inflate past 2 GiB
+
+
+def _h5py():
+    try:
+        import h5py
+    except ImportError:
+        raise ConversionError("reading Keras files needs h5py: pip install h5py") from None
+    return h5py
+
+
+def _version_major(v) -> int:
+    try:
+        return int(str(v).split(".")[0])
+    except ValueError:
+        return 3
+
+
+def _recurrent_activation(name, keras_major):
+    """A Keras activation name as an ONNX activation (per the file's Keras version)."""
+    if isinstance(name, dict):  # serialized activation object
+        name = name.get("config", {}).get("name", name.get("class_name", "?"))
+    name = str(name).lower()
+    if name == "hard_sigmoid":
+        return activation("HardSigmoid", 0.2, 0.5) if keras_major < 3 else activation("HardSigmoid", 1 / 6, 0.5)
+    table = {"sigmoid": ("Sigmoid",), "tanh": ("Tanh",), "relu": ("Relu",), "linear": ("Affine", 1.0, 0.0),
+             "softsign": ("Softsign",), "softplus": ("Softplus",), "elu": ("Elu", 1.0)}
+    if name not in table:
+        raise ConversionError(f"activation {name!r} has no lstm_rt equivalent")
+    return activation(*table[name])
+
+
+# ------------------------------------------------------------- file reading
+
+
+class _Weights:
+    """Weights by layer name, from a .keras archive (model.weights.h5) or a legacy .h5 file."""
+
+    def __init__(self, h5file, legacy):
+        self.f = h5file
+        self.legacy = legacy
+        self.keys = {}  # layer name -> group name in a .keras archive
+
+    def index(self, entries):
+        """A .keras archive stores a model's layers under the snake_case class name plus a
+        per-class counter ("lstm", "lstm_1", ...) in model order, not under layer names."""
+        seen = {}
+        for cls, cfg, _ in entries:
+            if cls == "InputLayer":
+                continue
+            base = re.sub("([a-z])([A-Z])", r"\1_\2", re.sub("(.)([A-Z][a-z]+)", r"\1_\2", cls)).lower()
+            n = seen.get(base, 0)
+            seen[base] = n + 1
+            self.keys[cfg["name"]] = base if n == 0 else f"{base}_{n}"
+
+    def get(self, layer_name, sub=None):
+        """The layer's variables in creation order (sub: "forward_layer" / "backward_layer"
+        of a Bidirectional, "layer" of a TimeDistributed)."""
+        f = self.f
+        if self.legacy:
+            g = f["model_weights"][layer_name] if "model_weights" in f else f[layer_name]
+            names = [n.decode() if isinstance(n, bytes) else n for n in g.attrs.get("weight_names", [])]
+            if sub in ("forward_layer", "backward_layer"):
+                key = "/forward_" if sub == "forward_layer" else "/backward_"
+                names = [n for n in names if key in n]
+            return [np.asarray(g[n]) for n in names]
+        base = f["layers"][self.keys.get(layer_name, layer_name)]
+        if sub:
+            base = base[sub]
+        out = []
+        for path in ("cell/vars", "vars"):
+            if path in base:
+                vs = base[path]
+                out.extend(np.asarray(vs[k]) for k in sorted(vs, key=int))
+        return out
+
+
+def _open(path):
+    """(config, keras version, _Weights, closer) of a .keras or .h5 file."""
+    h5py = _h5py()
+    p = os.fspath(path)
+    if not os.path.exists(p):
+        raise FileNotFoundError(p)
+    if zipfile.is_zipfile(p):
+        z = zipfile.ZipFile(p)
+        for info in z.infolist():
+            if info.file_size > MAX_MEMBER:
+                raise ConversionError(f"{p}: archive member {info.filename!r} claims {info.file_size} bytes")
+        try:
+            config = json.loads(z.read("config.json"))
+            meta = json.loads(z.read("metadata.json")) if "metadata.json" in z.namelist() else {}
+            data = z.read("model.weights.h5")
+        except (KeyError, ValueError) as e:
+            raise ConversionError(f"{p}: not a Keras 3 archive ({e})") from None
+        f = h5py.File(io.BytesIO(data), "r")
+        return config, meta.get("keras_version", "3"), _Weights(f, legacy=False), f.close
+    try:
+        f = h5py.File(p, "r")
+    except OSError as e:
+        raise ConversionError(f"{p}: neither a .keras archive nor an HDF5 file ({e})") from None
+    if "model_config" not in f.attrs:
+        f.close()
+        raise ConversionError(f"{p}: an HDF5 file without a Keras model_config (weights-only?)")
+    cfg = f.attrs["model_config"]
+    config = json.loads(cfg.decode() if isinstance(cfg, bytes) else cfg)
+    version = f.attrs.get("keras_version", "2")
+    version = version.decode() if isinstance(version, bytes) else str(version)
+    return config, version, _Weights(f, legacy=True), f.close
+
+
+# ------------------------------------------------------------- layer graph
+
+
+def _refs(v):
+    """Keras input_layers / output_layers: [name, node, index] or a list of them ->
+    [(name, index)]."""
+    if not v:
+        return []
+    if not isinstance(v[0], list):
+        v = [v]
+    return [(x[0], x[2] if len(x) > 2 else 0) for x in v]
+
+
+def _layers_and_links(config):
+    """[(class_name, config, input layer name or None)] in order, and the model's inputs /
+    outputs (layer names). Sequential and single-path Functional models."""
+    cls = config.get("class_name")
+    cfg = config.get("config", {})
+    layers = cfg.get("layers", [])
+    if cls == "Sequential":
+        out, prev = [], None
+        for layer in layers:
+            c = layer["config"]
+            out.append((layer["class_name"], c, prev))
+            prev = c["name"]
+        if not out or out[0][0] != "InputLayer":
+            shape = layers[0]["config"].get("batch_input_shape") or layers[0]["config"].get("batch_shape")
+            if shape is None:
+                raise ConversionError("a Sequential model without an input shape")
+            out.insert(0, ("InputLayer", {"name": "input", "batch_shape": shape,
+                                          "dtype": layers[0]["config"].get("dtype", "float32")}, None))
+            out[1] = (out[1][0], out[1][1], "input")
+        return out, [out[0][1]["name"]], [(out[-1][1]["name"], 0)]
+    if cls in ("Functional", "Model"):
+        out = []
+        for layer in layers:
+            inbound = layer.get("inbound_nodes") or []
+            src = None
+            if inbound:
+                node = inbound[0]
+                if isinstance(node, dict):      # Keras 3: {"args": [keras tensor], ...}
+                    args = node.get("args", [])
+                    hist = args[0]["config"]["keras_history"] if args and isinstance(args[0], dict) else None
+                    if args and isinstance(args[0], list):
+                        raise ConversionError(f"layer {layer['name']!r} takes several inputs")
+                    src = hist[0] if hist else None
+                else:                            # Keras 2: [[name, node, tensor, kwargs], ...]
+                    if len(node) != 1:
+                        raise ConversionError(f"layer {layer['name']!r} takes several inputs")
+                    src = node[0][0]
+            out.append((layer["class_name"], layer["config"], src))
+        return out, [n for n, _ in _refs(cfg.get("input_layers"))], _refs(cfg.get("output_layers"))
+    raise ConversionError(f"model class {cls!r} is not supported (Sequential and Functional are)")
+
+
+def _recurrent(kind, cfg, weights, name, keras_major, direction="forward"):
+    """One Keras LSTM/GRU/SimpleRNN (weights: per direction [kernel, recurrent_kernel, bias?])."""
+    H = cfg["units"]
+    acts = {"LSTM": ["recurrent_activation", "activation", "activation"],
+            "GRU": ["recurrent_activation", "activation"], "SimpleRNN": ["activation"]}[kind]
+    act = [_recurrent_activation(cfg.get(a, "sigmoid" if a == "recurrent_activation" else "tanh"), keras_major)
+           for a in acts]
+    ws, rs, bs = [], [], []
+    for vs in weights:
+        kernel, rec = vs[0], vs[1]
+        G = kernel.shape[1] // H
+        bias = vs[2] if cfg.get("use_bias", True) and len(vs) > 2 else None
+        w, r = kernel.T, rec.T
+        if kind == "LSTM":
+            w = np.concatenate([np.split(w, 4)[i] for i in LSTM_ORDER])
+            r = np.concatenate([np.split(r, 4)[i] for i in LSTM_ORDER])
+            b = np.zeros(4 * H) if bias is None else np.concatenate([np.split(bias, 4)[i] for i in LSTM_ORDER])
+            b = np.concatenate([b, np.zeros(4 * H)])
+        elif kind == "GRU" and cfg.get("reset_after", True):
+            b = np.zeros(6 * H) if bias is None else np.asarray(bias).reshape(-1)
+        else:
+            b = np.zeros(2 * G * H) if bias is None else np.concatenate([bias, np.zeros(G * H)])
+        ws.append(w)
+        rs.append(r)
+        bs.append(b)
+    D = len(weights)
+    kw = dict(direction=direction, activations=act * D, hidden_size=H)
+    if kind == "LSTM":
+        return LSTM(name, np.stack(ws), np.stack(rs), np.stack(bs), **kw)
+    if kind == "GRU":
+        return GRU(name, np.stack(ws), np.stack(rs), np.stack(bs),
+                   linear_before_reset=cfg.get("reset_after", True), **kw)
+    return RNN(name, np.stack(ws), np.stack(rs), np.stack(bs), **kw)
+
+
+def _convert(config, version, weights, where):
+    keras_major = _version_major(version)
+    entries, input_names, output_names = _layers_and_links(config)
+    weights.index(entries)
+    problems, nodes, inputs, outputs = [], [], [], []
+    tensor = {}      # keras layer name -> (internal tensor, form) ; form "seq" | "static"
+    extra_outputs = {}   # layer name -> [(port suffix, tensor, layout)] for return_state
+    for cls, cfg, src in entries:
+        name = cfg["name"]
+        try:
+            if cls == "InputLayer":
+                shape = cfg.get("batch_shape") or cfg.get("batch_input_shape")
+                ids = str(cfg.get("dtype", "float32")).startswith("int") or (shape and len(shape) == 2)
+                if not shape or len(shape) not in (2, 3):
+                    problems.append(f"InputLayer {name!r} with shape {shape} (expected [batch, time(, features)])")
+                    continue
+                inputs.append(Port(name, name, "BT" if ids else "BTF"))
+                tensor[name] = (name, "seq")
+                continue
+            if src not in tensor:
+                problems.append(f"layer {cls} {name!r}: its input {src!r} was not converted")
+                continue
+            x, form = tensor[src]
+            if cls in NO_OPS or cls == "InputLayer":
+                tensor[name] = (x, form)
+            elif cls == "Embedding":
+                if cfg.get("mask_zero"):
+                    problems.append(f"Embedding {name!r} with mask_zero (masking is not supported yet)")
+                    continue
+                (table,) = weights.get(name)[:1]
+                nodes.append(Node(Embedding(name, table), [x], [name]))
+                tensor[name] = (name, "seq")
+            elif cls == "Masking":
+                problems.append(f"Masking layer {name!r} (masking is not supported yet)")
+            elif cls in ("Dense", "TimeDistributed"):
+                inner = cfg
+                if cls == "TimeDistributed":
+                    inner = cfg["layer"]["config"]
+                    if cfg["layer"]["class_name"] != "Dense":
+                        problems.append(f"TimeDistributed({cfg['layer']['class_name']}) {name!r}")
+                        continue
+                act = inner.get("activation", "linear")
+                act = act if isinstance(act, str) else act.get("config", {}).get("name", "?")
+                if act not in DENSE_ACTS:
+                    problems.append(f"Dense {name!r} activation {act!r}")
+                    continue
+                vs = weights.get(name, "layer" if cls == "TimeDistributed" and not weights.legacy else None)
+                kernel = vs[0]
+                bias = vs[1] if inner.get("use_bias", True) and len(vs) > 1 else None
+                nodes.append(Node(Dense(name, kernel.T, bias, activation=DENSE_ACTS[act]), [x], [name]))
+                tensor[name] = (name, form)
+            elif cls == "Activation":
+                act = cfg.get("activation")
+                prev = nodes[-1] if nodes else None
+                if act in DENSE_ACTS and prev is not None and isinstance(prev.layer, Dense) \
+                        and prev.outputs[0] == x and prev.layer.activation == "linear":
+                    d = prev.layer
+                    prev.layer = Dense(d.name, d.weight, d.bias, activation=DENSE_ACTS[act])
+                    tensor[name] = (x, form)
+                else:
+                    problems.append(f"Activation {name!r} ({act}) not directly after a linear Dense")
+            elif cls in RECURRENT or cls == "Bidirectional":
+                if form != "seq":
+                    problems.append(f"{cls} {name!r} needs a sequence input")
+                    continue
+                bi = cls == "Bidirectional"
+                inner_cls, inner = (cfg["layer"]["class_name"], cfg["layer"]["config"]) if bi else (cls, cfg)
+                if inner_cls not in RECURRENT:
+                    problems.append(f"{cls} of {inner_cls} ({name!r})")
+                    continue
+                if bi:
+                    per_dir = [weights.get(name, "forward_layer"), weights.get(name, "backward_layer")]
+                    direction = "bidirectional"
+                else:
+                    per_dir = [weights.get(name)]
+                    direction = "reverse" if inner.get("go_backwards") else "forward"
+                ret_seq = inner.get("return_sequences", False)
+                ret_state = inner.get("return_state", False)
+                if direction == "reverse" and ret_seq:
+                    problems.append(f"{cls} {name!r} with go_backwards and return_sequences "
+                                    f"(its outputs come in reverse time order)")
+                    continue
+                if bi and ret_state:
+                    problems.append(f"Bidirectional {name!r} with return_state")
+                    continue
+                layer = _recurrent(inner_cls, inner, per_dir, name, keras_major, direction)
+                lstm = inner_cls == "LSTM"
+                outs = [f"{name}/y", f"{name}/h", f"{name}/c" if lstm else None]
+                nodes.append(Node(layer, [x], outs))
+                D, H = layer.num_directions, layer.hidden_size
+                merge = cfg.get("merge_mode", "concat") if bi else "concat"
+                if ret_seq:
+                    y, yform = f"{name}/y", "seq"
+                else:
+                    nodes.append(Node(LastState(f"{name}/last", D, H), [f"{name}/h"], [f"{name}/last"]))
+                    y, yform = f"{name}/last", "static"
+                if bi and merge in ("sum", "mul", "ave"):
+                    nodes.append(Node(Merge(f"{name}/merge", merge, H), [y], [f"{name}/merged"]))
+                    y = f"{name}/merged"
+                elif bi and merge != "concat":
+                    problems.append(f"Bidirectional {name!r} merge_mode {merge!r}")
+                    continue
+                tensor[name] = (y, yform)
+                if ret_state:
+                    extra_outputs[name] = [("h", f"{name}/h")] + ([("c", f"{name}/c")] if lstm else [])
+            else:
+                problems.append(f"layer {cls} {name!r}")
+        except ConversionError as e:
+            problems.append(f"layer {cls} {name!r}: {e}")
+        except (KeyError, IndexError, ValueError) as e:
+            problems.append(f"layer {cls} {name!r}: unexpected config or weights ({type(e).__name__}: {e})")
+    if problems:
+        raise ConversionError(f"{where}: cannot convert: " + "; ".join(problems))
+    for o, index in output_names:
+        if o not in tensor:
+            raise ConversionError(f"{where}: output layer {o!r} was not converted")
+        if index == 0:
+            t, form = tensor[o]
+            outputs.append(Port(o, t, "BTF" if form == "seq" else "BF"))
+        elif index - 1 < len(extra_outputs.get(o, [])):
+            suffix, st = extra_outputs[o][index - 1]
+            outputs.append(Port(f"{o}/{suffix}", st, "BH"))
+        else:
+            raise ConversionError(f"{where}: output {index} of layer {o!r} is not supported")
+    try:
+        return Model(nodes, inputs, outputs, name=config.get("config", {}).get("name", "keras_model"),
+                     metadata={"source": "keras", "keras_version": str(version)})
+    except Exception as e:
+        raise ConversionError(f"{where}: {e}") from None
+
+
+def from_keras(model) -> Model:
+    """An lstm_rt.Model from a .keras / .h5 file path or a live keras.Model."""
+    if isinstance(model, (str, os.PathLike)):
+        path = os.fspath(model)
+        config, version, weights, close = _open(path)
+        try:
+            return _convert(config, version, weights, path)
+        finally:
+            close()
+    if hasattr(model, "save") and hasattr(model, "get_config"):
+        with tempfile.TemporaryDirectory() as tmp:
+            p = os.path.join(tmp, "model.keras")
+            model.save(p)
+            return from_keras(p)
+    raise ConversionError(f"from_keras takes a .keras/.h5 path or a keras.Model, got {type(model).__name__}")

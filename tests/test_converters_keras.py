@@ -1,0 +1,135 @@
+"""converters.from_keras against Keras itself (KERAS_BACKEND=torch), fp32 atol 1e-5.
+The converter reads the files with zipfile/json/h5py; Keras is imported only by the tests."""
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+keras = pytest.importorskip("keras")
+pytest.importorskip("h5py")
+L = keras.layers
+
+import converters  # noqa: E402
+from converters import ConversionError, from_keras  # noqa: E402
+
+ATOL = 1e-5
+
+
+def build(layers, input_shape, seed=0, int_input=False):
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input(input_shape, dtype="int32" if int_input else "float32")
+    m = keras.Sequential([inp] + layers)
+    # non-trivial biases, so a misplaced bias shows
+    rng = np.random.default_rng(seed)
+    for layer in m.layers:
+        layer.set_weights([w + rng.normal(size=w.shape).astype(np.float32) * 0.1 for w in layer.get_weights()])
+    return m
+
+
+CASES = {
+    "lstm-seq": lambda: [L.LSTM(7, return_sequences=True)],
+    "lstm-last-dense": lambda: [L.LSTM(7), L.Dense(3, activation="softmax")],
+    "gru-reset-after": lambda: [L.GRU(6, return_sequences=True)],
+    "gru-reset-before": lambda: [L.GRU(6, return_sequences=True, reset_after=False)],
+    "simplernn-relu": lambda: [L.SimpleRNN(5, activation="relu", return_sequences=True)],
+    "stacked-timedistributed": lambda: [L.LSTM(6, return_sequences=True), L.GRU(5, return_sequences=True),
+                                        L.TimeDistributed(L.Dense(4)), L.Activation("tanh")],
+    "bi-concat": lambda: [L.Bidirectional(L.LSTM(5, return_sequences=True))],
+    "bi-sum": lambda: [L.Bidirectional(L.GRU(5, return_sequences=True), merge_mode="sum")],
+    "bi-mul": lambda: [L.Bidirectional(L.LSTM(4, return_sequences=True), merge_mode="mul")],
+    "bi-ave-last": lambda: [L.Bidirectional(L.SimpleRNN(4), merge_mode="ave"), L.Dense(2)],
+    "bi-concat-last": lambda: [L.Bidirectional(L.GRU(4, reset_after=False)), L.Dense(2, activation="sigmoid")],
+    "go-backwards-last": lambda: [L.LSTM(5, go_backwards=True)],
+    "no-bias-hard-sigmoid": lambda: [L.LSTM(5, use_bias=False, recurrent_activation="hard_sigmoid",
+                                            return_sequences=True), L.Dropout(0.5)],
+}
+
+
+@pytest.mark.parametrize("fmt", ["keras", "h5"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_sequential_models_match_keras(tmp_path, case, fmt):
+    m = build(CASES[case](), (None, 4))
+    x = np.random.default_rng(1).normal(size=(3, 9, 4)).astype(np.float32)
+    want = np.asarray(m.predict(x, verbose=0))
+    path = tmp_path / f"m.{fmt}"
+    m.save(path)
+    got = converters.convert(path).run(x)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, atol=ATOL, rtol=0)
+
+
+def test_live_model_and_embedding_language_model():
+    m = build([L.Embedding(30, 8), L.LSTM(10, return_sequences=True), L.Dense(30, activation="softmax")],
+              (None,), int_input=True)
+    ids = np.random.default_rng(2).integers(0, 30, size=(2, 12))
+    want = np.asarray(m.predict(ids, verbose=0))
+    conv = from_keras(m)
+    np.testing.assert_allclose(conv.run(ids), want, atol=ATOL, rtol=0)
+    s = conv.stream(batch=2)  # streaming parity: step by step == Keras on the whole sequence
+    np.testing.assert_allclose(np.stack([s.step(ids[:, t]) for t in range(12)], axis=1), want, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("fmt", ["keras", "h5"])
+def test_functional_model_with_return_state(tmp_path, fmt):
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((None, 3), name="frames")
+    y, h, c = L.LSTM(6, return_sequences=True, return_state=True, name="enc")(inp)
+    out = L.Dense(2, name="head")(L.GRU(4, return_sequences=True, name="dec")(y))
+    m = keras.Model(inp, [out, h, c])
+    x = np.random.default_rng(4).normal(size=(2, 5, 3)).astype(np.float32)
+    want = [np.asarray(a) for a in m.predict(x, verbose=0)]
+    m.save(tmp_path / f"f.{fmt}")
+    conv = converters.convert(tmp_path / f"f.{fmt}")
+    got = conv.run({"frames": x})
+    assert list(got) == ["head", "enc/h", "enc/c"]
+    for g, w in zip(got.values(), want):
+        np.testing.assert_allclose(g, w, atol=ATOL, rtol=0)
+
+
+def test_last_output_streams_like_the_prefix():
+    """A layer without return_sequences gives, after each step, the model's output on the prefix."""
+    m = build([L.GRU(5), L.Dense(2)], (None, 3))
+    conv = from_keras(m)
+    x = np.random.default_rng(5).normal(size=(1, 6, 3)).astype(np.float32)
+    s = conv.stream(batch=1)
+    for t in range(6):
+        step = s.step(x[:, t])
+        np.testing.assert_allclose(step, np.asarray(m.predict(x[:, :t + 1], verbose=0)), atol=ATOL, rtol=0)
+
+
+def test_keras2_hard_sigmoid_is_chosen_by_the_recorded_version(tmp_path):
+    """Keras 2 files mean clip(0.2x + 0.5); Keras 3 files relu6(x + 3) / 6."""
+    import h5py
+    m = build([L.SimpleRNN(4, return_sequences=True), L.GRU(4, recurrent_activation="hard_sigmoid",
+                                                             return_sequences=True)], (None, 3))
+    m.save(tmp_path / "k3.h5")
+    k3 = converters.convert(tmp_path / "k3.h5")
+    assert k3.layers[1].activations[0].alpha == pytest.approx(1 / 6)
+    with h5py.File(tmp_path / "k3.h5", "a") as f:
+        f.attrs["keras_version"] = "2.15.0"
+    k2 = converters.convert(tmp_path / "k3.h5")
+    assert k2.layers[1].activations[0].alpha == pytest.approx(0.2)
+    assert k2.metadata["keras_version"] == "2.15.0"
+
+
+def test_unsupported_layers_are_all_named(tmp_path):
+    m = build([L.Conv1D(4, 3), L.LSTM(3, return_sequences=True), L.LayerNormalization()], (None, 5))
+    m.save(tmp_path / "bad.keras")
+    with pytest.raises(ConversionError) as e:
+        converters.convert(tmp_path / "bad.keras")
+    msg = str(e.value)
+    assert "Conv1D" in msg and "LayerNormalization" in msg and "bad.keras" in msg
+
+
+def test_masking_is_reported_until_supported(tmp_path):
+    m = build([L.Embedding(10, 4, mask_zero=True), L.LSTM(3)], (None,), int_input=True)
+    m.save(tmp_path / "mask.keras")
+    with pytest.raises(ConversionError, match="mask_zero"):
+        converters.convert(tmp_path / "mask.keras")
+
+
+def test_not_a_keras_file(tmp_path):
+    (tmp_path / "x.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
+    with pytest.raises(ConversionError):
+        converters.convert(tmp_path / "x.h5")
