@@ -1,10 +1,16 @@
-"""ONNX -> lstm_rt: graphs of LSTM / GRU / RNN nodes.
+"""ONNX -> lstm_rt: recurrent nodes and the graphs exporters write around them.
 
-Weights (W, R, B, P) may be initializers or Constant nodes. The node's graph inputs
-(X, sequence_lens, initial_h, initial_c) and outputs (Y, Y_h, Y_c) keep their names and
-shapes, so `Model.run(feeds)` answers the same feeds as onnxruntime. ONNX is lstm_rt's
-native semantics (gate order iofc / zrh, activations, clip, ...), so weights are taken
-as they are. Every unsupported op or attribute in the graph is reported in one error.
+ONNX is lstm_rt's native semantics (gate order iofc / zrh, activations, clip, ...), so a
+recurrent node's weights are taken as they are. The graph is read by a small symbolic
+interpreter: every value is a constant (folded: Constant, Identity, Unsqueeze, Shape of
+constants, Concat, Slice, Gather, Cast, Reshape, ConstantOfShape, `If` on a constant
+condition), a shape vector with symbolic batch/time dims, a zero tensor (initial states),
+or a runtime tensor whose axes are labelled (T time, B batch, F features, D directions,
+H units). Transpose, Squeeze, Unsqueeze and Reshape of runtime tensors only relabel;
+Gather on a constant table becomes an Embedding, MatMul/Gemm (+ Add, + activation) a
+Dense, LSTM/GRU/RNN nodes recurrent layers. Graph inputs and outputs keep their names and
+layouts, so `Model.run(feeds)` answers the same feeds as onnxruntime. Every unsupported
+op or attribute in the graph is reported in one error.
 """
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ import os
 
 import numpy as np
 
-from lstm_rt.layers import GRU, LSTM, RNN, activations_from_onnx
+from lstm_rt.layers import GRU, LSTM, RNN, Dense, Embedding, activations_from_onnx
 from lstm_rt.model import Model, Node, Port
 
 from . import ConversionError
@@ -50,15 +56,48 @@ def _load(model):
     raise ConversionError(f"from_onnx takes a file path or an onnx.ModelProto, got {type(model).__name__}")
 
 
-def _constants(graph, where, problems):
+def _external_array(t, base_dir, what):
+    """A tensor stored in an external file beside the model: the path must stay inside the
+    model's folder, and offset/length inside that file."""
+    from onnx import helper
+    info = {e.key: e.value for e in t.external_data}
+    loc = info.get("location", "")
+    if base_dir is None:
+        raise ConversionError(f"{what} stores its data in an external file; pass the model's path")
+    if not loc or os.path.isabs(loc):
+        raise ConversionError(f"{what}: external data location {loc!r} must be a relative path")
+    root = os.path.realpath(base_dir)
+    path = os.path.realpath(os.path.join(root, loc))
+    if os.path.commonpath([root, path]) != root:
+        raise ConversionError(f"{what}: external data location {loc!r} escapes the model's folder")
+    if not os.path.isfile(path):
+        raise ConversionError(f"{what}: external data file {loc!r} is missing")
+    dtype = np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type)).newbyteorder("<")
+    count = int(np.prod(t.dims, dtype=object)) if t.dims else 1
+    offset = int(info.get("offset", 0))
+    length = int(info.get("length", count * dtype.itemsize))
+    size = os.path.getsize(path)
+    if offset < 0 or length != count * dtype.itemsize or offset + length > size:
+        raise ConversionError(f"{what}: external data [{offset}, {offset + length}) does not fit "
+                              f"{list(t.dims)} of {dtype} in {loc!r} ({size} bytes)")
+    with open(path, "rb") as f:
+        f.seek(offset)
+        data = f.read(length)
+    return np.frombuffer(data, dtype=dtype).reshape(tuple(t.dims)).astype(dtype.newbyteorder("="))
+
+
+def _constants(graph, where, problems, base_dir=None):
     """Initializers and Constant-node outputs as numpy arrays."""
     onnx = _onnx()
     from onnx import numpy_helper
 
     def tensor(t, what):
         if t.data_location == onnx.TensorProto.EXTERNAL:
-            problems.append(f"{what} stores its data in an external file, which lstm_rt does not read")
-            return None
+            try:
+                return _external_array(t, base_dir, what)
+            except ConversionError as e:
+                problems.append(str(e))
+                return None
         return numpy_helper.to_array(t)
 
     consts = {}
@@ -168,90 +207,514 @@ def _layer(node, name, consts, problems):
         return None
 
 
+
+# ------------------------------------------------------------ symbolic values
+
+
+class Const:
+    def __init__(self, value):
+        self.value = np.asarray(value)
+
+
+class ShapeVec:
+    """A shape as a vector: ints, or "T"/"B" (or an unresolved axis label) for dynamic dims."""
+
+    def __init__(self, dims):
+        self.dims = list(dims)
+
+
+class Zeros:
+    """ConstantOfShape(0) of a (partly symbolic) shape: an all-zero initial state."""
+
+    def __init__(self, dims):
+        self.dims = list(dims)
+
+
+class Tens:
+    """A runtime tensor: internal name, axis labels of its ONNX view, sizes of F/H/D axes.
+    kind: "seq" (internal [T, B, F]), "ids" ([T, B] ints), "state" ([D, B, H]), "lens"."""
+
+    def __init__(self, name, labels, kind, sizes):
+        self.name, self.labels, self.kind, self.sizes = name, tuple(labels), kind, dict(sizes)
+
+
+class _Unsupported(Exception):
+    pass
+
+
+def _ints(v, what):
+    if not isinstance(v, Const):
+        raise _Unsupported(f"{what} must be a constant")
+    return [int(i) for i in np.asarray(v.value).reshape(-1)]
+
+
+class _Interpreter:
+    def __init__(self, proto, where):
+        self.where = where
+        self.problems: list[str] = []
+        self.vals: dict[str, object] = {}
+        self.nodes: list[Node] = []
+        self.names: set[str] = set()
+        self.inputs: dict[str, dict] = {}   # graph input -> {"labels": [...], "role": ...}
+        self.bind: dict[str, str] = {}      # unresolved axis label -> "T" / "B"
+        self.counter = 0
+        self.proto = proto
+
+    # ---- helpers
+    def fresh(self, base):
+        self.counter += 1
+        return f"{base}#{self.counter}"
+
+    def label(self, lab):
+        while lab in self.bind:
+            lab = self.bind[lab]
+        return lab
+
+    def labels(self, t):
+        return tuple(self.label(lb) for lb in t.labels)
+
+    def unify(self, t, want, node):
+        """Require t's labels to be `want` (T/B/F/D/H), binding unresolved input axes."""
+        have = self.labels(t)
+        if len(have) != len(want):
+            raise _Unsupported(f"node {node.name!r}: input has axes {have}, expected {tuple(want)}")
+        for h, w in zip(have, want):
+            if h == w:
+                continue
+            if h.startswith("?"):
+                self.bind[h] = w
+            else:
+                raise _Unsupported(f"node {node.name!r}: input has axes {have}, expected {tuple(want)}")
+
+    def const_of(self, name):
+        v = self.vals.get(name)
+        return v.value if isinstance(v, Const) else None
+
+    # ---- graph
+    def run_graph(self, graph, consts):
+        for k, v in consts.items():
+            if v is not None:
+                self.vals[k] = Const(v)
+        for vi in graph.input:
+            if vi.name in self.vals:
+                continue
+            tt = vi.type.tensor_type
+            rank = len(tt.shape.dim)
+            ints = tt.elem_type in (6, 7)  # INT32, INT64
+            floats = tt.elem_type == 1
+            labels = [f"?{vi.name}:{i}" for i in range(rank)]
+            dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+            self.inputs[vi.name] = {"labels": labels, "ints": ints, "floats": floats, "dims": dims,
+                                    "elem": tt.elem_type, "role": None}
+            sizes = {}
+            if floats and rank and dims[-1]:
+                sizes["F"] = dims[-1]
+            self.vals[vi.name] = Tens(vi.name, labels, "ids" if ints else "seq", sizes)
+        for node in graph.node:
+            try:
+                self.op(node)
+            except _Unsupported as e:
+                self.problems.append(str(e))
+            except (ValueError, IndexError, KeyError, TypeError) as e:
+                self.problems.append(f"node {node.name!r} ({node.op_type}): {type(e).__name__}: {e}")
+
+    def op(self, node):
+        op = node.op_type
+        ins = [self.vals.get(n) if n else None for n in node.input]
+        if node.domain not in ("", "ai.onnx"):
+            raise _Unsupported(f"op {op!r} (node {node.name!r}, domain {node.domain!r})")
+        for n, v in zip(node.input, ins):
+            if n and v is None:
+                raise _Unsupported(f"op {op!r} (node {node.name!r}), which reads {n!r} from an unsupported node")
+        attrs = {a.name: a for a in node.attribute}
+
+        def out(v, i=0):
+            if i < len(node.output) and node.output[i]:
+                self.vals[node.output[i]] = v
+
+        fold = all(isinstance(v, Const) or v is None for v in ins)
+        if op == "Constant":
+            return  # collected with the initializers
+        if op in RECURRENT:
+            return self.recurrent(node, ins)
+        if op == "If":
+            return self.if_(node, ins)
+        if op == "Identity" or (op in ("Cast",) and isinstance(ins[0], (Tens, ShapeVec))):
+            return out(ins[0])
+        if op == "Shape":
+            return out(self.shape_of(ins[0], node, attrs))
+        if op == "ConstantOfShape":
+            value = onnx_value(attrs)
+            if isinstance(ins[0], Const):
+                return out(Const(np.full(_ints(ins[0], "shape"), value)))
+            if isinstance(ins[0], ShapeVec) and value == 0:
+                return out(Zeros(ins[0].dims))
+            raise _Unsupported(f"ConstantOfShape (node {node.name!r}) of a non-constant shape")
+        if isinstance(ins[0], Zeros):
+            return out(self.zeros_op(node, ins, attrs))
+        if any(isinstance(v, ShapeVec) for v in ins):
+            return out(self.shape_op(node, ins, attrs))
+        if fold:
+            return out(self.fold(node, ins, attrs))
+        t = ins[0] if isinstance(ins[0], Tens) else None
+        if op == "Gather" and isinstance(ins[0], Const) and isinstance(ins[1], Tens):
+            return out(self.embedding(node, ins, attrs))
+        if op == "Add" and len(ins) == 2 and any(isinstance(v, Const) for v in ins):
+            return out(self.add_bias(node, ins))
+        if t is None:
+            raise _Unsupported(f"op {op!r} (node {node.name!r}) on these inputs")
+        if op == "Transpose":
+            perm = list(attrs["perm"].ints) if "perm" in attrs else list(range(len(t.labels)))[::-1]
+            return out(Tens(t.name, [t.labels[i] for i in perm], t.kind, t.sizes))
+        if op in ("Squeeze", "Unsqueeze"):
+            axes = _ints(ins[1], "axes") if len(ins) > 1 and ins[1] is not None else \
+                list(attrs["axes"].ints) if "axes" in attrs else None
+            return out(self.squeeze(node, t, axes, op == "Unsqueeze"))
+        if op == "Reshape":
+            return out(self.reshape(node, t, _ints(ins[1], "shape")))
+        if op in ("MatMul", "Gemm"):
+            return out(self.dense(node, t, ins, attrs))
+        if op in ("Relu", "Tanh", "Sigmoid", "Softmax"):
+            return out(self.activation(node, t, attrs))
+        raise _Unsupported(f"op {op!r} (node {node.name!r})")
+
+    # ---- folding
+    def fold(self, node, ins, attrs):
+        op = node.op_type
+        v = [i.value if i is not None else None for i in ins]
+        if op == "Unsqueeze":
+            axes = [int(a) for a in (v[1] if len(v) > 1 and v[1] is not None else attrs["axes"].ints)]
+            r = v[0]
+            for a in sorted(a % (r.ndim + len(axes)) for a in axes):
+                r = np.expand_dims(r, a)
+            return Const(r)
+        if op == "Squeeze":
+            axes = v[1] if len(v) > 1 and v[1] is not None else (list(attrs["axes"].ints) if "axes" in attrs else None)
+            return Const(np.squeeze(v[0], axis=tuple(int(a) for a in axes) if axes is not None else None))
+        if op == "Concat":
+            return Const(np.concatenate([x for x in v if x is not None], axis=attrs["axis"].i))
+        if op == "Reshape":
+            shape = [int(d) for d in v[1]]
+            shape = [v[0].shape[i] if d == 0 else d for i, d in enumerate(shape)]
+            return Const(v[0].reshape(shape))
+        if op == "Transpose":
+            perm = list(attrs["perm"].ints) if "perm" in attrs else None
+            return Const(np.transpose(v[0], perm))
+        if op == "Cast":
+            from onnx import helper
+            return Const(v[0].astype(helper.tensor_dtype_to_np_dtype(attrs["to"].i)))
+        if op == "Gather":
+            return Const(np.take(v[0], v[1], axis=attrs["axis"].i if "axis" in attrs else 0))
+        if op == "Slice":
+            return Const(_slice(v[0], *[x for x in v[1:]]))
+        if op in ("Add", "Sub", "Mul", "Div"):
+            f = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}[op]
+            return Const(f(v[0], v[1]).astype(np.result_type(v[0], v[1])))
+        if op == "Shape":
+            return Const(np.array(v[0].shape, np.int64))
+        raise _Unsupported(f"op {op!r} (node {node.name!r}) on constants")
+
+    def shape_of(self, v, node, attrs):
+        if isinstance(v, Const):
+            return Const(np.array(v.value.shape, np.int64))
+        if isinstance(v, Tens):
+            dims = [v.sizes.get(lb, lb) if lb in ("F", "H", "D") else self.label(lb) for lb in v.labels]
+            return ShapeVec(dims)
+        if isinstance(v, Zeros):
+            return ShapeVec(v.dims)
+        raise _Unsupported(f"Shape (node {node.name!r}) of this value")
+
+    def shape_op(self, node, ins, attrs):
+        op = node.op_type
+        if op == "Gather":
+            idx = _ints(ins[1], "index")
+            dims = [ins[0].dims[i] for i in idx]
+            return ShapeVec(dims) if np.asarray(ins[1].value).ndim else ShapeVec(dims[:1])
+        if op == "Unsqueeze" or op == "Cast":
+            return ins[0]
+        if op == "Concat":
+            dims = []
+            for v in ins:
+                dims += v.dims if isinstance(v, ShapeVec) else [int(x) for x in np.asarray(v.value).reshape(-1)]
+            return ShapeVec(dims)
+        if op == "Slice":
+            starts, ends = _ints(ins[1], "starts"), _ints(ins[2], "ends")
+            return ShapeVec(ins[0].dims[slice(starts[0], min(ends[0], len(ins[0].dims)))])
+        raise _Unsupported(f"op {op!r} (node {node.name!r}) on a shape")
+
+    def zeros_op(self, node, ins, attrs):
+        op = node.op_type
+        if op in ("Identity", "Cast"):
+            return ins[0]
+        if op == "Slice":
+            starts, ends = _ints(ins[1], "starts"), _ints(ins[2], "ends")
+            axes = _ints(ins[3], "axes") if len(ins) > 3 and ins[3] is not None else list(range(len(starts)))
+            dims = list(ins[0].dims)
+            for a, s0, e0 in zip(axes, starts, ends):
+                if isinstance(dims[a], int):
+                    dims[a] = len(range(dims[a])[slice(s0, e0)])
+            return Zeros(dims)
+        if op in ("Squeeze", "Unsqueeze", "Reshape", "Transpose", "Expand"):
+            return ins[0]  # zeros stay zeros; the consumer only needs "no initial state"
+        raise _Unsupported(f"op {op!r} (node {node.name!r}) on a zero tensor")
+
+    # ---- relabelling
+    def squeeze(self, node, t, axes, unsqueeze):
+        labels = list(t.labels)
+        if unsqueeze:
+            for a in sorted(axes):
+                labels.insert(a % (len(labels) + 1), "1")
+            return Tens(t.name, labels, t.kind, t.sizes)
+        axes = [a % len(labels) for a in axes] if axes is not None else \
+            [i for i, lb in enumerate(labels) if lb == "1" or (lb == "D" and t.sizes.get("D") == 1)]
+        for a in axes:
+            if not (labels[a] == "1" or (labels[a] == "D" and t.sizes.get("D") == 1)):
+                raise _Unsupported(f"Squeeze (node {node.name!r}) of axis {labels[a]} that may not be 1")
+        kept = [lb for i, lb in enumerate(labels) if i not in axes]
+        if t.kind == "seq" and "D" in t.labels and "D" not in kept:
+            kept = ["F" if lb == "H" else lb for lb in kept]
+        return Tens(t.name, kept, t.kind, t.sizes)
+
+    def reshape(self, node, t, shape):
+        labels = self.labels(t)
+        # merge the directions into the features: (.., D, H) or (.., D, B?, ..) patterns
+        if "D" in labels and "H" in labels and len(shape) == len(labels) - 1:
+            i, j = labels.index("D"), labels.index("H")
+            if j == i + 1:
+                kept = [lb for lb in labels if lb != "D"]
+                return Tens(t.name, ["F" if lb == "H" else lb for lb in kept], t.kind, t.sizes)
+        if len(shape) == len(labels) and all(d in (0, -1) or not lb.startswith("?") and lb not in ("T", "B")
+                                             or True for d, lb in zip(shape, labels)):
+            return t  # same rank: exporters restate the shape
+        raise _Unsupported(f"Reshape (node {node.name!r}) of axes {labels} to {shape}")
+
+    # ---- compute nodes
+    def add_node(self, layer, inputs, outputs):
+        self.nodes.append(Node(layer, inputs, outputs))
+
+    def unique(self, base):
+        n = base or "layer"
+        while n in self.names:
+            n += "_"
+        self.names.add(n)
+        return n
+
+    def embedding(self, node, ins, attrs):
+        table, ids = ins[0].value, ins[1]
+        if attrs.get("axis") is not None and attrs["axis"].i != 0 or table.ndim != 2:
+            raise _Unsupported(f"Gather (node {node.name!r}) that is not an embedding lookup")
+        if ids.kind != "ids" or len(ids.labels) != 2:
+            raise _Unsupported(f"Gather (node {node.name!r}) on a {ids.kind} tensor")
+        name = self.unique(node.name or "embedding")
+        self.add_node(Embedding(name, table.astype(np.float32)), [ids.name], [name])
+        return Tens(name, list(ids.labels) + ["F"], "seq", {"F": table.shape[1]})
+
+    def dense(self, node, t, ins, attrs):
+        if t.kind == "seq" and self.labels(t)[-1].startswith("?"):
+            self.bind[self.labels(t)[-1]] = "F"
+        if t.kind != "seq" or self.labels(t)[-1] not in ("F", "H"):
+            raise _Unsupported(f"{node.op_type} (node {node.name!r}) on axes {self.labels(t)}")
+        w = self.const_of(node.input[1])
+        if w is None or w.ndim != 2:
+            raise _Unsupported(f"{node.op_type} (node {node.name!r}) with a non-constant weight")
+        bias = None
+        if node.op_type == "Gemm":
+            g = {k: a for k, a in attrs.items()}
+            if g.get("transA") and g["transA"].i:
+                raise _Unsupported(f"Gemm (node {node.name!r}) with transA")
+            alpha = g["alpha"].f if "alpha" in g else 1.0
+            beta = g["beta"].f if "beta" in g else 1.0
+            w = w.T if g.get("transB") and g["transB"].i else w
+            w = w * alpha
+            if len(ins) > 2 and ins[2] is not None:
+                bias = np.broadcast_to(np.asarray(ins[2].value) * beta, (w.shape[1],))
+        name = self.unique(node.name or "dense")
+        layer = Dense(name, w.T.astype(np.float32), None if bias is None else bias.astype(np.float32))
+        self.add_node(layer, [t.name], [name])
+        return Tens(name, self.labels(t)[:-1] + ("F",), "seq", {"F": w.shape[1]})
+
+    def producer(self, t):
+        return next((n for n in self.nodes if n.outputs and n.outputs[0] == t.name), None)
+
+    def add_bias(self, node, ins):
+        t, c = (ins[0], ins[1]) if isinstance(ins[0], Tens) else (ins[1], ins[0])
+        prod = self.producer(t)
+        b = np.asarray(c.value, np.float32).reshape(-1)
+        if prod is None or not isinstance(prod.layer, Dense) or prod.layer.bias is not None \
+                or prod.layer.activation != "linear" or b.size != prod.layer.output_size:
+            raise _Unsupported(f"Add (node {node.name!r}) that is not a bias after MatMul")
+        d = prod.layer
+        prod.layer = Dense(d.name, d.weight, b)
+        return t
+
+    def activation(self, node, t, attrs):
+        prod = self.producer(t)
+        act = {"Relu": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid", "Softmax": "softmax"}[node.op_type]
+        if node.op_type == "Softmax" and "axis" in attrs and attrs["axis"].i not in (-1, len(t.labels) - 1):
+            raise _Unsupported(f"Softmax (node {node.name!r}) over axis {attrs['axis'].i}")
+        if prod is None or not isinstance(prod.layer, Dense) or prod.layer.activation != "linear":
+            raise _Unsupported(f"{node.op_type} (node {node.name!r}) not directly after a MatMul/Gemm")
+        d = prod.layer
+        prod.layer = Dense(d.name, d.weight, d.bias, activation=act)
+        return t
+
+    def recurrent(self, node, ins):
+        op = node.op_type
+        name = self.unique(node.name or op.lower())
+        layer = _layer(node, name, {k: v.value for k, v in self.vals.items() if isinstance(v, Const)},
+                       self.problems)
+        if layer is None:
+            return
+        layout = _attributes(node, []).get("layout", 0)
+        slots = dict(zip(INPUTS[op], list(node.input) + [""] * 8))
+        x = self.vals[slots["X"]]
+        if not isinstance(x, Tens) or x.kind != "seq":
+            raise _Unsupported(f"input X of {op} node {node.name!r} is not a runtime sequence")
+        self.unify(x, ("T", "B", "F") if layout == 0 else ("B", "T", "F"), node)
+        self.role(x, "seq")
+        bound = [x.name, None, None, None]
+        for k, slot in ((1, "sequence_lens"), (2, "initial_h"), (3, "initial_c")):
+            v = self.vals.get(slots.get(slot, "")) if slots.get(slot) else None
+            if v is None or isinstance(v, Zeros) or (isinstance(v, Const) and not np.any(v.value)):
+                continue  # absent, or zeros: the default
+            if not isinstance(v, Tens):
+                raise _Unsupported(f"input {slot} of {op} node {node.name!r} must be a graph input or zeros")
+            if slot == "sequence_lens":
+                self.role(v, "lens")
+            else:
+                self.unify(v, ("D", "B", "H") if layout == 0 else ("B", "D", "H"), node)
+                self.role(v, "state", "DBH" if layout == 0 else "BDH")
+            bound[k] = v.name
+        D, H, Hr = layer.num_directions, layer.hidden_size, layer.output_size
+        outs = [self.fresh(f"{name}/Y"), self.fresh(f"{name}/Y_h"), self.fresh(f"{name}/Y_c") if op == "LSTM" else None]
+        self.add_node(layer, bound, outs)
+        ylab = ("T", "D", "B", "H") if layout == 0 else ("B", "T", "D", "H")
+        slab = ("D", "B", "H") if layout == 0 else ("B", "D", "H")
+        sizes = {"D": D, "H": Hr}
+        vals = [Tens(outs[0], ylab, "seq", sizes), Tens(outs[1], slab, "state", sizes)]
+        if op == "LSTM":
+            vals.append(Tens(outs[2], slab, "state", {"D": D, "H": H}))
+        for o, v in zip(node.output, vals):
+            if o:
+                self.vals[o] = v
+
+    def role(self, t, role, layout=None):
+        if t.name in self.inputs:
+            info = self.inputs[t.name]
+            info["role"] = role
+            info["layout"] = layout
+
+    def if_(self, node, ins):
+        cond = ins[0]
+        if not isinstance(cond, Const):
+            raise _Unsupported(f"If (node {node.name!r}) whose condition is not a constant")
+        attrs = {a.name: a for a in node.attribute}
+        branch = attrs["then_branch" if bool(np.asarray(cond.value).reshape(-1)[0]) else "else_branch"].g
+        consts = _constants(branch, self.where, self.problems,
+                            os.path.dirname(os.path.abspath(self.where)) if self.where != "<ModelProto>" else None)
+        for k, v in consts.items():
+            if v is not None:
+                self.vals[k] = Const(v)
+        for n in branch.node:
+            try:
+                self.op(n)
+            except _Unsupported as e:
+                self.problems.append(str(e))
+        for o, bo in zip(node.output, branch.output):
+            if bo.name in self.vals:
+                self.vals[o] = self.vals[bo.name]
+
+    # ---- ports
+    def ports(self, graph):
+        inputs = []
+        for name, info in self.inputs.items():
+            t = self.vals[name]
+            labels = self.labels(t)
+            role = info["role"]
+            if role is None:
+                if any(n.inputs and name in n.inputs for n in self.nodes):
+                    role = "ids" if info["ints"] else "seq"
+                else:
+                    continue  # an input nothing reads (onnxruntime also ignores it)
+            if role == "lens":
+                if info["elem"] != 6:
+                    self.problems.append(f"graph input {name!r} (sequence_lens) must be int32")
+                inputs.append(Port(name, name, "B", "int32"))
+            elif role == "state":
+                if not info["floats"]:
+                    self.problems.append(f"graph input {name!r} must be float32")
+                inputs.append(Port(name, name, info["layout"]))
+            else:
+                lay = "".join(labels)
+                want = ("TB", "BT") if info["ints"] else ("TBF", "BTF")
+                if lay not in want:
+                    self.problems.append(f"graph input {name!r}: could not tell its time and batch axes "
+                                         f"(axes {labels})")
+                    continue
+                if not info["ints"] and not info["floats"]:
+                    self.problems.append(f"graph input {name!r} must be float32")
+                inputs.append(Port(name, name, lay, "int64" if info["ints"] else "float32"))
+        outputs = []
+        for vi in graph.output:
+            v = self.vals.get(vi.name)
+            if not isinstance(v, Tens):
+                self.problems.append(f"graph output {vi.name!r} is not computed by supported nodes")
+                continue
+            lay = "".join(self.labels(v)).replace("H", "F") if v.kind == "seq" and "D" not in v.labels \
+                else "".join(self.labels(v))
+            if v.kind == "state":
+                ok = lay in ("DBH", "BDH")
+            else:
+                ok = lay in ("TBF", "BTF", "TDBH", "BTDH")
+            if not ok:
+                self.problems.append(f"graph output {vi.name!r} has axes {self.labels(v)}, which lstm_rt "
+                                     f"cannot lay out")
+                continue
+            outputs.append(Port(vi.name, v.name, lay, groups=v.sizes.get("D", 1) if "D" in lay and v.kind == "seq" else 1))
+        return inputs, outputs
+
+
+def onnx_value(attrs):
+    """The fill value of ConstantOfShape (default 0)."""
+    if "value" not in attrs:
+        return 0.0
+    from onnx import numpy_helper
+    return float(numpy_helper.to_array(attrs["value"].t).reshape(-1)[0])
+
+
+def _slice(data, starts, ends, axes=None, steps=None):
+    axes = list(range(len(starts))) if axes is None else [int(a) for a in axes]
+    steps = [1] * len(starts) if steps is None else [int(s) for s in steps]
+    idx = [slice(None)] * data.ndim
+    for a, s0, e0, st in zip(axes, starts, ends, steps):
+        idx[a] = slice(int(s0), int(e0), st)
+    return data[tuple(idx)]
+
+
 def from_onnx(model, *, name: str | None = None) -> Model:
     """An lstm_rt.Model from an ONNX file path or onnx.ModelProto.
 
-    Supports graphs made of LSTM, GRU and RNN nodes (any opset up to 22) whose weights
-    are constants and whose X / sequence_lens / initial states are graph inputs.
-    Raises ConversionError naming every unsupported op or attribute (and the file).
-    """
-    onnx = _onnx()
+    Reads graphs of LSTM, GRU and RNN nodes (opsets 7..22) as exporters write them: weights
+    as initializers, Constant nodes or folded chains, initial states as graph inputs or
+    zeros, embeddings (Gather), dense heads (MatMul/Gemm + Add + activation) and the axis
+    glue around them. Raises ConversionError naming every unsupported op or attribute."""
     proto, where = _load(model)
     graph = proto.graph
-    problems: list[str] = []
+    it = _Interpreter(proto, where)
     for imp in proto.opset_import:
         if imp.domain in ("", "ai.onnx") and imp.version > 22:
-            problems.append(f"opset {imp.version} (lstm_rt knows up to 22)")
-    consts = _constants(graph, where, problems)
-    graph_inputs = {vi.name: vi for vi in graph.input if vi.name not in consts}
-    graph_outputs = [vi.name for vi in graph.output]
-
-    nodes, inputs, used_names = [], {}, set()
-    elem = onnx.TensorProto
-    for i, node in enumerate(graph.node):
-        op = node.op_type
-        if op == "Constant":
-            continue
-        if op not in RECURRENT or node.domain not in ("", "ai.onnx"):
-            problems.append(f"op {op!r} (node {node.name!r})")
-            continue
-        lname = node.name or f"{op.lower()}_{i}"
-        while lname in used_names:
-            lname += "_"
-        used_names.add(lname)
-        layer = _layer(node, lname, consts, problems)
-        layout = _attributes(node, []).get("layout", 0)
-        if layout not in (0, 1):
-            problems.append(f"attribute 'layout' = {layout} of {op} node {node.name!r}")
-            continue
-        seq, state, ylay = ("TBF", "DBH", "TDBH") if layout == 0 else ("BTF", "BDH", "BTDH")
-        slots = dict(zip(INPUTS[op], list(node.input) + [""] * 8))
-        bound = {}
-        for slot, lay, dtype in (("X", seq, elem.FLOAT), ("sequence_lens", "B", elem.INT32),
-                                 ("initial_h", state, elem.FLOAT), ("initial_c", state, elem.FLOAT)):
-            tname = slots.get(slot, "")
-            if not tname:
-                continue
-            if tname not in graph_inputs:
-                problems.append(f"input {slot} ({tname!r}) of {op} node {node.name!r} must be a graph "
-                                f"input (computed or constant {slot} is not supported yet)")
-                continue
-            t = graph_inputs[tname].type.tensor_type.elem_type
-            if t != dtype:
-                problems.append(f"graph input {tname!r} has element type "
-                                f"{elem.DataType.Name(t)}, expected {elem.DataType.Name(dtype)}")
-                continue
-            bound[slot] = tname
-            if tname not in inputs:
-                inputs[tname] = Port(tname, tname, lay, "int32" if slot == "sequence_lens" else "float32")
-        if layer is None or "X" not in bound:
-            continue
-        outs = list(node.output) + ["", "", ""]
-        nodes.append((Node(layer, [bound.get("X"), bound.get("sequence_lens"), bound.get("initial_h"),
-                                   bound.get("initial_c")],
-                           [outs[0] or None, outs[1] or None, (outs[2] or None) if op == "LSTM" else None]),
-                      (ylay, state, layer.num_directions)))
-    produced = {}
-    for n, (ylay, state, D) in nodes:
-        for t, lay in zip(n.outputs, (ylay, state, state)):
-            if t:
-                produced[t] = (lay, D)
-    outputs = []
-    for o in graph_outputs:
-        if o in produced:
-            lay, D = produced[o]
-            outputs.append(Port(o, o, lay, groups=D if lay in ("TDBH", "BTDH") else 1))
-        elif o in graph_inputs:
-            problems.append(f"graph output {o!r} is a graph input (pass-through outputs are not supported)")
-        else:
-            problems.append(f"graph output {o!r} is not produced by a recurrent node")
-    if problems:
-        raise ConversionError(f"{where}: cannot convert: " + "; ".join(problems))
-    if not nodes:
-        raise ConversionError(f"{where}: the graph has no LSTM, GRU or RNN node")
+            it.problems.append(f"opset {imp.version} (lstm_rt knows up to 22)")
+    base_dir = os.path.dirname(os.path.abspath(where)) if where != "<ModelProto>" else None
+    consts = _constants(graph, where, it.problems, base_dir)
+    it.run_graph(graph, consts)
+    inputs, outputs = it.ports(graph) if not it.problems else ([], [])
+    if it.problems:
+        raise ConversionError(f"{where}: cannot convert: " + "; ".join(dict.fromkeys(it.problems)))
+    if not it.nodes:
+        raise ConversionError(f"{where}: the graph computes nothing lstm_rt runs (no LSTM, GRU, RNN, "
+                              f"embedding or dense layer)")
     try:
-        return Model([n for n, _ in nodes], list(inputs.values()), outputs,
-                     name=name or graph.name or "onnx_model",
+        return Model(it.nodes, inputs, outputs, name=name or graph.name or "onnx_model",
                      metadata={"source": "onnx", "producer": proto.producer_name})
     except Exception as e:
         raise ConversionError(f"{where}: {e}") from None
