@@ -23,7 +23,7 @@ import zipfile
 
 import numpy as np
 
-from lstm_rt.layers import GRU, LSTM, RNN, Dense, Embedding, LastState, Merge, activation
+from lstm_rt.layers import GRU, LSTM, RNN, Dense, Embedding, LastState, Mask, Merge, activation
 from lstm_rt.model import Model, Node, Port
 
 from . import ConversionError
@@ -224,7 +224,8 @@ def _recurrent(kind, cfg, weights, name, keras_major, direction="forward"):
         rs.append(r)
         bs.append(b)
     D = len(weights)
-    kw = dict(direction=direction, activations=act * D, hidden_size=H)
+    kw = dict(direction=direction, activations=act * D, hidden_size=H,
+              zero_output_for_mask=bool(cfg.get("zero_output_for_mask", False)))
     if kind == "LSTM":
         return LSTM(name, np.stack(ws), np.stack(rs), np.stack(bs), **kw)
     if kind == "GRU":
@@ -238,7 +239,8 @@ def _convert(config, version, weights, where):
     entries, input_names, output_names = _layers_and_links(config)
     weights.index(entries)
     problems, nodes, inputs, outputs = [], [], [], []
-    tensor = {}      # keras layer name -> (internal tensor, form) ; form "seq" | "static"
+    # keras layer name -> (internal tensor, form "seq" | "static", mask tensor or None, features)
+    tensor = {}
     extra_outputs = {}   # layer name -> [(port suffix, tensor, layout)] for return_state
     for cls, cfg, src in entries:
         name = cfg["name"]
@@ -250,23 +252,28 @@ def _convert(config, version, weights, where):
                     problems.append(f"InputLayer {name!r} with shape {shape} (expected [batch, time(, features)])")
                     continue
                 inputs.append(Port(name, name, "BT" if ids else "BTF"))
-                tensor[name] = (name, "seq")
+                tensor[name] = (name, "seq", None, None if ids else shape[-1])
                 continue
             if src not in tensor:
                 problems.append(f"layer {cls} {name!r}: its input {src!r} was not converted")
                 continue
-            x, form = tensor[src]
+            x, form, mask, feats = tensor[src]
             if cls in NO_OPS or cls == "InputLayer":
-                tensor[name] = (x, form)
+                tensor[name] = (x, form, mask, feats)
             elif cls == "Embedding":
-                if cfg.get("mask_zero"):
-                    problems.append(f"Embedding {name!r} with mask_zero (masking is not supported yet)")
-                    continue
                 (table,) = weights.get(name)[:1]
                 nodes.append(Node(Embedding(name, table), [x], [name]))
-                tensor[name] = (name, "seq")
+                if cfg.get("mask_zero"):  # id 0 is padding: masked steps carry the state
+                    mask = f"{name}/mask"
+                    nodes.append(Node(Mask(mask, "nonzero_ids"), [x], [mask, None]))
+                tensor[name] = (name, "seq", mask, table.shape[1])
             elif cls == "Masking":
-                problems.append(f"Masking layer {name!r} (masking is not supported yet)")
+                if feats is None:
+                    problems.append(f"Masking {name!r}: the number of features is not known")
+                    continue
+                nodes.append(Node(Mask(name, "value", cfg.get("mask_value", 0.0), features=feats), [x],
+                                  [f"{name}/mask", name]))
+                tensor[name] = (name, "seq", f"{name}/mask", feats)
             elif cls in ("Dense", "TimeDistributed"):
                 inner = cfg
                 if cls == "TimeDistributed":
@@ -283,7 +290,7 @@ def _convert(config, version, weights, where):
                 kernel = vs[0]
                 bias = vs[1] if inner.get("use_bias", True) and len(vs) > 1 else None
                 nodes.append(Node(Dense(name, kernel.T, bias, activation=DENSE_ACTS[act]), [x], [name]))
-                tensor[name] = (name, form)
+                tensor[name] = (name, form, mask, kernel.shape[1])
             elif cls == "Activation":
                 act = cfg.get("activation")
                 prev = nodes[-1] if nodes else None
@@ -291,7 +298,7 @@ def _convert(config, version, weights, where):
                         and prev.outputs[0] == x and prev.layer.activation == "linear":
                     d = prev.layer
                     prev.layer = Dense(d.name, d.weight, d.bias, activation=DENSE_ACTS[act])
-                    tensor[name] = (x, form)
+                    tensor[name] = (x, form, mask, feats)
                 else:
                     problems.append(f"Activation {name!r} ({act}) not directly after a linear Dense")
             elif cls in RECURRENT or cls == "Bidirectional":
@@ -321,7 +328,7 @@ def _convert(config, version, weights, where):
                 layer = _recurrent(inner_cls, inner, per_dir, name, keras_major, direction)
                 lstm = inner_cls == "LSTM"
                 outs = [f"{name}/y", f"{name}/h", f"{name}/c" if lstm else None]
-                nodes.append(Node(layer, [x], outs))
+                nodes.append(Node(layer, [x, None, None, None, mask], outs))
                 D, H = layer.num_directions, layer.hidden_size
                 merge = cfg.get("merge_mode", "concat") if bi else "concat"
                 if ret_seq:
@@ -335,7 +342,8 @@ def _convert(config, version, weights, where):
                 elif bi and merge != "concat":
                     problems.append(f"Bidirectional {name!r} merge_mode {merge!r}")
                     continue
-                tensor[name] = (y, yform)
+                out_f = H if bi and merge in ("sum", "mul", "ave") else D * H
+                tensor[name] = (y, yform, mask if ret_seq else None, out_f)
                 if ret_state:
                     extra_outputs[name] = [("h", f"{name}/h")] + ([("c", f"{name}/c")] if lstm else [])
             else:
@@ -350,7 +358,7 @@ def _convert(config, version, weights, where):
         if o not in tensor:
             raise ConversionError(f"{where}: output layer {o!r} was not converted")
         if index == 0:
-            t, form = tensor[o]
+            t, form = tensor[o][:2]
             outputs.append(Port(o, t, "BTF" if form == "seq" else "BF"))
         elif index - 1 < len(extra_outputs.get(o, [])):
             suffix, st = extra_outputs[o][index - 1]

@@ -1,5 +1,5 @@
 # Declarations of the C kernels (lstm_rt/kernels/lrt_kernels.h); nothing else.
-from libc.stdint cimport int32_t, int64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t
 
 cdef extern from "lrt_kernels.h" nogil:
     enum: LRT_LANES
@@ -29,6 +29,7 @@ cdef extern from "lrt_kernels.h" nogil:
         float clip
         int input_forget
         int linear_before_reset
+        int zero_masked_output
     const char *lrt_isa_name()
     int lrt_init(const char *force)
     int lrt_cpu_has_avx2_fma()
@@ -41,7 +42,7 @@ cdef extern from "lrt_kernels.h" nogil:
     void lrt_activate(lrt_act act, float *x, int n)
     size_t lrt_workspace_floats(const lrt_cell *cell, int T, int B)
     void lrt_recurrent_sequence(const lrt_cell *cell, int T, int B, const float *x, int ldx,
-                                const int32_t *lens, int reverse, float *h, float *c,
+                                const int32_t *lens, const uint8_t *mask, int reverse, float *h, float *c,
                                 float *y, int ldy, float *ws)
     void lrt_matmul(int M, const float *A, int lda, const lrt_mat *W, const float *bias,
                     float *C, int ldc, int ncols, float *scratch)

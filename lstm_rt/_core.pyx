@@ -160,6 +160,7 @@ cdef class RecurrentCore:
             cl.clip = config["clip"] if config.get("clip") is not None else 0.0
             cl.input_forget = bool(config.get("input_forget", False))
             cl.linear_before_reset = bool(config.get("linear_before_reset", False))
+            cl.zero_masked_output = bool(config.get("zero_output_for_mask", False))
             self.reverse[d] = 1 if (config["direction"] == "reverse" or d == 1) else 0
         self.output_size = self.cells[0].Hr
 
@@ -167,16 +168,18 @@ cdef class RecurrentCore:
         return max(lrt_workspace_floats(&self.cells[d], T, B) for d in range(self.num_directions))
 
     def run(self, const float[:, :, ::1] x, object lens, float[:, :, ::1] h, object c,
-            object y, Workspace ws):
+            object y, Workspace ws, object mask=None):
         """Run every direction over x [T, B, I] (IN), updating h [D, B, Hr] and c [D, B, H]
         (IN/OUT, c None for GRU/RNN) and writing y [T, B, D*Hr] (OUT, or None).
-        lens: int32 [B] (each <= T) or None."""
+        lens: int32 [B] (each <= T) or None; mask: uint8 [T, B] or None (Keras masking)."""
         cdef int T = x.shape[0], B = x.shape[1], D = self.num_directions, Hr = self.output_size
         cdef int d
         cdef const int32_t[::1] lens_mv
         cdef float[:, :, ::1] c_mv
         cdef float[:, :, ::1] y_mv
         cdef const int32_t *lens_p = NULL
+        cdef const uint8_t[:, ::1] mask_mv
+        cdef const uint8_t *mask_p = NULL
         cdef const float *x_p = NULL
         cdef float *c_p = NULL
         cdef float *y_p = NULL
@@ -200,6 +203,12 @@ cdef class RecurrentCore:
                 raise ValueError(f"lens must have {B} entries, got {lens_mv.shape[0]}")
             if B > 0:
                 lens_p = &lens_mv[0]
+        if mask is not None:
+            mask_mv = mask
+            if mask_mv.shape[0] != T or mask_mv.shape[1] != B:
+                raise ValueError(f"mask must be {(T, B)}, got {tuple(mask_mv.shape)[:2]}")
+            if T > 0 and B > 0:
+                mask_p = &mask_mv[0, 0]
         if B == 0:
             return
         if T > 0:
@@ -211,7 +220,7 @@ cdef class RecurrentCore:
             h_p = &h[d, 0, 0]
             c_p = &c_mv[d, 0, 0] if self.has_cell_state else NULL
             with nogil:
-                lrt_recurrent_sequence(&self.cells[d], T, B, x_p, self.input_size, lens_p,
+                lrt_recurrent_sequence(&self.cells[d], T, B, x_p, self.input_size, lens_p, mask_p,
                                        self.reverse[d], h_p, c_p,
                                        (y_p + d * Hr) if y_p != NULL else NULL, D * Hr, ws_p)
 
@@ -425,7 +434,7 @@ cdef class ChainStep:
                 # ping-pong between the two halves of buf; the last node writes the result
                 dst = out_p if i == self.n - 1 else self.buf + ((i + 1) % 2) * B * self.max_f
                 if nd.kind == NODE_RECURRENT:
-                    lrt_recurrent_sequence(&nd.cell, 1, B, src, nd.in_f, NULL, 0, nd.h, nd.c,
+                    lrt_recurrent_sequence(&nd.cell, 1, B, src, nd.in_f, NULL, NULL, 0, nd.h, nd.c,
                                            dst, nd.out_f, ws)
                 else:
                     lrt_dense(B, nd.out_f, src, nd.in_f, &nd.mat, nd.b, nd.act, dst, nd.out_f, ws)

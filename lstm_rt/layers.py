@@ -132,8 +132,12 @@ class RecurrentLayer(Layer):
     n_acts = 1
     default_acts: tuple[str, ...] = ("Tanh",)
 
-    def _init_common(self, name, input_size, hidden_size, direction, activations, clip):
+    def _init_common(self, name, input_size, hidden_size, direction, activations, clip,
+                     zero_output_for_mask=False):
         self.name = str(name)
+        # Keras masking: a masked step repeats the last output, or (inside Bidirectional)
+        # outputs zeros
+        self.zero_output_for_mask = bool(zero_output_for_mask)
         owner = f"{self.kind} {name!r}"
         self.input_size = _positive_int(owner, "input_size", input_size)
         self.hidden_size = _positive_int(owner, "hidden_size", hidden_size)
@@ -175,7 +179,8 @@ class RecurrentLayer(Layer):
     def _common_config(self) -> dict:
         return {"name": self.name, "input_size": self.input_size, "hidden_size": self.hidden_size,
                 "direction": self.direction, "clip": self.clip,
-                "activations": [list(a) for a in self.activations]}
+                "activations": [list(a) for a in self.activations],
+                "zero_output_for_mask": self.zero_output_for_mask}
 
     def direction_activations(self, d: int) -> list[Activation]:
         return self.activations[d * self.n_acts:(d + 1) * self.n_acts]
@@ -194,12 +199,13 @@ class LSTM(RecurrentLayer):
     weight_names = ("w", "r", "b", "p", "proj")
 
     def __init__(self, name, w, r, b=None, p=None, proj=None, *, direction="forward",
-                 activations=None, clip=None, input_forget=False, hidden_size=None):
+                 activations=None, clip=None, input_forget=False, hidden_size=None,
+                 zero_output_for_mask=False):
         w = np.asarray(w)
         if w.ndim != 3:
             raise ShapeError(f"LSTM {name!r}: w must be [D, 4H, I], got shape {w.shape}")
         H = hidden_size if hidden_size is not None else w.shape[1] // 4
-        owner = self._init_common(name, w.shape[2], H, direction, activations, clip)
+        owner = self._init_common(name, w.shape[2], H, direction, activations, clip, zero_output_for_mask)
         D, H, I = self.num_directions, self.hidden_size, self.input_size
         Hr = H
         if proj is not None:
@@ -242,12 +248,12 @@ class GRU(RecurrentLayer):
     weight_names = ("w", "r", "b")
 
     def __init__(self, name, w, r, b=None, *, direction="forward", activations=None,
-                 clip=None, linear_before_reset=False, hidden_size=None):
+                 clip=None, linear_before_reset=False, hidden_size=None, zero_output_for_mask=False):
         w = np.asarray(w)
         if w.ndim != 3:
             raise ShapeError(f"GRU {name!r}: w must be [D, 3H, I], got shape {w.shape}")
         H = hidden_size if hidden_size is not None else w.shape[1] // 3
-        owner = self._init_common(name, w.shape[2], H, direction, activations, clip)
+        owner = self._init_common(name, w.shape[2], H, direction, activations, clip, zero_output_for_mask)
         D, H, I = self.num_directions, self.hidden_size, self.input_size
         self.w = _as_f32("w", owner, w, (D, 3 * H, I))
         self.r = _as_f32("r", owner, r, (D, 3 * H, H))
@@ -267,12 +273,12 @@ class RNN(RecurrentLayer):
     weight_names = ("w", "r", "b")
 
     def __init__(self, name, w, r, b=None, *, direction="forward", activations=None,
-                 clip=None, hidden_size=None):
+                 clip=None, hidden_size=None, zero_output_for_mask=False):
         w = np.asarray(w)
         if w.ndim != 3:
             raise ShapeError(f"RNN {name!r}: w must be [D, H, I], got shape {w.shape}")
         H = hidden_size if hidden_size is not None else w.shape[1]
-        owner = self._init_common(name, w.shape[2], H, direction, activations, clip)
+        owner = self._init_common(name, w.shape[2], H, direction, activations, clip, zero_output_for_mask)
         D, H, I = self.num_directions, self.hidden_size, self.input_size
         self.w = _as_f32("w", owner, w, (D, H, I))
         self.r = _as_f32("r", owner, r, (D, H, H))
@@ -387,7 +393,27 @@ class LastState(Layer):
         return {"name": self.name, "directions": self.directions, "hidden_size": self.hidden_size}
 
 
-LAYER_KINDS = {cls.kind: cls for cls in (LSTM, GRU, RNN, Embedding, Dense, Merge, LastState)}
+class Mask(Layer):
+    """Keras masking: which time steps count. mode "nonzero_ids": token id != 0 (Embedding
+    mask_zero); mode "value": any feature != value (the Masking layer, whose masked steps'
+    features also become 0). Outputs [mask [T, B] uint8, x (masked for "value")]."""
+    kind = "Mask"
+    MODES = ("nonzero_ids", "value")
+
+    def __init__(self, name, mode, value=0.0, features=None):
+        super().__init__(name)
+        if mode not in self.MODES:
+            raise UnsupportedError(f"Mask {name!r}: mode {mode!r} is not one of {self.MODES}")
+        self.mode, self.value = mode, float(value)
+        self.features = None if features is None else _positive_int(f"Mask {name!r}", "features", features)
+        if mode == "value" and self.features is None:
+            raise ShapeError(f"Mask {name!r}: mode 'value' needs the number of features")
+
+    def config(self):
+        return {"name": self.name, "mode": self.mode, "value": self.value, "features": self.features}
+
+
+LAYER_KINDS = {cls.kind: cls for cls in (LSTM, GRU, RNN, Embedding, Dense, Merge, LastState, Mask)}
 
 
 def layer_from_config(kind: str, config: dict, weights: dict[str, np.ndarray]) -> Layer:
@@ -403,11 +429,13 @@ def layer_from_config(kind: str, config: dict, weights: dict[str, np.ndarray]) -
         return Merge(name, cfg["mode"], cfg["features"], cfg["parts"])
     if cls is LastState:
         return LastState(name, cfg["directions"], cfg["hidden_size"])
+    if cls is Mask:
+        return Mask(name, cfg["mode"], cfg["value"], cfg["features"])
     if cls is Dense:
         return Dense(name, weights["weight"], weights.get("bias"), activation=cfg["activation"])
     kw = {"direction": cfg["direction"], "clip": cfg["clip"],
           "activations": [Activation(*a) for a in cfg["activations"]],
-          "hidden_size": cfg["hidden_size"]}
+          "hidden_size": cfg["hidden_size"], "zero_output_for_mask": cfg.get("zero_output_for_mask", False)}
     if cls is LSTM:
         return LSTM(name, weights["w"], weights["r"], weights.get("b"), weights.get("p"),
                     weights.get("proj"), input_forget=cfg["input_forget"], **kw)
@@ -426,7 +454,7 @@ def validate_config(kind: str, config: dict) -> None:
     if not isinstance(config, dict) or not isinstance(config.get("name"), str):
         raise ShapeError(f"{kind}: config must be a dict with a string 'name'")
     owner = f"{kind} {config['name']!r}"
-    if cls in (Merge, LastState):
+    if cls in (Merge, LastState, Mask):
         layer_from_config(kind, config, {})
     elif cls is Embedding:
         _positive_int(owner, "vocab_size", config.get("vocab_size"))
@@ -443,6 +471,8 @@ def validate_config(kind: str, config: dict) -> None:
             raise ShapeError(f"{owner}: activations must be a list of [name, alpha, beta]")
         probe._init_common(config["name"], config.get("input_size"), config.get("hidden_size"),
                            config.get("direction"), [Activation(*a) for a in acts], config.get("clip"))
+        if not isinstance(config.get("zero_output_for_mask", False), bool):
+            raise ShapeError(f"{owner}: zero_output_for_mask must be a boolean")
         if len(acts) != probe.n_acts * probe.num_directions:
             raise ShapeError(f"{owner}: expected {probe.n_acts * probe.num_directions} activations")
         if kind == "LSTM" and config.get("proj_size") is not None:

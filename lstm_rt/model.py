@@ -83,8 +83,9 @@ class Port:
 class Node:
     """A layer and the internal tensor names it reads and writes.
 
-    Recurrent layers: inputs [x, seq_lens, initial_h, initial_c], outputs [y, h, c]
-    (None where absent). Embedding and Dense: inputs [x], outputs [y]."""
+    Recurrent layers: inputs [x, seq_lens, initial_h, initial_c, mask], outputs [y, h, c]
+    (None where absent). Embedding and Dense: inputs [x], outputs [y]. Mask: inputs [x],
+    outputs [mask, x']."""
     layer: Layer
     inputs: list = field(default_factory=list)
     outputs: list = field(default_factory=list)
@@ -96,7 +97,7 @@ class _CompiledNode:
 
     def __init__(self, kind, config, packed, inputs, outputs, layer=None, weights="fp32"):
         self.kind, self.config, self.packed, self.weights = kind, config, packed, weights
-        self.inputs = list(inputs) + [None] * (4 - len(inputs))
+        self.inputs = list(inputs) + [None] * (5 - len(inputs))
         self.outputs = list(outputs) + [None] * (3 - len(outputs))
         self._layer = layer
         self.recurrent = kind in ("LSTM", "GRU", "RNN")
@@ -217,6 +218,16 @@ class Model:
                 else:
                     settle(x, ("seq", f_in))
                     info[n.outputs[0]] = ("seq", f_out)
+            elif n.kind == "Mask":
+                need(x, n, "input")
+                if n.config["mode"] == "nonzero_ids":
+                    if info[x][0] != "ids":  # (an Embedding earlier in the list settles the ids)
+                        raise ShapeError(f"Mask {n.name!r} expects token ids, gets {info[x]}")
+                else:
+                    settle(x, ("seq", n.config["features"]))
+                info[n.outputs[0]] = ("mask",)
+                if n.outputs[1]:
+                    info[n.outputs[1]] = info[x]
             elif n.kind == "LastState":
                 need(x, n, "input")
                 D, H = n.config["directions"], n.config["hidden_size"]
@@ -239,6 +250,9 @@ class Model:
                         raise ShapeError(f"{n.kind} {n.name!r} has no cell state input")
                     need(n.inputs[3], n, "initial c")
                     settle(n.inputs[3], ("state", D, H))
+                if n.inputs[4]:
+                    if need(n.inputs[4], n, "mask") != ("mask",):
+                        raise ShapeError(f"{n.kind} {n.name!r}: {n.inputs[4]!r} is not a mask")
                 forms = [("seq", D * Hr), ("state", D, Hr), ("state", D, H)]
                 for t, form in zip(n.outputs, forms):
                     if t:
@@ -460,6 +474,16 @@ class Model:
                 for part in parts[1:]:
                     y = y * part if mode == "mul" else y + part
                 env[n.outputs[0]] = y / n.config["parts"] if mode == "ave" else y
+            elif n.kind == "Mask":
+                if n.config["mode"] == "nonzero_ids":
+                    env[n.outputs[0]] = np.ascontiguousarray(x != 0, dtype=np.uint8)
+                    if n.outputs[1]:
+                        env[n.outputs[1]] = x
+                else:
+                    keep = np.any(x != n.config["value"], axis=-1)
+                    env[n.outputs[0]] = np.ascontiguousarray(keep, dtype=np.uint8)
+                    if n.outputs[1]:
+                        env[n.outputs[1]] = np.ascontiguousarray(x * keep[..., None], dtype=np.float32)
             elif n.kind == "LastState":
                 env[n.outputs[0]] = np.ascontiguousarray(np.concatenate(list(x), axis=-1))
             else:
@@ -467,7 +491,8 @@ class Model:
                 lens = env.get(n.inputs[1]) if n.inputs[1] else None
                 c = n.core
                 y = np.empty((T, B, c.num_directions * c.output_size), np.float32) if n.outputs[0] else None
-                c.run(x, lens, st["h"], st.get("c"), y, ws)
+                mask = env[n.inputs[4]] if n.inputs[4] else None
+                c.run(x, lens, st["h"], st.get("c"), y, ws, mask)
                 for t, key in ((n.outputs[0], None), (n.outputs[1], "h"), (n.outputs[2], "c")):
                     if t:
                         env[t] = y if key is None else st[key].copy()
@@ -631,7 +656,7 @@ class Stream:
             return None
         cores, states, tensor = [], [], seq_in[0].tensor
         for i, n in enumerate(m._nodes):
-            if n.inputs[0] != tensor or any(n.inputs[1:]) or (n.kind == "Embedding" and i) \
+            if n.inputs[0] != tensor or any(n.inputs[1:]) or any(n.outputs[1:]) or (n.kind == "Embedding" and i) \
                     or n.kind not in ("LSTM", "GRU", "RNN", "Dense", "Embedding"):
                 return None
             tensor = n.outputs[0]

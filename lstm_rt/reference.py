@@ -99,8 +99,10 @@ def _rnn_cell(layer: RNN, d: int, x, h):
     return apply_activation(f, _clip(layer, pre)), None
 
 
-def recurrent_reference(layer, x, seq_lens=None, h0=None, c0=None):
-    """Run an LSTM/GRU/RNN spec over x [T, B, I]; see the module docstring for shapes."""
+def recurrent_reference(layer, x, seq_lens=None, h0=None, c0=None, mask=None):
+    """Run an LSTM/GRU/RNN spec over x [T, B, I]; see the module docstring for shapes.
+    mask [T, B] (Keras masking, instead of seq_lens): a masked step keeps the state and
+    outputs it again."""
     x = np.asarray(x, dtype=np.float64)
     T, B, _ = x.shape
     D, H, Hr = layer.num_directions, layer.hidden_size, layer.output_size
@@ -117,6 +119,9 @@ def recurrent_reference(layer, x, seq_lens=None, h0=None, c0=None):
             h, c = h0[d, bi].copy(), c0[d, bi].copy()
             for s in range(L):
                 t = L - 1 - s if reverse else s
+                if mask is not None and not mask[t, bi]:
+                    y[t, d, bi] = 0.0 if layer.zero_output_for_mask else h
+                    continue
                 if is_lstm:
                     h, c = _lstm_cell(layer, d, x[t, bi], h, c)
                 elif isinstance(layer, GRU):

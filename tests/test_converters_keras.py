@@ -122,11 +122,30 @@ def test_unsupported_layers_are_all_named(tmp_path):
     assert "Conv1D" in msg and "LayerNormalization" in msg and "bad.keras" in msg
 
 
-def test_masking_is_reported_until_supported(tmp_path):
-    m = build([L.Embedding(10, 4, mask_zero=True), L.LSTM(3)], (None,), int_input=True)
+@pytest.mark.parametrize("layers", [
+    lambda: [L.Embedding(10, 4, mask_zero=True), L.LSTM(3, return_sequences=True), L.GRU(4), L.Dense(2)],
+    lambda: [L.Embedding(10, 4, mask_zero=True), L.Bidirectional(L.LSTM(3, return_sequences=True)),
+             L.TimeDistributed(L.Dense(2))],
+], ids=["embedding-stack", "embedding-bidirectional"])
+def test_mask_zero_carries_state_and_output(tmp_path, layers):
+    m = build(layers(), (None,), int_input=True)
+    ids = np.random.default_rng(7).integers(1, 10, size=(3, 8))
+    ids[0, 5:] = 0   # post-padding
+    ids[1, :3] = 0   # pre-padding
+    ids[2, 4] = 0    # a hole
+    want = np.asarray(m.predict(ids, verbose=0))
     m.save(tmp_path / "mask.keras")
-    with pytest.raises(ConversionError, match="mask_zero"):
-        converters.convert(tmp_path / "mask.keras")
+    np.testing.assert_allclose(converters.convert(tmp_path / "mask.keras").run(ids), want, atol=ATOL, rtol=0)
+
+
+def test_masking_layer(tmp_path):
+    m = build([L.Masking(mask_value=0.0), L.SimpleRNN(5, return_sequences=True), L.LSTM(3)], (None, 4))
+    x = np.random.default_rng(8).normal(size=(2, 7, 4)).astype(np.float32)
+    x[0, 4:] = 0.0
+    x[1, 2] = 0.0
+    want = np.asarray(m.predict(x, verbose=0))
+    m.save(tmp_path / "masking.h5")
+    np.testing.assert_allclose(converters.convert(tmp_path / "masking.h5").run(x), want, atol=ATOL, rtol=0)
 
 
 def test_not_a_keras_file(tmp_path):

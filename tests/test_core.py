@@ -398,3 +398,26 @@ def test_onnx_default_activation_parameters():
     assert activation("HardSigmoid") == Activation("HardSigmoid", 0.2, 0.5)
     assert lstm_rt.layers.activations_from_onnx(["Sigmoid", "Affine", "LeakyRelu"], [2.0, 0.3], [1.0]) == [
         Activation("Sigmoid", 0.0, 0.0), Activation("Affine", 2.0, 1.0), Activation("LeakyRelu", 0.3, 0.0)]
+
+
+@pytest.mark.parametrize("zero_out", [False, True])
+@pytest.mark.parametrize("kind,direction", [("LSTM", "forward"), ("GRU", "bidirectional"), ("RNN", "reverse")])
+def test_masked_steps_keep_the_state_and_repeat_the_output(kind, direction, zero_out):
+    from lstm_rt.layers import Mask
+    rng = np.random.default_rng(12)
+    layer = random_layer(kind, 4, 6, rng=rng, direction=direction)
+    layer.zero_output_for_mask = zero_out
+    m = Model([Node(Mask("mask", "value", 0.0, features=4), ["x"], ["mk", "xm"]),
+               Node(layer, ["xm", None, None, None, "mk"], ["y"])],
+              [Port("x", "x", "TBF")], [Port("y", "y", "TBF")])
+    x = rng.normal(size=(8, 3, 4)).astype(np.float32)
+    x[5:, 0] = 0.0        # post-padding
+    x[:2, 1] = 0.0        # pre-padding
+    x[3, 2] = 0.0         # a hole
+    mask = np.any(x != 0, axis=-1)
+    y, _, _ = recurrent_reference(layer, x, mask=mask)
+    want = y.transpose(0, 2, 1, 3).reshape(8, 3, -1)
+    np.testing.assert_allclose(m.run(x), want, atol=ATOL, rtol=0)
+    if direction == "forward":
+        s = m.stream(batch=3)
+        np.testing.assert_allclose(np.stack([s.step(x[t]) for t in range(8)]), want, atol=ATOL, rtol=0)

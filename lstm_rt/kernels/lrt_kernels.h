@@ -66,6 +66,7 @@ typedef struct {
     float clip;              /* <= 0: no clipping */
     int input_forget;        /* LSTM: f = 1 - i */
     int linear_before_reset; /* GRU */
+    int zero_masked_output;  /* with a mask: masked steps output 0 instead of repeating h */
 } lrt_cell;
 
 /* Pick the kernels for this CPU, once, before any other call: "avx2" (AVX2 + FMA) when the
@@ -122,12 +123,14 @@ size_t lrt_workspace_floats(const lrt_cell *cell, int T, int B);
  *   x      [T][B] rows of I floats, row (t, b) at x + (t*B + b) * ldx
  *   lens   [B] valid lengths (each <= T) or NULL (all T): steps past a length are skipped,
  *          their y rows zeroed; a length-0 row ends with h = c = 0 (onnxruntime's choice)
+ *   mask   [T][B] 0/1 or NULL (Keras masking; lens is then ignored): a masked step keeps
+ *          the state and outputs it again
  *   reverse  walk each sequence from its last valid step to its first
  *   h      [B][Hr] initial state in, final state out;  c [B][H] likewise (LSTM; else NULL)
  *   y      row (t, b) at y + (t*B + b) * ldy receives h_t (Hr floats); may be NULL
  *   ws     lrt_workspace_floats(cell, T, B) floats */
 void lrt_recurrent_sequence(const lrt_cell *cell, int T, int B, const float *x, int ldx,
-                            const int32_t *lens, int reverse, float *h, float *c,
+                            const int32_t *lens, const uint8_t *mask, int reverse, float *h, float *c,
                             float *y, int ldy, float *ws);
 
 /* y[m, :O] = act(x[m] @ W^T + bias), W packed with gw = 8, K = F; act is one of

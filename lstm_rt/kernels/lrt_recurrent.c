@@ -122,8 +122,21 @@ static void rnn_row(const lrt_cell *cl, const float *xp, const float *pr, float 
     lrt_activate(cl->act[0], hnew, H);
 }
 
+/* Time index of step s for row b, or -1 when row b does not advance at step s. */
+static inline int step_time(int s, int b, int T, int B, const int32_t *lens, const uint8_t *mask,
+                            int reverse)
+{
+    if (mask) {
+        int t = reverse ? T - 1 - s : s;
+        return mask[(size_t)t * B + b] ? t : -1;
+    }
+    int len = lens ? lens[b] : T;
+    if (s >= len) return -1;
+    return reverse ? len - 1 - s : s;
+}
+
 void lrt_recurrent_sequence(const lrt_cell *cl, int T, int B, const float *x, int ldx,
-                            const int32_t *lens, int reverse, float *h, float *c,
+                            const int32_t *lens, const uint8_t *mask, int reverse, float *h, float *c,
                             float *y, int ldy, float *ws)
 {
     ws_layout L = layout_of(cl, T, B);
@@ -133,7 +146,7 @@ void lrt_recurrent_sequence(const lrt_cell *cl, int T, int B, const float *x, in
     float *zbuf = ws + L.zbuf, *hn = ws + L.hn, *tmp = ws + L.tmp, *quant = ws + L.quant;
     int steps = T;
 
-    if (lens) {
+    if (lens && !mask) {
         steps = 0;
         for (int b = 0; b < B; b++) steps = imax(steps, lens[b]);
         if (y)  /* outputs past a sequence's length are zero */
@@ -151,9 +164,8 @@ void lrt_recurrent_sequence(const lrt_cell *cl, int T, int B, const float *x, in
                    gru_split ? cl->nblk * 16 : width, quant);
 
         for (int b = 0; b < B; b++) {
-            int len = lens ? lens[b] : T;
-            if (s >= len) { if (gru_split) memset(hc + (size_t)b * Hp, 0, (size_t)H * sizeof(float)); continue; }
-            int t = reverse ? len - 1 - s : s;
+            int t = step_time(s, b, T, B, lens, mask, reverse);
+            if (t < 0) { if (gru_split) memset(hc + (size_t)b * Hp, 0, (size_t)H * sizeof(float)); continue; }
             const float *xp = xproj + ((size_t)t * B + b) * width, *pr = pre + (size_t)b * width;
             float *hb = h + (size_t)b * Hr, *hnb = hnew + (size_t)b * L.hs;
             switch (cl->kind) {
@@ -173,9 +185,16 @@ void lrt_recurrent_sequence(const lrt_cell *cl, int T, int B, const float *x, in
             lrt_matmul(B, hc, Hp, &cl->proj, NULL, hnew, L.hs, Hr, quant);
 
         for (int b = 0; b < B; b++) {
-            int len = lens ? lens[b] : T;
-            if (s >= len) continue;
-            int t = reverse ? len - 1 - s : s;
+            int t = step_time(s, b, T, B, lens, mask, reverse);
+            if (t < 0) {
+                /* a masked step (Keras): the state stays, the output repeats it */
+                if (mask && y) {
+                    float *yr = y + ((size_t)(reverse ? T - 1 - s : s) * B + b) * ldy;
+                    if (cl->zero_masked_output) memset(yr, 0, (size_t)Hr * sizeof(float));
+                    else memcpy(yr, h + (size_t)b * Hr, (size_t)Hr * sizeof(float));
+                }
+                continue;
+            }
             float *hb = h + (size_t)b * Hr, *hnb = hnew + (size_t)b * L.hs;
             if (gru_split)
                 gru_row_b(cl, xproj + ((size_t)t * B + b) * width, hn + (size_t)b * Hp,
@@ -184,7 +203,7 @@ void lrt_recurrent_sequence(const lrt_cell *cl, int T, int B, const float *x, in
             if (y) memcpy(y + ((size_t)t * B + b) * ldy, hnb, (size_t)Hr * sizeof(float));
         }
     }
-    if (lens)
+    if (lens && !mask)
         for (int b = 0; b < B; b++)
             if (lens[b] == 0) {
                 memset(h + (size_t)b * Hr, 0, (size_t)Hr * sizeof(float));
