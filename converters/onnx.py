@@ -242,6 +242,11 @@ class _Unsupported(Exception):
     pass
 
 
+class _Downstream(Exception):
+    """A node reading a value an unsupported node should have made: the root cause is
+    already reported, so this one is not."""
+
+
 def _ints(v, what):
     if not isinstance(v, Const):
         raise _Unsupported(f"{what} must be a constant")
@@ -313,6 +318,8 @@ class _Interpreter:
         for node in graph.node:
             try:
                 self.op(node)
+            except _Downstream:
+                pass
             except _Unsupported as e:
                 self.problems.append(str(e))
             except (ValueError, IndexError, KeyError, TypeError) as e:
@@ -325,7 +332,9 @@ class _Interpreter:
             raise _Unsupported(f"op {op!r} (node {node.name!r}, domain {node.domain!r})")
         for n, v in zip(node.input, ins):
             if n and v is None:
-                raise _Unsupported(f"op {op!r} (node {node.name!r}), which reads {n!r} from an unsupported node")
+                if self.problems:
+                    raise _Downstream()
+                raise _Unsupported(f"op {op!r} (node {node.name!r}) reads {n!r}, which nothing produces")
         attrs = {a.name: a for a in node.attribute}
 
         def out(v, i=0):
@@ -618,6 +627,8 @@ class _Interpreter:
         for n in branch.node:
             try:
                 self.op(n)
+            except _Downstream:
+                pass
             except _Unsupported as e:
                 self.problems.append(str(e))
         for o, bo in zip(node.output, branch.output):
@@ -674,6 +685,14 @@ class _Interpreter:
         return inputs, outputs
 
 
+def _all_nodes(graph):
+    for n in graph.node:
+        yield n
+        for a in n.attribute:
+            if a.g.node:
+                yield from _all_nodes(a.g)
+
+
 def onnx_value(attrs):
     """The fill value of ConstantOfShape (default 0)."""
     if "value" not in attrs:
@@ -709,7 +728,12 @@ def from_onnx(model, *, name: str | None = None) -> Model:
     it.run_graph(graph, consts)
     inputs, outputs = it.ports(graph) if not it.problems else ([], [])
     if it.problems:
-        raise ConversionError(f"{where}: cannot convert: " + "; ".join(dict.fromkeys(it.problems)))
+        hint = ""
+        if not any(n.op_type in RECURRENT for n in _all_nodes(graph)):
+            hint = (" (the graph has no LSTM, GRU or RNN node: its exporter unrolled the recurrence "
+                    "for a fixed length, as Keras 3 on the torch backend and PyTorch's dynamo exporter "
+                    "for nn.RNN do; convert the source model instead: from_keras / from_torch)")
+        raise ConversionError(f"{where}: cannot convert: " + "; ".join(dict.fromkeys(it.problems)) + hint)
     if not it.nodes:
         raise ConversionError(f"{where}: the graph computes nothing lstm_rt runs (no LSTM, GRU, RNN, "
                               f"embedding or dense layer)")

@@ -164,16 +164,17 @@ def test_every_unsupported_op_and_attribute_is_listed(tmp_path):
     model, _ = make_recurrent_model("LSTM", 3, 4, rng=rng)
     g = model.graph
     g.node.append(helper.make_node("Add", ["Y", "Y"], ["Z"], name="adder"))
+    g.node.append(helper.make_node("Erf", ["X"], ["E"], name="erf_node"))
     g.node.append(helper.make_node("Foo", ["Z"], ["Q"], name="mystery", domain="custom"))
-    g.node[-3].attribute.append(helper.make_attribute("bogus_attr", 3))
+    next(n for n in g.node if n.op_type == "LSTM").attribute.append(helper.make_attribute("bogus_attr", 3))
     g.output.append(helper.make_tensor_value_info("Q", TensorProto.FLOAT, None))
     path = tmp_path / "bad.onnx"
     onnx.save(model, str(path))
     with pytest.raises(ConversionError) as e:
         converters.convert(path)
     msg = str(e.value)
-    for part in ("'Add' (node 'adder'", "'Foo' (node 'mystery'", "'bogus_attr' of LSTM node 'lstm_node'",
-                 str(path)):
+    assert "'Erf' (node 'erf_node')" in msg
+    for part in ("'Foo' (node 'mystery'", "'bogus_attr' of LSTM node 'lstm_node'", str(path)):
         assert part in msg
 
 
