@@ -152,3 +152,65 @@ def test_not_a_keras_file(tmp_path):
     (tmp_path / "x.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
     with pytest.raises(ConversionError):
         converters.convert(tmp_path / "x.h5")
+
+
+def test_unit_forget_bias_is_not_added_again():
+    """unit_forget_bias=True only initializes the forget bias to 1; the stored bias is used as is."""
+    m = build([L.LSTM(4, unit_forget_bias=True, return_sequences=True)], (None, 3))
+    conv = from_keras(m)
+    keras_bias = m.layers[0].get_weights()[2]
+    H = 4
+    # ONNX gate order i, o, f, c; Keras i, f, c, o: the forget block must be Keras' verbatim
+    np.testing.assert_array_equal(conv.layers[0].b[0, 2 * H:3 * H], keras_bias[H:2 * H])
+    x = np.random.default_rng(9).normal(size=(2, 5, 3)).astype(np.float32)
+    np.testing.assert_allclose(conv.run(x), np.asarray(m.predict(x, verbose=0)), atol=ATOL, rtol=0)
+
+
+def test_keras2_hard_sigmoid_numbers(tmp_path):
+    """The converted Keras 2 file computes with clip(0.2x + 0.5, 0, 1), checked against a
+    numpy GRU written here from the Keras 2 equations (reset_after=False)."""
+    import h5py
+    m = build([L.GRU(3, recurrent_activation="hard_sigmoid", reset_after=False, return_sequences=True)], (None, 2))
+    m.save(tmp_path / "k.h5")
+    with h5py.File(tmp_path / "k.h5", "a") as f:
+        f.attrs["keras_version"] = "2.15.0"
+    kernel, rec, bias = m.layers[0].get_weights()
+    x = np.random.default_rng(10).normal(size=(1, 6, 2)).astype(np.float32) * 3
+
+    def hs(v):
+        return np.clip(0.2 * v + 0.5, 0, 1)
+    h, ys = np.zeros(3), []
+    for t in range(6):
+        xz, xr, xh = np.split(x[0, t] @ kernel + bias, 3)
+        rz, rr, rh = np.split(rec, 3, axis=1)
+        z, r = hs(xz + h @ rz), hs(xr + h @ rr)
+        hh = np.tanh(xh + (r * h) @ rh)
+        h = z * h + (1 - z) * hh
+        ys.append(h)
+    np.testing.assert_allclose(converters.convert(tmp_path / "k.h5").run(x)[0], np.array(ys), atol=ATOL, rtol=0)
+
+
+def test_stateful_layer_streams_across_calls():
+    keras.utils.set_random_seed(11)
+    m = keras.Sequential([keras.Input(batch_shape=(1, None, 3)), L.LSTM(4, stateful=True, return_sequences=True)])
+    x = np.random.default_rng(11).normal(size=(1, 9, 3)).astype(np.float32)
+    want = np.concatenate([np.asarray(m.predict(x[:, :4], verbose=0)), np.asarray(m.predict(x[:, 4:], verbose=0))],
+                          axis=1)
+    s = from_keras(m).stream(batch=1)
+    got = np.concatenate([s.feed(x[:, :4]), s.feed(x[:, 4:])], axis=1)
+    np.testing.assert_allclose(got, want, atol=ATOL, rtol=0)
+
+
+def test_old_config_keys_are_read_anyway(tmp_path):
+    """Configs written by older Keras carry keys (time_major, implementation) newer Keras rejects."""
+    import json
+    import h5py
+    m = build([L.LSTM(4, return_sequences=True)], (None, 3))
+    m.save(tmp_path / "old.h5")
+    with h5py.File(tmp_path / "old.h5", "a") as f:
+        cfg = json.loads(f.attrs["model_config"])
+        cfg["config"]["layers"][1]["config"].update(time_major=False, implementation=2)
+        f.attrs["model_config"] = json.dumps(cfg)
+    x = np.random.default_rng(12).normal(size=(2, 5, 3)).astype(np.float32)
+    np.testing.assert_allclose(converters.convert(tmp_path / "old.h5").run(x), np.asarray(m.predict(x, verbose=0)),
+                               atol=ATOL, rtol=0)
