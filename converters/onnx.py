@@ -315,7 +315,11 @@ class _Interpreter:
             if floats and rank and dims[-1]:
                 sizes["F"] = dims[-1]
             self.vals[vi.name] = Tens(vi.name, labels, "ids" if ints else "seq", sizes)
-        for node in graph.node:
+        self.run_nodes(graph.node)
+
+    def run_nodes(self, nodes):
+        """Interpret nodes in order, recording each root-cause problem."""
+        for node in nodes:
             try:
                 self.op(node)
             except _Downstream:
@@ -624,13 +628,7 @@ class _Interpreter:
         for k, v in consts.items():
             if v is not None:
                 self.vals[k] = Const(v)
-        for n in branch.node:
-            try:
-                self.op(n)
-            except _Downstream:
-                pass
-            except _Unsupported as e:
-                self.problems.append(str(e))
+        self.run_nodes(branch.node)
         for o, bo in zip(node.output, branch.output):
             if bo.name in self.vals:
                 self.vals[o] = self.vals[bo.name]
