@@ -10,23 +10,24 @@
 #define LRT_AVX2 __attribute__((target("avx2,fma")))
 #define LRT_AVX2_INLINE static inline __attribute__((always_inline, target("avx2,fma")))
 
-/* One tile: R rows x NV vectors of 8 columns, over all K, for one panel block.
- * R * NV <= 8 accumulators leaves registers for the weight loads and broadcasts. */
+/* One tile: R rows x NV vectors of 8 columns, over all K, for one panel block. Per k the
+ * R broadcasts are loaded first, then each weight vector once, feeding R FMAs: R * NV
+ * accumulators + R broadcasts + 1 weight register must fit the 16 ymm registers. */
 LRT_AVX2_INLINE void tile(int R, int NV, int K, const float *A, int lda, const float *wp,
                           const float *bias, float *out, int ldo)
 {
-    __m256 acc[8];
+    __m256 acc[12];
     for (int r = 0; r < R; r++)
         for (int v = 0; v < NV; v++)
             acc[r * NV + v] = bias ? _mm256_loadu_ps(bias + 8 * v) : _mm256_setzero_ps();
     const int gw = NV * 8;
     for (int k = 0; k < K; k++) {
         const float *w = wp + (size_t)k * gw;
-        __m256 wv[4];
-        for (int v = 0; v < NV; v++) wv[v] = _mm256_loadu_ps(w + 8 * v);
-        for (int r = 0; r < R; r++) {
-            __m256 a = _mm256_broadcast_ss(A + (size_t)r * lda + k);
-            for (int v = 0; v < NV; v++) acc[r * NV + v] = _mm256_fmadd_ps(a, wv[v], acc[r * NV + v]);
+        __m256 a[6];
+        for (int r = 0; r < R; r++) a[r] = _mm256_broadcast_ss(A + (size_t)r * lda + k);
+        for (int v = 0; v < NV; v++) {
+            __m256 wv = _mm256_loadu_ps(w + 8 * v);
+            for (int r = 0; r < R; r++) acc[r * NV + v] = _mm256_fmadd_ps(a[r], wv, acc[r * NV + v]);
         }
     }
     for (int r = 0; r < R; r++)
@@ -60,14 +61,14 @@ LRT_AVX2_INLINE void tile_row(int NV, int K, const float *a, const float *wp, co
     for (int v = 0; v < NV; v++) _mm256_storeu_ps(out + 8 * v, _mm256_add_ps(acc0[v], acc1[v]));
 }
 
-#define ROWS_FOR(NV) ((NV) >= 3 ? 2 : 4)
+#define ROWS_FOR(NV) ((NV) >= 3 ? 3 : (NV) == 2 ? 4 : 6)
 
 #define DEFINE_GEMM_AVX2(NV)                                                                  \
 LRT_AVX2 static void gemm_nv##NV(int M, int K, const float *A, int lda, const float *Wp,      \
                                  int nblk, const float *bias, float *C, int ldc, int ncols)   \
 {                                                                                             \
     const int gw = NV * 8, R = ROWS_FOR(NV);                                                  \
-    float tmp[4 * 32];                                                                        \
+    float tmp[6 * 32];                                                                        \
     for (int blk = 0; blk < nblk; blk++) {                                                    \
         const float *wp = Wp + (size_t)blk * K * gw;                                          \
         const float *bb = bias ? bias + blk * gw : NULL;                                      \
