@@ -34,31 +34,34 @@ LRT_AVX2_INLINE void tile(int R, int NV, int K, const float *A, int lda, const f
         for (int v = 0; v < NV; v++) _mm256_storeu_ps(out + (size_t)r * ldo + 8 * v, acc[r * NV + v]);
 }
 
-/* A single row (the streaming step): two accumulator sets over even and odd k hide the
- * 4-cycle FMA latency when NV is small. */
+/* A single row (the streaming step): KU independent accumulator sets over interleaved k
+ * hide the 4-cycle FMA latency; narrow panels (a Dense head's 8 columns) need the most
+ * (KU * NV = 8 chains), or a 512x10000 head runs at a quarter of the FMA rate. */
 LRT_AVX2_INLINE void tile_row(int NV, int K, const float *a, const float *wp, const float *bias, float *out)
 {
-    __m256 acc0[4], acc1[4];
-    for (int v = 0; v < NV; v++) {
-        acc0[v] = bias ? _mm256_loadu_ps(bias + 8 * v) : _mm256_setzero_ps();
-        acc1[v] = _mm256_setzero_ps();
-    }
-    const int gw = NV * 8;
+    const int KU = NV >= 3 ? 2 : 8 / NV, gw = NV * 8;
+    __m256 acc[8][4];
+    for (int u = 0; u < KU; u++)
+        for (int v = 0; v < NV; v++)
+            acc[u][v] = (u == 0 && bias) ? _mm256_loadu_ps(bias + 8 * v) : _mm256_setzero_ps();
     int k = 0;
-    for (; k + 1 < K; k += 2) {
-        const float *w = wp + (size_t)k * gw;
-        __m256 a0 = _mm256_broadcast_ss(a + k), a1 = _mm256_broadcast_ss(a + k + 1);
-        for (int v = 0; v < NV; v++) {
-            acc0[v] = _mm256_fmadd_ps(a0, _mm256_loadu_ps(w + 8 * v), acc0[v]);
-            acc1[v] = _mm256_fmadd_ps(a1, _mm256_loadu_ps(w + gw + 8 * v), acc1[v]);
+    for (; k + KU <= K; k += KU) {
+        for (int u = 0; u < KU; u++) {
+            const float *w = wp + (size_t)(k + u) * gw;
+            __m256 au = _mm256_broadcast_ss(a + k + u);
+            for (int v = 0; v < NV; v++) acc[u][v] = _mm256_fmadd_ps(au, _mm256_loadu_ps(w + 8 * v), acc[u][v]);
         }
     }
-    if (k < K) {
+    for (; k < K; k++) {
         const float *w = wp + (size_t)k * gw;
         __m256 a0 = _mm256_broadcast_ss(a + k);
-        for (int v = 0; v < NV; v++) acc0[v] = _mm256_fmadd_ps(a0, _mm256_loadu_ps(w + 8 * v), acc0[v]);
+        for (int v = 0; v < NV; v++) acc[0][v] = _mm256_fmadd_ps(a0, _mm256_loadu_ps(w + 8 * v), acc[0][v]);
     }
-    for (int v = 0; v < NV; v++) _mm256_storeu_ps(out + 8 * v, _mm256_add_ps(acc0[v], acc1[v]));
+    for (int v = 0; v < NV; v++) {
+        __m256 sum = acc[0][v];
+        for (int u = 1; u < KU; u++) sum = _mm256_add_ps(sum, acc[u][v]);
+        _mm256_storeu_ps(out + 8 * v, sum);
+    }
 }
 
 #define ROWS_FOR(NV) ((NV) >= 3 ? 3 : (NV) == 2 ? 4 : 6)
