@@ -24,7 +24,8 @@ def test_int8_round_trip_error_is_half_a_step(K, H, G):
 
 
 @pytest.mark.parametrize("isa", ISAS)
-@pytest.mark.parametrize("M,K,H,G", [(1, 7, 13, 4), (3, 64, 128, 4), (5, 33, 17, 3), (2, 16, 8, 1), (4, 9, 16, 2)])
+@pytest.mark.parametrize("M,K,H,G", [(1, 7, 13, 4), (3, 64, 128, 4), (5, 33, 17, 3), (2, 16, 8, 1), (4, 9, 16, 2),
+                                     (1, 21, 75, 1), (1, 8, 32, 1)])
 def test_int8_and_fp16_matmul_match_numpy(isa, M, K, H, G):
     rng = np.random.default_rng(M * K)
     w = rng.normal(size=(G * H, K)).astype(np.float32)

@@ -100,13 +100,42 @@ LRT_AVX2_INLINE void i8_tile(int R, int NV, int K2, const int16_t *q, const int8
         }
 }
 
+/* One row against four 8-column panels at once (a Dense head, or any gw = 8 matrix, when
+ * streaming): each broadcast pair of activations feeds four panels, so the broadcast cost
+ * is shared and four independent sums are in flight. Writes 32 floats to out. */
+LRT_AVX2_FN static void i8_row4(int K2, const int16_t *q, float ascale, const int8_t *wp, size_t panel,
+                                const float *wscale, const float *bias, float *out)
+{
+    __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
+                      _mm256_setzero_si256()};
+    for (int p = 0; p < K2; p++) {
+        int32_t pair;
+        memcpy(&pair, q + 2 * p, 4);
+        __m256i a = _mm256_set1_epi32(pair);
+        for (int i = 0; i < 4; i++) {
+            __m256i w = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(wp + i * panel + (size_t)p * 16)));
+            acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(w, a));
+        }
+    }
+    for (int i = 0; i < 4; i++) {
+        __m256 s = _mm256_mul_ps(_mm256_set1_ps(ascale), _mm256_loadu_ps(wscale + 8 * i));
+        __m256 b = bias ? _mm256_loadu_ps(bias + 8 * i) : _mm256_setzero_ps();
+        _mm256_storeu_ps(out + 8 * i, _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i]), s, b));
+    }
+}
+
 #define DEFINE_I8(NV)                                                                           \
 LRT_AVX2_FN static void i8_nv##NV(int M, const int16_t *q, const float *ascale, const lrt_mat *W, \
                                   const float *bias, float *C, int ldc, int ncols)              \
 {                                                                                               \
     const int gw = NV * 8, K2 = (W->K + 1) / 2;                                                 \
     float tmp[2 * 32];                                                                          \
-    for (int blk = 0; blk < W->nblk; blk++) {                                                   \
+    int blk = 0;                                                                                \
+    if (NV == 1 && M == 1)                                                                      \
+        for (; blk + 4 <= W->nblk && (blk + 4) * 8 <= ncols; blk += 4)                          \
+            i8_row4(K2, q, ascale[0], (const int8_t *)W->data + (size_t)blk * K2 * 16,          \
+                    (size_t)K2 * 16, W->scale + blk * 8, bias ? bias + blk * 8 : NULL, C + blk * 8); \
+    for (; blk < W->nblk; blk++) {                                                              \
         const int8_t *wp = (const int8_t *)W->data + (size_t)blk * K2 * gw * 2;                 \
         const float *bb = bias ? bias + blk * gw : NULL, *ws = W->scale + blk * gw;             \
         int j0 = blk * gw, n = ncols - j0 < gw ? ncols - j0 : gw, m = 0;                        \
