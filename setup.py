@@ -1,7 +1,7 @@
 """Build of the lstm_rt Cython extension.
 
-The kernels are portable C compiled for baseline x86-64 / aarch64: no -march=native, so a
-built wheel runs on any machine; faster paths are chosen at run time (lrt_isa_name).
+The kernels are portable C compiled for baseline x86-64 / aarch64 (no CPU-specific -march
+flag), so a built wheel runs on any machine; faster paths are chosen at run time (lrt_isa_name).
 """
 import glob
 import os

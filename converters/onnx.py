@@ -496,9 +496,9 @@ class _Interpreter:
             if j == i + 1:
                 kept = [lb for lb in labels if lb != "D"]
                 return Tens(t.name, ["F" if lb == "H" else lb for lb in kept], t.kind, t.sizes)
-        if len(shape) == len(labels) and all(d in (0, -1) or not lb.startswith("?") and lb not in ("T", "B")
-                                             or True for d, lb in zip(shape, labels)):
-            return t  # same rank: exporters restate the shape
+        if len(shape) == len(labels) and all(
+                d in (0, -1) or lb not in t.sizes or d == t.sizes[lb] for d, lb in zip(shape, labels)):
+            return t  # same rank, known sizes kept: exporters restating the shape (batch/time may be baked in)
         raise _Unsupported(f"Reshape (node {node.name!r}) of axes {labels} to {shape}")
 
     # ---- compute nodes
