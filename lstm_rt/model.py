@@ -648,28 +648,56 @@ class Stream:
 
     def _chain_step(self):
         """The one-call step path (_core.ChainStep) when the model is a plain chain: one
-        sequence input, each layer reading the previous one's sequence output, one
-        sequence output. Other graphs take the general path."""
+        sequence input, each layer reading the previous one's sequence output; outputs are
+        the last sequence output and/or the chain's recurrent states (an ONNX node's Y, Y_h,
+        Y_c). Other graphs take the general path. Sets self._chain_out: per output port,
+        None (the step's result) or (node index, "h" | "c")."""
         m = self.model
         seq_in = [p for p in m._inputs if p.is_sequence]
-        if len(seq_in) != 1 or len(m._outputs) != 1 or m._outputs[0].layout not in ("TBF", "BTF", "BF"):
+        if len(seq_in) != 1:
             return None
-        cores, states, tensor = [], [], seq_in[0].tensor
+        cores, states, tensor, state_of = [], [], seq_in[0].tensor, {}
         for i, n in enumerate(m._nodes):
-            if n.inputs[0] != tensor or any(n.inputs[1:]) or any(n.outputs[1:]) or (n.kind == "Embedding" and i) \
+            if n.inputs[0] != tensor or any(n.inputs[1:]) or (n.kind == "Embedding" and i) \
                     or n.kind not in ("LSTM", "GRU", "RNN", "Dense", "Embedding"):
                 return None
             tensor = n.outputs[0]
             if n.recurrent:
-                cores.append(n.core)
+                for key, t in zip(("h", "c"), n.outputs[1:3]):
+                    if t:
+                        state_of[t] = (i, key)
                 states.append((self._states[i]["h"], self._states[i].get("c")))
             else:
-                cores.append(n.core)
                 states.append(None)
-        if tensor != m._outputs[0].tensor:
-            return None
+            cores.append(n.core)
+        self._chain_out = []
+        for p in m._outputs:
+            if p.tensor == tensor and p.layout in ("TBF", "BTF", "BF", "TDBH", "BTDH"):
+                self._chain_out.append(None)
+            elif not isinstance(p.tensor, list) and p.tensor in state_of and p.layout in STATE_LAYOUTS:
+                self._chain_out.append(state_of[p.tensor])
+            else:
+                return None
+        self._chain_seq = seq_in[0].name
         in_f = m._info[seq_in[0].tensor][1]
         return _core.ChainStep(cores, states, self.batch, in_f)
+
+    def _chain_result(self, y, dict_in):
+        """The ChainStep's y [B, F] and the states, laid out as the model's outputs."""
+        m, out = self.model, {}
+        for p, src in zip(m._outputs, self._chain_out):
+            if src is None:
+                a = y if p.layout not in ("TDBH", "BTDH") else y.reshape(self.batch, p.groups, -1)
+                if p.layout == "TDBH":
+                    a = np.ascontiguousarray(a.transpose(1, 0, 2))
+            else:
+                a = self._states[src[0]][src[1]].copy()
+                a = a[0] if p.layout == "BH" else np.ascontiguousarray(np.swapaxes(a, 0, 1)) \
+                    if p.layout == "BDH" else a
+            out[p.name] = a
+        if not dict_in and len(out) == 1:
+            return next(iter(out.values()))
+        return out
 
     def reset(self):
         """Back to zero state, as a fresh stream."""
@@ -688,8 +716,11 @@ class Stream:
 
     def step(self, x_t):
         """One time step: x_t [B, I] (or a dict). Returns the outputs of that step."""
-        if self._chain is not None and not isinstance(x_t, dict):
-            return self._chain.step(x_t)
+        if self._chain is not None:
+            if not isinstance(x_t, dict):
+                return self._chain_result(self._chain.step(x_t), False)
+            if len(x_t) == 1 and self._chain_seq in x_t:
+                return self._chain_result(self._chain.step(x_t[self._chain_seq]), True)
         return self._run(x_t, time_axis=False)
 
     def feed(self, xs):

@@ -421,3 +421,21 @@ def test_masked_steps_keep_the_state_and_repeat_the_output(kind, direction, zero
     if direction == "forward":
         s = m.stream(batch=3)
         np.testing.assert_allclose(np.stack([s.step(x[t]) for t in range(8)]), want, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("layout", [("TBF", "TDBH", "DBH"), ("BTF", "BTDH", "BDH")])
+def test_fast_step_lays_out_sequence_and_state_outputs_like_the_general_path(layout):
+    rng = np.random.default_rng(13)
+    seq, ylay, slay = layout
+    m = Model([Node(random_layer("LSTM", 3, 5, rng=rng), ["X"], ["Y", "Y_h", "Y_c"])],
+              [Port("X", "X", seq)], [Port("Y", "Y", ylay), Port("Y_h", "Y_h", slay), Port("Y_c", "Y_c", slay)])
+    x = rng.normal(size=(6, 2, 3)).astype(np.float32)
+    fast, general = m.stream(batch=2), m.stream(batch=2)
+    assert fast._chain is not None
+    for t in range(6):
+        a = fast.step({"X": x[t]})
+        b = general._run({"X": x[t]}, time_axis=False)
+        assert list(a) == list(b)
+        for k in a:
+            np.testing.assert_allclose(a[k], b[k], atol=1e-6, rtol=0)
+            assert a[k].shape == b[k].shape
