@@ -1,0 +1,207 @@
+"""Many concurrent streams served by batched steps (one stream per user or microphone).
+
+    pool = StreamPool(model)
+    mic_a, mic_b = pool.open(), pool.open()
+    mic_a.feed(frames_a)          # [n, I] frames, any n, whenever they arrive
+    mic_b.feed(frames_b)
+    pool.run()                    # steps until no frame is pending
+    mic_a.read()                  # [n, O] outputs for a's frames, in order
+
+Each round of `run` takes the next pending frame of every stream that has one and runs
+them as one batched step (the weights are read once for the whole batch), so the cost of
+a step is shared by all the streams that are talking. Every stream's state lives in the
+pool, in rows of [D, capacity, H] arrays; a round gathers the rows of the streams in it,
+steps, and scatters them back. The results equal stepping each stream on its own.
+
+A pool is driven by one thread (e.g. the audio server's loop): it is not thread-safe.
+"""
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+
+from .errors import LstmRtError, ShapeError
+
+
+class PooledStream:
+    """One stream of a StreamPool: feed frames, read outputs."""
+
+    def __init__(self, pool: "StreamPool", slot: int):
+        self._pool = pool
+        self._slot = slot
+        self._frames: collections.deque = collections.deque()   # single frames, in order
+        self._outputs: list = []
+
+    @property
+    def closed(self) -> bool:
+        return self._slot is None
+
+    def _check_open(self):
+        if self._slot is None:
+            raise LstmRtError("this stream is closed")
+
+    def feed(self, frames) -> None:
+        """Queue frames [n, *frame_shape] (any n >= 0); they run at the pool's next run()."""
+        self._check_open()
+        a = self._pool._check_frames(frames)
+        self._frames.extend(a)
+
+    @property
+    def pending(self) -> int:
+        """Frames fed and not yet run."""
+        return len(self._frames)
+
+    def read(self) -> np.ndarray:
+        """The outputs of the frames run since the last read, [n, *output_shape]."""
+        out = self._outputs
+        self._outputs = []
+        if not out:
+            return np.empty((0,) + self._pool._out_shape, np.float32)
+        return np.stack(out)
+
+    @property
+    def state(self) -> dict:
+        """A copy of this stream's state, keyed as Stream.state (batch 1)."""
+        self._check_open()
+        return self._pool._get_state(self._slot)
+
+    @state.setter
+    def state(self, value: dict):
+        self._check_open()
+        self._pool._set_state(self._slot, value)
+
+    def reset(self):
+        """Zero state; drops pending frames and unread outputs."""
+        self._check_open()
+        self._frames.clear()
+        self._outputs = []
+        self._pool._zero(self._slot)
+
+    def close(self):
+        """Give the stream's slot back to the pool."""
+        if self._slot is not None:
+            self._pool._release(self)
+            self._slot = None
+
+
+class StreamPool:
+    """Serves many streams of one model with batched steps.
+
+    model : a Model with one sequence input and one output that can stream
+    capacity : initial number of slots; the pool grows when more streams are open
+    """
+
+    def __init__(self, model, capacity: int = 16):
+        seq = [p for p in model._inputs if p.is_sequence]
+        if len(seq) != 1 or len(model.outputs) != 1:
+            raise LstmRtError(f"StreamPool needs a model with one sequence input and one output; "
+                              f"this one has inputs {[s.name for s in model.inputs]} and outputs "
+                              f"{[s.name for s in model.outputs]}")
+        self.model = model
+        probe = model.stream(1)   # raises for models that cannot stream (bidirectional)
+        spec = model.inputs[[p.name for p in model._inputs].index(seq[0].name)]
+        self._ids = spec.dtype.startswith("int")
+        self._frame_shape = () if self._ids else (spec.shape[-1],)
+        self._out_shape = tuple(model.outputs[0].shape[-1:])
+        self._keys = list(probe._states)
+        self._capacity, self._states, self._free = 0, {}, []
+        self._grow(max(int(capacity), 1))
+        self._open: dict[int, PooledStream] = {}
+        self._steppers: dict[int, object] = {}   # batch size -> Stream
+        self.rounds = 0                          # batched steps run so far
+
+    def _grow(self, capacity):
+        new = self.model._initial_states({}, capacity)
+        for i, st in self._states.items():
+            for k, a in st.items():
+                new[i][k][:, :self._capacity] = a
+        self._free += range(capacity - 1, self._capacity - 1, -1)   # pop() takes the lowest
+        self._states, self._capacity = new, capacity
+
+    def _check_frames(self, frames) -> np.ndarray:
+        a = np.asarray(frames)
+        want = "[n] integer token ids" if self._ids else f"[n, {self._frame_shape[0]}] float32"
+        if a.ndim != 1 + len(self._frame_shape) or a.shape[1:] != self._frame_shape:
+            raise ShapeError(f"frames must be {want}, got shape {a.shape}")
+        if self._ids and a.dtype.kind not in "iu":
+            raise ShapeError(f"frames must be integer token ids, got dtype {a.dtype}")
+        if not self._ids and a.dtype != np.float32:
+            raise ShapeError(f"frames must be float32, got dtype {a.dtype}")
+        return a.copy()   # the caller may reuse its buffer
+
+    def open(self) -> PooledStream:
+        """A new stream from zero state."""
+        if not self._free:
+            self._grow(self._capacity * 2)
+        slot = self._free.pop()
+        s = PooledStream(self, slot)
+        self._open[slot] = s
+        return s
+
+    def _release(self, s: PooledStream):
+        self._zero(s._slot)
+        del self._open[s._slot]
+        self._free.append(s._slot)
+
+    def _zero(self, slot):
+        for st in self._states.values():
+            for a in st.values():
+                a[:, slot] = 0.0
+
+    def _get_state(self, slot) -> dict:
+        names = {i: self.model._nodes[i].name for i in self._keys}
+        return {f"{names[i]}/{k}": a[:, slot:slot + 1].copy()
+                for i, st in self._states.items() for k, a in st.items()}
+
+    def _set_state(self, slot, value):
+        probe = self._stepper(1)
+        probe.state = value   # validates keys, shapes and dtypes
+        for i, st in self._states.items():
+            for k, a in st.items():
+                a[:, slot:slot + 1] = probe._states[i][k]
+
+    def _stepper(self, n):
+        s = self._steppers.get(n)
+        if s is None:
+            s = self._steppers[n] = self.model.stream(n)
+        return s
+
+    @property
+    def streams(self) -> int:
+        """Number of open streams."""
+        return len(self._open)
+
+    @property
+    def pending(self) -> int:
+        return sum(s.pending for s in self._open.values())
+
+    def step(self) -> int:
+        """One batched step over every stream with a pending frame; returns how many ran."""
+        active = [s for s in self._open.values() if s._frames]
+        if not active:
+            return 0
+        n = len(active)
+        rows = np.fromiter((s._slot for s in active), np.intp, n)
+        x = np.stack([s._frames.popleft() for s in active])
+        st = self._stepper(n)
+        for i, pool_st in self._states.items():
+            for k, a in pool_st.items():
+                np.take(a, rows, axis=1, out=st._states[i][k])
+        y = st.step(x)
+        for i, pool_st in self._states.items():
+            for k, a in pool_st.items():
+                a[:, rows] = st._states[i][k]
+        for s, row in zip(active, y):
+            s._outputs.append(row)
+        self.rounds += 1
+        return n
+
+    def run(self) -> int:
+        """Step until no frame is pending; returns the number of frames run."""
+        total = 0
+        while True:
+            n = self.step()
+            if not n:
+                return total
+            total += n

@@ -1,0 +1,107 @@
+"""NextWordPredictor against the model run on the whole text (the truth), and its
+incremental bookkeeping: only new tokens are computed; edits rewind to checkpoints."""
+import numpy as np
+import pytest
+
+from lstm_rt.errors import LstmRtError
+from lstm_rt.nextword import NextWordPredictor, top_k
+from lstm_rt.text import Tokenizer
+from util import language_model
+
+WORDS = ["<unk>", ".", ",", "?", "and", "the", "lord", "said", "let", "there", "be", "light",
+         "lie", "life", "god", "saw", "was", "good", "day", "night"]
+
+
+def truth(model, text):
+    """log-probabilities after `text`'s complete tokens, from a whole-sequence run."""
+    tok = Tokenizer.from_metadata(model.metadata)
+    done, _ = tok.split_partial(text)
+    ids = [tok.index["."]] + tok.encode(done)
+    s = model.run(np.array(ids, np.int64)[:, None])[-1, 0].astype(np.float64)
+    return s - (s.max() + np.log(np.exp(s - s.max()).sum())), tok
+
+
+def check(p, model, k=5):
+    logp, tok = truth(model, p.text)
+    _, partial = tok.split_partial(p.text)
+    cand = tok.words_with_prefix(partial) if partial else tok.word_ids
+    want = sorted(((tok.vocabulary[i], np.exp(logp[i])) for i in cand), key=lambda t: -t[1])[:k]
+    got = p.suggest(k)
+    assert [w for w, _ in got] == [w for w, _ in want]
+    np.testing.assert_allclose([q for _, q in got], [q for _, q in want], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_suggestions_match_a_whole_text_run(kind):
+    m = language_model(WORDS, kind=kind)
+    p = NextWordPredictor(m)
+    check(p, m)
+    for chunk in ["And God", " said, let", " there be ", "li", "g", "ht."]:
+        p.type(chunk)
+        check(p, m)
+    assert p.tokens == ["and", "god", "said", ",", "let", "there", "be", "light", "."]
+
+
+def test_only_new_tokens_are_computed_and_edits_rewind():
+    m = language_model(WORDS)
+    p = NextWordPredictor(m)
+    assert p.set_text("and god said, let there be ") == 7
+    assert p.type("light ") == 1            # one new token
+    assert p.type("an") == 0                # a partial word computes nothing
+    assert p.backspace(2) == 0
+    assert p.backspace(6) == 1              # drops "light": one step re-scores "be"
+    check(p, m)
+    n = p.set_text("and god saw, let there be ")   # an edit in the middle
+    assert n == 6                           # rewinds to "and", recomputes from "god"
+    check(p, m)
+    assert p.set_text("") == 1 and p.tokens == []
+    check(p, m)
+
+
+def test_checkpoint_thinning_still_rewinds_exactly():
+    m = language_model(WORDS)
+    p = NextWordPredictor(m, max_checkpoints=4)
+    text = "and the lord said, let there be light and the day was good and the night was good "
+    p.set_text(text)
+    p.set_text(text[:12])      # far back: before the kept checkpoints
+    check(p, m)
+    p.set_text(text)
+    check(p, m)
+
+
+def test_complete_probability_and_softmax_models():
+    m = language_model(WORDS, softmax=True)
+    p = NextWordPredictor(m)
+    p.set_text("and god ")
+    logp, tok = truth(language_model(WORDS, softmax=False), "and god ")
+    got = p.complete("l", k=10)
+    assert {w for w, _ in got} == {"lord", "let", "light", "lie", "life"}
+    for w, q in got:
+        np.testing.assert_allclose(q, np.exp(logp[tok.index[w]]), atol=1e-5)
+    assert p.probability("nonexistent") == 0.0
+    assert p.complete("zzz") == []
+
+
+def test_top_k_is_ordered_and_restricted():
+    s = np.array([0.1, 3.0, -1.0, 2.0, 2.5], np.float32)
+    assert top_k(s, 3).tolist() == [1, 4, 3]
+    assert top_k(s, 2, np.array([0, 2, 3])).tolist() == [3, 0]
+    assert top_k(s, 10).tolist() == [1, 4, 3, 0, 2]
+
+
+def test_bad_models_and_inputs():
+    from util import random_layer, sequence_model
+    with pytest.raises(LstmRtError, match="token ids"):
+        NextWordPredictor(sequence_model(random_layer("LSTM", 3, 4, rng=np.random.default_rng(0))),
+                          Tokenizer(WORDS))
+    m = language_model(WORDS)
+    with pytest.raises(LstmRtError, match="scores"):
+        NextWordPredictor(m, Tokenizer(WORDS[:-1]))
+    p = NextWordPredictor(m)
+    with pytest.raises(LstmRtError, match="must be a str"):
+        p.set_text(3)
+    with pytest.raises(LstmRtError, match="token ids"):
+        p.feed_ids([0, 99])
+    p.feed_ids([4, 5])
+    assert p.tokens == ["and", "the"]
+    check(p, m)

@@ -1,0 +1,80 @@
+"""StreamPool: batched rounds over many streams equal stepping each stream alone."""
+import numpy as np
+import pytest
+
+from lstm_rt.errors import LstmRtError, ShapeError
+from lstm_rt.pool import StreamPool
+from util import language_model, random_layer, sequence_model
+
+ATOL = 1e-5
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
+def test_pool_equals_separate_streams_with_ragged_chunks(kind):
+    rng = np.random.default_rng(0)
+    m = sequence_model(random_layer(kind, 6, 9, rng=rng))
+    pool = StreamPool(m, capacity=2)          # grows while streams open
+    n_streams = 7
+    streams = [pool.open() for _ in range(n_streams)]
+    frames = [rng.normal(size=(int(rng.integers(3, 20)), 6)).astype(np.float32) for _ in streams]
+    fed = [0] * n_streams
+    outs = [[] for _ in streams]
+    while any(f < len(x) for f, x in zip(fed, frames)):   # chunks of any size, at any time
+        for i, s in enumerate(streams):
+            n = int(rng.integers(0, 4))
+            s.feed(frames[i][fed[i]:fed[i] + n])
+            fed[i] = min(fed[i] + n, len(frames[i]))
+        pool.step()
+        pool.step()
+        for i, s in enumerate(streams):
+            outs[i].append(s.read())
+    pool.run()
+    for i, s in enumerate(streams):
+        got = np.concatenate(outs[i] + [s.read()])
+        want = m.run(frames[i][:, None])[:, 0]
+        np.testing.assert_allclose(got, want, atol=ATOL, rtol=0)
+    assert pool.pending == 0 and pool.streams == n_streams
+
+
+def test_state_reset_close_and_reuse_of_slots():
+    rng = np.random.default_rng(1)
+    m = language_model(["<unk>", ".", "a", "b", "c"], E=4, H=5)
+    pool = StreamPool(m, capacity=1)
+    a, b = pool.open(), pool.open()
+    a.feed(np.array([2, 3, 4]))
+    b.feed(np.array([4]))
+    assert pool.run() == 4 and pool.rounds == 3
+    alone = m.stream(1)
+    alone.feed(np.array([[2], [3], [4]]))
+    for k, v in alone.state.items():
+        np.testing.assert_allclose(a.state[k], v, atol=ATOL)
+    st = a.state
+    a.reset()
+    assert all(not v.any() for v in a.state.values())
+    a.state = st
+    a.feed(np.array([2]))
+    pool.run()
+    np.testing.assert_allclose(a.read()[-1], alone.step(np.array([2]))[0], atol=ATOL)
+    a.close()
+    assert a.closed and pool.streams == 1
+    with pytest.raises(LstmRtError, match="closed"):
+        a.feed(np.array([2]))
+    c = pool.open()                 # reuses a's slot, from zero state
+    assert all(not v.any() for v in c.state.values())
+    with pytest.raises(ShapeError, match=r"expected \(1, 1, 5\) float32, got \(1, 1, 2\)"):
+        c.state = {k: v[:, :, :2] for k, v in st.items()}
+
+
+def test_bad_frames_and_models():
+    rng = np.random.default_rng(2)
+    pool = StreamPool(sequence_model(random_layer("GRU", 3, 4, rng=rng)))
+    s = pool.open()
+    with pytest.raises(ShapeError, match=r"\[n, 3\] float32"):
+        s.feed(np.zeros((2, 4), np.float32))
+    with pytest.raises(ShapeError, match="float32"):
+        s.feed(np.zeros((2, 3), np.float64))
+    ids = StreamPool(language_model(["<unk>", ".", "a"])).open()
+    with pytest.raises(ShapeError, match="integer"):
+        ids.feed(np.zeros(2, np.float32))
+    with pytest.raises(Exception, match="bidirectional"):
+        StreamPool(sequence_model(random_layer("GRU", 3, 4, rng=rng, direction="bidirectional")))
