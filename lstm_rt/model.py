@@ -751,6 +751,28 @@ class Stream:
             for k in st:
                 st[k][...] = value[f"{self.model._nodes[i].name}/{k}"]
 
+    def take_state(self, other: "Stream"):
+        """Continue from another stream's state (the seq2seq handoff: an encoder's final
+        state becomes the decoder's initial state). The two models' recurrent layers pair up
+        in order and must have the same state shapes; this stream's state is overwritten."""
+        if not isinstance(other, Stream):
+            raise ShapeError(f"take_state needs a Stream, got {type(other).__name__}")
+        mine, theirs = list(self._states.items()), list(other._states.items())
+        names = lambda s, items: [s.model._nodes[i].name for i, _ in items]  # noqa: E731
+        if len(mine) != len(theirs):
+            raise ShapeError(f"take_state: this stream has {len(mine)} recurrent layers "
+                             f"{names(self, mine)}, the other {len(theirs)} {names(other, theirs)}")
+        for (i, st), (j, src) in zip(mine, theirs):
+            a, b = self.model._nodes[i], other.model._nodes[j]
+            shapes = {k: v.shape for k, v in st.items()}
+            if shapes != {k: v.shape for k, v in src.items()}:
+                raise ShapeError(f"take_state: {a.kind} {a.name!r} has state "
+                                 f"{ {k: v.shape for k, v in st.items()} }, but {b.kind} {b.name!r} has "
+                                 f"{ {k: v.shape for k, v in src.items()} }")
+        for (_, st), (_, src) in zip(mine, theirs):
+            for k in st:
+                st[k][...] = src[k]
+
     def fork(self) -> "Stream":
         """An independent copy of this stream, state included."""
         s = Stream(self.model, self.batch)
