@@ -155,6 +155,8 @@ def read_lrt(path, *, verify_checksum: bool = True):
         header = json.loads(bytes(mm[_PREFIX.size:_PREFIX.size + header_len]).decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         raise bad(f"header is not valid JSON ({e})") from None
+    except RecursionError:
+        raise bad("header nests too deeply to be a model description") from None
     if not isinstance(header, dict) or not isinstance(header.get("meta"), dict) \
             or not isinstance(header.get("tensors"), list):
         raise bad("header must hold 'meta' (object) and 'tensors' (list)")

@@ -56,6 +56,14 @@ class Port:
     groups: int = 1
 
     def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise ShapeError(f"a port name must be a non-empty string, got {self.name!r}")
+        if not isinstance(self.tensor, (str, list, tuple)):
+            raise ShapeError(f"port {self.name!r}: tensor must be a name or a list of names, got {self.tensor!r}")
+        if self.dtype not in ("float32", "int32", "int64"):
+            raise ShapeError(f"port {self.name!r}: dtype must be float32, int32 or int64, got {self.dtype!r}")
+        if isinstance(self.groups, bool) or not isinstance(self.groups, int) or self.groups < 1:
+            raise ShapeError(f"port {self.name!r}: groups must be a positive int, got {self.groups!r}")
         if self.layout not in LAYOUTS:
             raise ShapeError(f"port {self.name!r}: unknown layout {self.layout!r}; expected one of {LAYOUTS}")
         if self.layout in ("TB", "BT", "B"):
@@ -253,6 +261,8 @@ class Model:
                 if n.inputs[4]:
                     if need(n.inputs[4], n, "mask") != ("mask",):
                         raise ShapeError(f"{n.kind} {n.name!r}: {n.inputs[4]!r} is not a mask")
+                if n.outputs[2] and not c.has_cell_state:
+                    raise ShapeError(f"{n.kind} {n.name!r} has no cell state output")
                 forms = [("seq", D * Hr), ("state", D, Hr), ("state", D, H)]
                 for t, form in zip(n.outputs, forms):
                     if t:
