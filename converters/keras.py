@@ -34,6 +34,7 @@ NO_OPS = ("Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout", "Al
           "ActivityRegularization")
 DENSE_ACTS = {"linear": "linear", "relu": "relu", "tanh": "tanh", "sigmoid": "sigmoid", "softmax": "softmax"}
 MAX_MEMBER = 2 << 30          # refuse zip members that claim to inflate past 2 GiB
+MAX_RATIO = 100               # ... or that inflate a big member more than 100x (weights don't)
 
 
 def _h5py():
@@ -117,17 +118,24 @@ def _open(path):
     if not os.path.exists(p):
         raise FileNotFoundError(p)
     if zipfile.is_zipfile(p):
-        z = zipfile.ZipFile(p)
-        for info in z.infolist():
-            if info.file_size > MAX_MEMBER:
-                raise ConversionError(f"{p}: archive member {info.filename!r} claims {info.file_size} bytes")
         try:
+            z = zipfile.ZipFile(p)
+            for info in z.infolist():
+                ratio = info.file_size / max(info.compress_size, 1)
+                if info.file_size > MAX_MEMBER or (info.file_size > 64 << 20 and ratio > MAX_RATIO):
+                    raise ConversionError(
+                        f"{p}: archive member {info.filename!r} claims {info.file_size} bytes from "
+                        f"{info.compress_size} compressed (a zip bomb?)")
             config = json.loads(z.read("config.json"))
             meta = json.loads(z.read("metadata.json")) if "metadata.json" in z.namelist() else {}
             data = z.read("model.weights.h5")
-        except (KeyError, ValueError) as e:
-            raise ConversionError(f"{p}: not a Keras 3 archive ({e})") from None
-        f = h5py.File(io.BytesIO(data), "r")
+            f = h5py.File(io.BytesIO(data), "r")
+        except ConversionError:
+            raise
+        except (KeyError, ValueError, zipfile.BadZipFile, OSError, EOFError, RecursionError) as e:
+            raise ConversionError(f"{p}: not a readable Keras 3 archive ({type(e).__name__}: {e})") from None
+        if not isinstance(meta, dict):
+            meta = {}
         return config, meta.get("keras_version", "3"), _Weights(f, legacy=False), f.close
     try:
         f = h5py.File(p, "r")
@@ -137,7 +145,11 @@ def _open(path):
         f.close()
         raise ConversionError(f"{p}: an HDF5 file without a Keras model_config (weights-only?)")
     cfg = f.attrs["model_config"]
-    config = json.loads(cfg.decode() if isinstance(cfg, bytes) else cfg)
+    try:
+        config = json.loads(cfg.decode() if isinstance(cfg, bytes) else cfg)
+    except (ValueError, TypeError, RecursionError) as e:
+        f.close()
+        raise ConversionError(f"{p}: model_config is not valid JSON ({e})") from None
     version = f.attrs.get("keras_version", "2")
     version = version.decode() if isinstance(version, bytes) else str(version)
     return config, version, _Weights(f, legacy=True), f.close

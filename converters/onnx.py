@@ -98,7 +98,11 @@ def _constants(graph, where, problems, base_dir=None):
             except ConversionError as e:
                 problems.append(str(e))
                 return None
-        return numpy_helper.to_array(t)
+        try:
+            return numpy_helper.to_array(t)
+        except Exception as e:  # noqa: BLE001 - dims that do not match the data, unknown types
+            problems.append(f"{what}: unreadable tensor ({type(e).__name__}: {e})")
+            return None
 
     consts = {}
     for t in graph.initializer:

@@ -1,0 +1,126 @@
+"""Malformed and hostile converter inputs: each raises ConversionError with the reason,
+and nothing from a file executes."""
+import io
+import json
+import os
+import pickle
+import zipfile
+
+import numpy as np
+import pytest
+
+import converters
+from converters import ConversionError
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+
+def lstm_onnx(W_shape=(1, 16, 3), hidden=4, extra_init=()):
+    rng = np.random.default_rng(0)
+    W = numpy_helper.from_array(rng.normal(size=W_shape).astype(np.float32), "W")
+    R = numpy_helper.from_array(rng.normal(size=(1, 16, 4)).astype(np.float32), "R")
+    node = helper.make_node("LSTM", ["X", "W", "R"], ["Y"], hidden_size=hidden)
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, None, 3])],
+                          [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+                          [W, R, *extra_init])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 14)])
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda p: p.write_bytes(os.urandom(2000)), "not a readable ONNX model"),
+    (lambda p: p.write_bytes(lstm_onnx().SerializeToString()[:150]), "not a readable ONNX model"),
+    (lambda p: onnx.save(lstm_onnx(W_shape=(1, 12, 3)), p), "W"),
+    (lambda p: onnx.save(lstm_onnx(hidden=2**40), p), "hidden_size"),
+], ids=["random-bytes", "truncated", "wrong-weight-shape", "absurd-hidden-size"])
+def test_malformed_onnx(tmp_path, make, match):
+    p = tmp_path / "m.onnx"
+    make(p)
+    with pytest.raises(ConversionError, match=match):
+        converters.convert(p)
+
+
+def test_onnx_initializer_claiming_absurd_dims_without_data(tmp_path):
+    t = TensorProto(name="W", data_type=TensorProto.FLOAT, dims=[1, 2**40, 3])
+    m = lstm_onnx()
+    m.graph.initializer[0].CopyFrom(t)
+    p = tmp_path / "m.onnx"
+    onnx.save(m, p)
+    with pytest.raises(ConversionError, match="W"):
+        converters.convert(p)
+
+
+def keras_zip(path, members):
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+
+
+def test_keras_zip_bomb_is_refused_before_inflating(tmp_path):
+    p = tmp_path / "bomb.keras"
+    keras_zip(p, {"config.json": "{}", "metadata.json": "{}",
+                  "model.weights.h5": b"\0" * (600 << 20)})   # 600 MiB of zeros: ~600 KiB zipped
+    assert os.path.getsize(p) < 2 << 20
+    with pytest.raises(ConversionError, match="claims"):
+        converters.convert(p)
+
+
+def test_keras_archive_whose_sizes_lie(tmp_path):
+    """A member's recorded size says small, its data inflates larger: refused, not inflated."""
+    p = tmp_path / "liar.keras"
+    keras_zip(p, {"config.json": "{}", "metadata.json": "{}", "model.weights.h5": b"\0" * (4 << 20)})
+    data = bytearray(p.read_bytes())
+    name = b"model.weights.h5"
+    cd = data.find(b"PK\x01\x02")          # central directory entries: name at +46
+    while data[cd + 46:cd + 46 + len(name)] != name:
+        cd = data.find(b"PK\x01\x02", cd + 4)
+    data[cd + 24:cd + 28] = (100).to_bytes(4, "little")   # uncompressed size: 100 bytes
+    assert zipfile.ZipFile(io.BytesIO(bytes(data))).getinfo("model.weights.h5").file_size == 100
+    p.write_bytes(bytes(data))
+    with pytest.raises(ConversionError, match="not a readable Keras 3 archive"):
+        converters.convert(p)
+
+
+@pytest.mark.parametrize("members, match", [
+    ({"config.json": "not json", "metadata.json": "{}", "model.weights.h5": b""}, "Keras"),
+    ({"config.json": json.dumps({"class_name": "Sequential", "config": {"layers": 5}}),
+      "metadata.json": "{}", "model.weights.h5": b"garbage"}, ""),
+    ({"config.json": json.dumps([1, 2]), "metadata.json": "{}", "model.weights.h5": b"garbage"}, ""),
+    ({"metadata.json": "{}"}, "config.json"),
+], ids=["config-not-json", "layers-not-a-list", "config-not-an-object", "no-config"])
+def test_malformed_keras_archives(tmp_path, members, match):
+    p = tmp_path / "m.keras"
+    keras_zip(p, members)
+    with pytest.raises(ConversionError, match=match):
+        converters.convert(p)
+
+
+def test_garbage_h5(tmp_path):
+    p = tmp_path / "m.h5"
+    p.write_bytes(b"\x89HDF\r\n\x1a\n" + os.urandom(5000))
+    with pytest.raises(ConversionError):
+        converters.convert(p)
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))   # would create the marker file if unpickled
+
+
+def test_pickled_payloads_never_run(tmp_path):
+    torch = pytest.importorskip("torch")
+    marker = tmp_path / "pwned"
+    p = tmp_path / "evil.pt"
+    torch.save({"weight": _Payload(str(marker))}, p)
+    with pytest.raises(ConversionError, match="weights-only"):
+        converters.from_torch(torch.nn.LSTM(3, 4), state_dict=p)
+    raw = tmp_path / "evil.pkl.pt"
+    raw.write_bytes(pickle.dumps(_Payload(str(marker))))
+    with pytest.raises(ConversionError):
+        converters.from_torch(torch.nn.LSTM(3, 4), state_dict=raw)
+    with pytest.raises(ConversionError, match="from_torch"):
+        converters.convert(p)               # a .pt file alone is never unpickled
+    assert not marker.exists()
