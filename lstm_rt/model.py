@@ -21,6 +21,7 @@ stepping, feeding chunks and running the whole sequence give the same numbers.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -344,6 +345,8 @@ class Model:
 
     def _bind_feeds(self, x, *, streaming: bool):
         """dict of external name -> array, validated; a bare array binds the only sequence input."""
+        if getattr(self, "_closed", False):
+            raise LstmRtError(f"model {self.name!r} is closed")
         if isinstance(x, dict):
             feeds = dict(x)
             known = {p.name for p in self._inputs}
@@ -564,6 +567,22 @@ class Model:
         m._init(nodes, list(self._inputs), list(self._outputs), self.name, self.metadata)
         return m
 
+    def close(self):
+        """Release the model: it can no longer run, and its file is unmapped as soon as no
+        Stream made from it is alive (a Stream keeps the weights it steps with)."""
+        self._closed = True
+        self._nodes = []
+        f = getattr(self, "_file", None)
+        if f is not None:
+            f.close()
+            self._file = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
     def save(self, path, weights: str | None = None):
         """Write the model to a .lrt file. weights: None keeps the model's storage; "fp32",
         "fp16" or "int8" converts first (from an fp32 model)."""
@@ -639,11 +658,17 @@ class Stream:
     their time axis, e.g. [B, I]); feed(xs) takes a chunk with its time axis. Both return
     what `Model.run` returns for those steps; state outputs (e.g. Y_h) are the state
     after the call. Stepping, feeding in any chunks and running the whole sequence agree.
+
+    A Stream may be shared between threads: its calls are serialized by a lock, so each
+    step is atomic (the order of steps from different threads is whatever the threads make
+    it). For parallel work, give each thread its own Stream of the shared Model.
     """
 
     def __init__(self, model: Model, batch: int = 1):
         if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
             raise ShapeError(f"batch must be a positive integer, got {batch!r}")
+        if getattr(model, "_closed", False):
+            raise LstmRtError(f"model {model.name!r} is closed")
         for n in model._nodes:
             if n.recurrent and n.config["direction"] != "forward":
                 raise UnsupportedError(
@@ -652,6 +677,7 @@ class Stream:
                     f"use Model.run")
         self.model = model
         self.batch = int(batch)
+        self._lock = threading.Lock()
         self._ws = _core.Workspace()
         self._states = model._initial_states({}, self.batch)
         self._chain = self._chain_step()
@@ -711,9 +737,10 @@ class Stream:
 
     def reset(self):
         """Back to zero state, as a fresh stream."""
-        for st in self._states.values():
-            for a in st.values():
-                a.fill(0.0)
+        with self._lock:
+            for st in self._states.values():
+                for a in st.values():
+                    a.fill(0.0)
 
     def _run(self, x, time_axis):
         m = self.model
@@ -721,16 +748,19 @@ class Stream:
         env, T, B = m._to_internal(feeds, time_axis=time_axis)
         if B != self.batch:
             raise ShapeError(f"this stream has batch {self.batch}, got inputs with batch {B}")
-        m._execute(env, T, B, self._states, self._ws)
+        with self._lock:
+            m._execute(env, T, B, self._states, self._ws)
         return m._to_external(env, time_axis=time_axis, single=not isinstance(x, dict))
 
     def step(self, x_t):
         """One time step: x_t [B, I] (or a dict). Returns the outputs of that step."""
         if self._chain is not None:
             if not isinstance(x_t, dict):
-                return self._chain_result(self._chain.step(x_t), False)
+                with self._lock:
+                    return self._chain_result(self._chain.step(x_t), False)
             if len(x_t) == 1 and self._chain_seq in x_t:
-                return self._chain_result(self._chain.step(x_t[self._chain_seq]), True)
+                with self._lock:
+                    return self._chain_result(self._chain.step(x_t[self._chain_seq]), True)
         return self._run(x_t, time_axis=False)
 
     def feed(self, xs):
@@ -741,9 +771,10 @@ class Stream:
     def state(self) -> dict:
         """A copy of the recurrent state: {"<layer>/h": [D, B, Hr], "<layer>/c": [D, B, H]}."""
         out = {}
-        for i, st in self._states.items():
-            for k, v in st.items():
-                out[f"{self.model._nodes[i].name}/{k}"] = v.copy()
+        with self._lock:
+            for i, st in self._states.items():
+                for k, v in st.items():
+                    out[f"{self.model._nodes[i].name}/{k}"] = v.copy()
         return out
 
     @state.setter
@@ -757,9 +788,10 @@ class Stream:
             if arr.shape != current[key].shape or arr.dtype != np.float32:
                 raise ShapeError(f"state {key!r}: expected {current[key].shape} float32, "
                                  f"got {arr.shape} {arr.dtype}")
-        for i, st in self._states.items():
-            for k in st:
-                st[k][...] = value[f"{self.model._nodes[i].name}/{k}"]
+        with self._lock:
+            for i, st in self._states.items():
+                for k in st:
+                    st[k][...] = value[f"{self.model._nodes[i].name}/{k}"]
 
     def take_state(self, other: "Stream"):
         """Continue from another stream's state (the seq2seq handoff: an encoder's final
@@ -767,6 +799,8 @@ class Stream:
         in order and must have the same state shapes; this stream's state is overwritten."""
         if not isinstance(other, Stream):
             raise ShapeError(f"take_state needs a Stream, got {type(other).__name__}")
+        if other is self:
+            return
         mine, theirs = list(self._states.items()), list(other._states.items())
         names = lambda s, items: [s.model._nodes[i].name for i, _ in items]  # noqa: E731
         if len(mine) != len(theirs):
@@ -779,9 +813,10 @@ class Stream:
                 raise ShapeError(f"take_state: {a.kind} {a.name!r} has state "
                                  f"{ {k: v.shape for k, v in st.items()} }, but {b.kind} {b.name!r} has "
                                  f"{ {k: v.shape for k, v in src.items()} }")
-        for (_, st), (_, src) in zip(mine, theirs):
-            for k in st:
-                st[k][...] = src[k]
+        with self._lock, other._lock:
+            for (_, st), (_, src) in zip(mine, theirs):
+                for k in st:
+                    st[k][...] = src[k]
 
     def fork(self) -> "Stream":
         """An independent copy of this stream, state included."""
