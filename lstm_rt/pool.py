@@ -17,8 +17,6 @@ A pool is driven by one thread (e.g. the audio server's loop): it is not thread-
 """
 from __future__ import annotations
 
-import collections
-
 import numpy as np
 
 from .errors import LstmRtError, ShapeError
@@ -30,8 +28,10 @@ class PooledStream:
     def __init__(self, pool: "StreamPool", slot: int):
         self._pool = pool
         self._slot = slot
-        self._frames: collections.deque = collections.deque()   # single frames, in order
-        self._outputs: list = []
+        self._chunks: list = []     # fed arrays [n, ...] not yet fully run
+        self._head = 0              # frames of _chunks[0] already run
+        self._pending = 0
+        self._outputs: list = []    # one row per frame run
 
     @property
     def closed(self) -> bool:
@@ -45,17 +45,21 @@ class PooledStream:
         """Queue frames [n, *frame_shape] (any n >= 0); they run at the pool's next run()."""
         self._check_open()
         a = self._pool._check_frames(frames)
-        self._frames.extend(a)
+        if len(a):
+            self._chunks.append(a)
+            self._pending += len(a)
 
     @property
     def pending(self) -> int:
         """Frames fed and not yet run."""
-        return len(self._frames)
+        return self._pending
 
     def read(self) -> np.ndarray:
         """The outputs of the frames run since the last read, [n, *output_shape]."""
         out = self._outputs
         self._outputs = []
+        if len(out) == 1:   # the common case of a live stream: one frame per read
+            return out[0][None]
         if not out:
             return np.empty((0,) + self._pool._out_shape, np.float32)
         return np.stack(out)
@@ -74,8 +78,7 @@ class PooledStream:
     def reset(self):
         """Zero state; drops pending frames and unread outputs."""
         self._check_open()
-        self._frames.clear()
-        self._outputs = []
+        self._chunks, self._head, self._pending, self._outputs = [], 0, 0, []
         self._pool._zero(self._slot)
 
     def close(self):
@@ -102,13 +105,15 @@ class StreamPool:
         probe = model.stream(1)   # raises for models that cannot stream (bidirectional)
         spec = model.inputs[[p.name for p in model._inputs].index(seq[0].name)]
         self._ids = spec.dtype.startswith("int")
+        self._dtype = np.dtype(np.int64 if self._ids else np.float32)
         self._frame_shape = () if self._ids else (spec.shape[-1],)
         self._out_shape = tuple(model.outputs[0].shape[-1:])
         self._keys = list(probe._states)
         self._capacity, self._states, self._free = 0, {}, []
         self._grow(max(int(capacity), 1))
-        self._open: dict[int, PooledStream] = {}
-        self._steppers: dict[int, object] = {}   # batch size -> Stream
+        self._slots: list[PooledStream | None] = [None] * self._capacity
+        self._steppers: dict[int, object] = {}   # batch size -> Stream over gathered rows
+        self._views: dict[int, object] = {}      # n -> Stream whose states are rows 0..n-1
         self.rounds = 0                          # batched steps run so far
 
     def _grow(self, capacity):
@@ -117,10 +122,15 @@ class StreamPool:
             for k, a in st.items():
                 new[i][k][:, :self._capacity] = a
         self._free += range(capacity - 1, self._capacity - 1, -1)   # pop() takes the lowest
-        self._states, self._capacity = new, capacity
+        if self._capacity:
+            self._slots += [None] * (capacity - self._capacity)
+        self._states, self._capacity, self._views = new, capacity, {}
 
     def _check_frames(self, frames) -> np.ndarray:
-        a = np.asarray(frames)
+        a = frames if type(frames) is np.ndarray else np.asarray(frames)
+        if a.shape[1:] == self._frame_shape and a.ndim == 1 + len(self._frame_shape) and \
+                a.dtype == self._dtype:
+            return a.copy()   # the caller may reuse its buffer
         want = "[n] integer token ids" if self._ids else f"[n, {self._frame_shape[0]}] float32"
         if a.ndim != 1 + len(self._frame_shape) or a.shape[1:] != self._frame_shape:
             raise ShapeError(f"frames must be {want}, got shape {a.shape}")
@@ -128,20 +138,19 @@ class StreamPool:
             raise ShapeError(f"frames must be integer token ids, got dtype {a.dtype}")
         if not self._ids and a.dtype != np.float32:
             raise ShapeError(f"frames must be float32, got dtype {a.dtype}")
-        return a.copy()   # the caller may reuse its buffer
+        return a.astype(self._dtype)
 
     def open(self) -> PooledStream:
         """A new stream from zero state."""
         if not self._free:
             self._grow(self._capacity * 2)
         slot = self._free.pop()
-        s = PooledStream(self, slot)
-        self._open[slot] = s
+        s = self._slots[slot] = PooledStream(self, slot)
         return s
 
     def _release(self, s: PooledStream):
         self._zero(s._slot)
-        del self._open[s._slot]
+        self._slots[s._slot] = None
         self._free.append(s._slot)
 
     def _zero(self, slot):
@@ -167,31 +176,55 @@ class StreamPool:
             s = self._steppers[n] = self.model.stream(n)
         return s
 
+    def _view(self, n):
+        """A Stream of batch n stepping the pool's rows 0..n-1 in place (no gather/scatter):
+        states are [1, capacity, H], so their first n rows are one contiguous block."""
+        s = self._views.get(n)
+        if s is None:
+            s = self.model.stream(n)
+            for i, st in self._states.items():
+                for k, a in st.items():
+                    s._states[i][k] = a[:, :n]
+            s._chain = s._chain_step()
+            self._views[n] = s
+        return s
+
     @property
     def streams(self) -> int:
         """Number of open streams."""
-        return len(self._open)
+        return sum(s is not None for s in self._slots)
 
     @property
     def pending(self) -> int:
-        return sum(s.pending for s in self._open.values())
+        return sum(s._pending for s in self._slots if s is not None)
 
     def step(self) -> int:
         """One batched step over every stream with a pending frame; returns how many ran."""
-        active = [s for s in self._open.values() if s._frames]
-        if not active:
-            return 0
+        active = [s for s in self._slots if s is not None and s._pending]
         n = len(active)
-        rows = np.fromiter((s._slot for s in active), np.intp, n)
-        x = np.stack([s._frames.popleft() for s in active])
-        st = self._stepper(n)
-        for i, pool_st in self._states.items():
-            for k, a in pool_st.items():
-                np.take(a, rows, axis=1, out=st._states[i][k])
-        y = st.step(x)
-        for i, pool_st in self._states.items():
-            for k, a in pool_st.items():
-                a[:, rows] = st._states[i][k]
+        if not n:
+            return 0
+        x = np.empty((n,) + self._frame_shape, self._dtype)
+        for r, s in enumerate(active):
+            c = s._chunks[0]
+            x[r] = c[s._head]
+            s._head += 1
+            s._pending -= 1
+            if s._head == len(c):
+                del s._chunks[0]
+                s._head = 0
+        if active[-1]._slot == n - 1:   # rows 0..n-1: step them in place
+            y = self._view(n).step(x)
+        else:
+            rows = np.fromiter((s._slot for s in active), np.intp, n)
+            st = self._stepper(n)
+            for i, pool_st in self._states.items():
+                for k, a in pool_st.items():
+                    np.take(a, rows, axis=1, out=st._states[i][k])
+            y = st.step(x)
+            for i, pool_st in self._states.items():
+                for k, a in pool_st.items():
+                    a[:, rows] = st._states[i][k]
         for s, row in zip(active, y):
             s._outputs.append(row)
         self.rounds += 1
