@@ -216,11 +216,13 @@ def main(argv=None):
     ap.add_argument("--cases", type=int, default=10000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--save-dir", default=None, help="write findings here")
-    ap.add_argument("--memory-mb", type=int, default=2048, help="address-space limit of this process")
+    ap.add_argument("--memory-mb", type=int, default=2048,
+                    help="address-space limit of this process (0: none, e.g. under AddressSanitizer)")
     args = ap.parse_args(argv)
     # an allocation the file asks for beyond this limit fails loudly (MemoryError = a finding)
-    limit = args.memory_mb * 2**20
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    if args.memory_mb:
+        limit = args.memory_mb * 2**20
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     res = run(args.cases, args.seed, args.save_dir)
     print(json.dumps(res, indent=1))
     return 1 if res["findings"] else 0
