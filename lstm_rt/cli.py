@@ -4,6 +4,8 @@
     lstm-rt info model.lrt
     lstm-rt run model.lrt --input x.npy --output y.npy [--stream]
     lstm-rt run model.lrt --input X=x.npy --input sequence_lens=l.npy --output out.npz
+    lstm-rt demo                      # live next-word suggestions as you type
+    lstm-rt demo --text "and god said, let there be"
 """
 from __future__ import annotations
 
@@ -101,10 +103,81 @@ def cmd_run(args):
     return 0
 
 
+DEMO_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "nextword_kjv.lrt")
+
+
+def _format_suggestions(sugg):
+    return "  ".join(f"{w} {p * 100:.1f}%" for w, p in sugg) or "(no word in the vocabulary fits)"
+
+
+def _demo_interactive(pred, k):
+    """Raw terminal: suggestions redrawn after every keystroke; Tab accepts the first one."""
+    import termios
+    import time
+    import tty
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    print("Type; suggestions follow each keystroke. Tab accepts the first, Enter starts a new "
+          "sentence, Ctrl-C or Ctrl-D quits.")
+    try:
+        tty.setcbreak(fd)
+        took = 0.0
+        while True:
+            sugg = pred.suggest(k)
+            shown = pred.text[-50:]
+            sys.stdout.write(f"\r\033[K> {shown}\033[s   [{_format_suggestions(sugg)}]  "
+                             f"{took * 1e6:.0f} us\033[u")
+            sys.stdout.flush()
+            ch = sys.stdin.read(1)
+            t0 = time.perf_counter()
+            if ch in ("", "\x04", "\x03"):
+                break
+            if ch in ("\x7f", "\b"):
+                pred.backspace()
+            elif ch == "\t" and sugg:
+                done, _ = pred.tokenizer.split_partial(pred.text)
+                pred.set_text(done + sugg[0][0] + " ")
+            elif ch in ("\r", "\n"):
+                sys.stdout.write("\n")
+                pred.reset()
+            elif ch.isprintable():
+                pred.type(ch)
+            took = time.perf_counter() - t0
+    except KeyboardInterrupt:
+        pass
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+        sys.stdout.write("\n")
+    return 0
+
+
+def cmd_demo(args):
+    import time
+    from .nextword import NextWordPredictor
+    model = load(args.model)
+    pred = NextWordPredictor(model)
+    if args.text is None and sys.stdin.isatty():
+        return _demo_interactive(pred, args.k)
+    texts = [args.text] if args.text is not None else [line.rstrip("\n") for line in sys.stdin]
+    print(f"model {os.path.basename(args.model)}: {model.metadata.get('architecture', model)}, "
+          f"{model.weights} weights, kernels {_core.cpu_isa()}")
+    for text in texts:
+        pred.reset()
+        t0 = time.perf_counter()
+        n = pred.set_text(text)
+        sugg = pred.suggest(args.k)
+        took = time.perf_counter() - t0
+        _, partial = pred.tokenizer.split_partial(text)
+        what = f"completions of {partial!r}" if partial else "next word"
+        print(f"> {text}")
+        print(f"  {what}: {_format_suggestions(sugg)}   ({n} tokens in {took * 1e3:.2f} ms)")
+    return 0
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="lstm-rt", description="Run trained LSTM/GRU/RNN models on CPU.")
     sub = p.add_subparsers(dest="command", required=True)
-    c = sub.add_parser("convert", help="convert an ONNX model to a .lrt file")
+    c = sub.add_parser("convert", help="convert an ONNX, Keras or PyTorch model to a .lrt file")
     c.add_argument("source")
     c.add_argument("-o", "--output", required=True)
     c.add_argument("--weights", choices=["fp32", "fp16", "int8"], default="fp32")
@@ -119,6 +192,12 @@ def build_parser():
     r.add_argument("--output", required=True, help="y.npy (one output) or out.npz (several)")
     r.add_argument("--stream", action="store_true", help="feed the sequence one step at a time")
     r.set_defaults(func=cmd_run)
+    d = sub.add_parser("demo", help="next-word suggestions from the bundled model, as you type")
+    d.add_argument("--text", help="print suggestions for this text instead of reading the keyboard "
+                                  "(without a terminal, each line of stdin is a text)")
+    d.add_argument("--model", default=DEMO_MODEL, help="a next-word model with a vocabulary")
+    d.add_argument("-k", type=int, default=3, help="number of suggestions")
+    d.set_defaults(func=cmd_demo)
     return p
 
 

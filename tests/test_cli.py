@@ -80,3 +80,62 @@ def test_python_dash_m(lstm_file):
                        text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "LSTM" in r.stdout
+
+
+def test_demo_text_with_the_bundled_model(capsys):
+    from lstm_rt.cli import DEMO_MODEL
+    from lstm_rt.nextword import NextWordPredictor
+    assert os.path.exists(DEMO_MODEL), "the demo model ships inside the package"
+    assert main(["demo", "--text", "and god said, let there be li", "-k", "2"]) == 0
+    out = capsys.readouterr().out
+    p = NextWordPredictor(DEMO_MODEL)
+    p.set_text("and god said, let there be li")
+    (w1, _), (w2, _) = p.suggest(2)
+    assert "completions of 'li':" in out and f"{w1} " in out and f"{w2} " in out
+
+
+def test_demo_reads_lines_without_a_terminal():
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, "-m", "lstm_rt", "demo"], input="in the beginning \nand the lord\n",
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert sum(line.startswith("> ") for line in r.stdout.splitlines()) == 2 and "next word:" in r.stdout and "completions of 'lord'" in r.stdout
+
+
+def test_demo_live_in_a_terminal():
+    """The interactive demo under a pseudo-terminal: type, see suggestions, Tab accepts one."""
+    import pty
+    import select
+    import time
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the demo, with the pty as its terminal
+        os.execve(sys.executable, [sys.executable, "-m", "lstm_rt", "demo"], env)
+
+    def read_for(seconds):
+        out, end = b"", time.time() + seconds
+        while time.time() < end:
+            if select.select([fd], [], [], 0.1)[0]:
+                try:
+                    out += os.read(fd, 65536)
+                except OSError:
+                    break
+        return out.decode(errors="replace")
+
+    try:
+        assert "Tab accepts" in read_for(5)
+        os.write(fd, b"and the lo")
+        typed = read_for(2)
+        assert "and the lo" in typed and "%" in typed          # suggestions with probabilities
+        os.write(fd, b"\t")
+        accepted = read_for(2)
+        os.write(fd, b"\x04")
+        read_for(1)
+    finally:
+        _, status = os.waitpid(pid, 0)
+    from lstm_rt.cli import DEMO_MODEL
+    from lstm_rt.nextword import NextWordPredictor
+    p = NextWordPredictor(DEMO_MODEL)
+    p.set_text("and the lo")
+    assert f"> and the {p.suggest(1)[0][0]} " in accepted     # Tab took the first suggestion
+    assert os.WEXITSTATUS(status) == 0
