@@ -391,6 +391,11 @@ def from_keras(model) -> Model:
         config, version, weights, close = _open(path)
         try:
             return _convert(config, version, weights, path)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+            if isinstance(e, ConversionError):
+                raise
+            raise ConversionError(f"{path}: malformed Keras model config "
+                                  f"({type(e).__name__}: {e})") from None
         finally:
             close()
     if hasattr(model, "save") and hasattr(model, "get_config"):

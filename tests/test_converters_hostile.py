@@ -81,16 +81,25 @@ def test_keras_archive_whose_sizes_lie(tmp_path):
         converters.convert(p)
 
 
+def empty_h5() -> bytes:
+    h5py = pytest.importorskip("h5py")
+    buf = io.BytesIO()
+    with h5py.File(buf, "w"):
+        pass
+    return buf.getvalue()
+
+
 @pytest.mark.parametrize("members, match", [
-    ({"config.json": "not json", "metadata.json": "{}", "model.weights.h5": b""}, "Keras"),
+    ({"config.json": "not json", "metadata.json": "{}", "model.weights.h5": b""}, "not a readable Keras 3 archive"),
     ({"config.json": json.dumps({"class_name": "Sequential", "config": {"layers": 5}}),
-      "metadata.json": "{}", "model.weights.h5": b"garbage"}, ""),
-    ({"config.json": json.dumps([1, 2]), "metadata.json": "{}", "model.weights.h5": b"garbage"}, ""),
+      "metadata.json": "{}", "model.weights.h5": "EMPTY_H5"}, "m.keras"),
+    ({"config.json": json.dumps([1, 2]), "metadata.json": "[]", "model.weights.h5": "EMPTY_H5"}, "m.keras"),
+    ({"config.json": "{}", "metadata.json": "{}", "model.weights.h5": b"garbage"}, "not a readable Keras 3"),
     ({"metadata.json": "{}"}, "config.json"),
-], ids=["config-not-json", "layers-not-a-list", "config-not-an-object", "no-config"])
+], ids=["config-not-json", "layers-not-a-list", "config-not-an-object", "weights-not-hdf5", "no-config"])
 def test_malformed_keras_archives(tmp_path, members, match):
     p = tmp_path / "m.keras"
-    keras_zip(p, members)
+    keras_zip(p, {k: empty_h5() if v == "EMPTY_H5" else v for k, v in members.items()})
     with pytest.raises(ConversionError, match=match):
         converters.convert(p)
 
@@ -114,7 +123,7 @@ def test_pickled_payloads_never_run(tmp_path):
     torch = pytest.importorskip("torch")
     marker = tmp_path / "pwned"
     p = tmp_path / "evil.pt"
-    torch.save({"weight": _Payload(str(marker))}, p)
+    torch.save({"weight": _Payload(str(marker))}, p, pickle_protocol=2)
     with pytest.raises(ConversionError, match="weights-only"):
         converters.from_torch(torch.nn.LSTM(3, 4), state_dict=p)
     raw = tmp_path / "evil.pkl.pt"
