@@ -41,8 +41,15 @@ def cmd_info(args):
 
 def cmd_convert(args):
     import converters
-    m = converters.convert(args.source)
-    m.save(args.output, weights=args.weights)
+    from .progress import Progress
+    with Progress(3, f"convert {os.path.basename(args.source)}") as bar:   # drawn on a terminal only
+        m = converters.convert(args.source)
+        bar.update(1, stage="converted")
+        if args.weights != m.weights:
+            m = m.quantized(args.weights)
+        bar.update(1, stage=f"{args.weights} weights")
+        m.save(args.output)
+        bar.update(1, stage="saved")
     print(f"{args.source} -> {args.output}: {len(m.layers)} layers, {args.weights} weights, "
           f"{os.path.getsize(args.output):,} bytes")
     return 0
