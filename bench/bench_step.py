@@ -105,6 +105,87 @@ class OrtStepper:
         return self.outs["h"][0]
 
 
+class TorchStepper:
+    """PyTorch eager nn.LSTM / nn.GRU (or its dynamic-int8 twin), one step per call, state
+    carried, one thread, no autograd."""
+
+    def __init__(self, cell, W, R, B, int8=False):
+        import torch
+        torch.set_num_threads(1)
+        self.torch = torch
+        I, H = W.shape[2], R.shape[2]
+        mod = getattr(torch.nn, cell)(I, H)
+        order = [0, 2, 3, 1] if cell == "LSTM" else [1, 0, 2]     # ONNX iofc/zrh -> torch ifgo/rzn
+        G = len(order)
+
+        def torch_order(a):
+            return np.concatenate([np.split(a, G)[g] for g in order])
+        with torch.no_grad():
+            mod.weight_ih_l0.copy_(torch.from_numpy(torch_order(W[0])))
+            mod.weight_hh_l0.copy_(torch.from_numpy(torch_order(R[0])))
+            mod.bias_ih_l0.copy_(torch.from_numpy(torch_order(B[0, :G * H])))
+            mod.bias_hh_l0.copy_(torch.from_numpy(torch_order(B[0, G * H:])))
+        holder = torch.nn.Module()
+        holder.rnn = mod.eval()
+        if int8:   # swaps the children it knows: nn.LSTM -> DynamicQuantizedLSTM, ...
+            import warnings
+            warnings.simplefilter("ignore")
+            from torch.ao.quantization import quantize_dynamic
+            engines = torch.backends.quantized.supported_engines
+            if torch.backends.quantized.engine == "none":
+                torch.backends.quantized.engine = "x86" if "x86" in engines else "fbgemm"
+            holder = quantize_dynamic(holder, {torch.nn.LSTM, torch.nn.GRU}, dtype=torch.qint8)
+            self.quantized = "quantized" in type(holder.rnn).__module__
+        self.rnn = holder.rnn
+        self.state = None
+
+    def step(self, x):
+        with self.torch.no_grad():
+            y, self.state = self.rnn(self.torch.from_numpy(x)[None], self.state)
+        return y[0].numpy()
+
+
+def ort_int8_model(proto, cell):
+    """onnxruntime's dynamic int8 (per-channel, reduce_range): None when it leaves the cell
+    in fp32 (it has no quantized GRU)."""
+    import logging
+    import tempfile
+
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = os.path.join(tmp, "f.onnx"), os.path.join(tmp, "q.onnx")
+        onnx.save(proto, src)
+        logging.getLogger().setLevel(logging.ERROR)   # its advice to pre-process does not apply
+        quantize_dynamic(src, dst, per_channel=True, reduce_range=True, weight_type=QuantType.QInt8)
+        q = onnx.load(dst)
+    return None if any(n.op_type == cell for n in q.graph.node) else q
+
+
+class Bounds:
+    """max(FLOPs / FMA peak, weight bytes / read bandwidth at that footprint), measured here;
+    int8 multiply-adds at twice the fp32 rate (PEERS.md measured 98 vs 51 G MAC/s)."""
+
+    def __init__(self):
+        from lstm_rt import _core
+        self._core = _core
+        self.fma = _core._probe_fma_peak()       # GFLOP/s
+        self.bw = {}
+
+    def bandwidth(self, nbytes):
+        key = int(nbytes)
+        if key not in self.bw:
+            self.bw[key] = self._core._probe_read_bandwidth(key)
+        return self.bw[key]
+
+    def step_us(self, cell, I, H, weights):
+        G = 4 if cell == "LSTM" else 3
+        macs = G * H * (I + H)
+        nbytes = macs * (4 if weights == "fp32" else 1)
+        compute = 2 * macs / (self.fma * 1e3) / (1 if weights == "fp32" else 2)
+        return max(compute, nbytes / (self.bandwidth(nbytes) * 1e3))
+
+
 def time_steps(step, xs, repeats, n):
     """(median over repeats of the mean step time, p99 of single steps), microseconds.
     The means come from loops with no per-step clock reads (those cost ~0.1 µs each);
@@ -132,50 +213,120 @@ def main(argv=None):
     ap.add_argument("--cells", default="LSTM,GRU")
     ap.add_argument("--sizes", default=",".join(f"{i}x{h}" for i, h in SIZES), help="IxH,IxH,...")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--plot", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "step_latency.png"),
+                    help="PNG to write (needs matplotlib); '' for none")
     ap.add_argument("--quick", action="store_true", help="tiny run for smoke testing")
     args = ap.parse_args(argv)
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     if args.quick:
         sizes, args.repeats = sizes[:1], 2
+    peers = {}
     try:
         import onnx  # noqa: F401
         import onnxruntime
-        have_ort = True
+        peers["onnxruntime"] = onnxruntime.__version__
     except ImportError:
-        have_ort = False
-    print(f"CPU: {cpu_name()}; lstm_rt kernels: {lstm_rt.cpu_isa()}; numpy {np.__version__}"
-          + (f"; onnxruntime {onnxruntime.__version__}" if have_ort else "; onnxruntime not installed"))
-    try:
-        affinity = sorted(os.sched_getaffinity(0))
-        print(f"pinned to cores {affinity}" if len(affinity) == 1 else
-              f"not pinned (cores {affinity}): run under `taskset -c 0` for latency figures")
-    except AttributeError:
         pass
-    print()
-    head = "| cell | I x H | lstm_rt fp32 µs (p99) | lstm_rt int8 µs (p99) |"
-    head += " onnxruntime fp32 µs (p99) | fp32 ratio | max abs diff |" if have_ort else ""
+    try:
+        import torch
+        peers["torch"] = torch.__version__
+    except ImportError:
+        pass
+    bounds = Bounds()
+    print(f"CPU: {cpu_name()}; lstm_rt kernels: {lstm_rt.cpu_isa()}; numpy {np.__version__}; "
+          + "; ".join(f"{k} {v}" for k, v in peers.items()))
+    affinity = sorted(os.sched_getaffinity(0))
+    print(f"pinned to cores {affinity}" if len(affinity) == 1 else
+          f"not pinned (cores {affinity}): run under `taskset -c 0` for latency figures")
+    print(f"measured here: FMA peak {bounds.fma:.1f} GFLOP/s; read bandwidth is measured at each weight "
+          f"footprint (below)")
+    print("µs per step: median of the repeats' mean step time (p99 of single steps); "
+          "lstm_rt also as a multiple of its bound\n")
+    cols = ["lstm_rt fp32", "lstm_rt int8"]
+    if "onnxruntime" in peers:
+        cols += ["onnxruntime fp32", "onnxruntime int8"]
+    if "torch" in peers:
+        cols += ["PyTorch fp32", "PyTorch int8"]
+    head = "| cell | I x H | bound fp32 / int8 µs | " + " | ".join(cols) + " | max abs diff fp32 |"
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     rng = np.random.default_rng(0)
+    results = {}
     for cell in args.cells.split(","):
         for I, H in sizes:
             n = 300 if args.quick else max(200, int(3e6 / (4 * H * (I + H))))
             xs = rng.normal(size=(64, 1, I)).astype(np.float32)
             W, R, B = weights(cell, I, H, rng)
             seq = lstm_rt_model(cell, W, R, B)
-            q = seq.quantized("int8")
-            cells = []
-            for model in (seq, q):
-                s = model.stream(batch=1)
-                cells.append(time_steps(s.step, xs, args.repeats, n))
-            row = f"| {cell} | {I}x{H} | " + " | ".join(f"{a:.2f} ({b:.1f})" for a, b in cells) + " |"
-            if have_ort:
+            b32, b8 = bounds.step_us(cell, I, H, "fp32"), bounds.step_us(cell, I, H, "int8")
+            steppers = {"lstm_rt fp32": seq.stream().step, "lstm_rt int8": seq.quantized("int8").stream().step}
+            if "onnxruntime" in peers:
                 proto = onnx_model(cell, W, R, B)
-                ort_s, ours = OrtStepper(proto, cell, I, H), seq.stream(batch=1)
-                diff = max(float(np.abs(ort_s.step(xs[i]) - ours.step(xs[i])).max()) for i in range(50))
-                ort_t = time_steps(OrtStepper(proto, cell, I, H).step, xs, args.repeats, n)
-                row += f" {ort_t[0]:.2f} ({ort_t[1]:.1f}) | {cells[0][0] / ort_t[0]:.2f} | {diff:.1e} |"
-            print(row, flush=True)
+                steppers["onnxruntime fp32"] = OrtStepper(proto, cell, I, H).step
+                q = ort_int8_model(proto, cell)
+                steppers["onnxruntime int8"] = OrtStepper(q, cell, I, H).step if q is not None else None
+            if "torch" in peers:
+                steppers["PyTorch fp32"] = TorchStepper(cell, W, R, B).step
+                tq = TorchStepper(cell, W, R, B, int8=True)
+                steppers["PyTorch int8"] = tq.step if tq.quantized else None
+            # every fp32 peer computes the same numbers before anything is timed
+            ref = seq.stream()
+            outs = [ref.step(xs[i]) for i in range(20)]
+            diff = 0.0
+            for name in cols:
+                if "fp32" in name and name != "lstm_rt fp32":
+                    fresh = (OrtStepper(proto, cell, I, H).step if name.startswith("onnx")
+                             else TorchStepper(cell, W, R, B).step)
+                    diff = max(diff, max(float(np.abs(fresh(xs[i]).reshape(-1) - outs[i].reshape(-1)).max())
+                                         for i in range(20)))
+            cells = []
+            for name in cols:
+                if steppers[name] is None:
+                    cells.append("n/a")
+                    continue
+                mean, p99 = time_steps(steppers[name], xs, args.repeats, n)
+                results[(cell, I, H, name)] = mean
+                mult = f" = {mean / (b32 if 'fp32' in name else b8):.2f}x" if name.startswith("lstm_rt") else ""
+                cells.append(f"{mean:.2f} ({p99:.1f}){mult}")
+            results[(cell, I, H, "bound fp32")], results[(cell, I, H, "bound int8")] = b32, b8
+            print(f"| {cell} | {I}x{H} | {b32:.2f} / {b8:.2f} | " + " | ".join(cells) + f" | {diff:.1e} |",
+                  flush=True)
+    print("\nread bandwidth at each footprint (GB/s): "
+          + ", ".join(f"{k / 1024:.0f} KiB {v:.0f}" for k, v in sorted(bounds.bw.items())))
+    if args.plot:
+        plot(results, cols, args.plot)
+
+
+def plot(results, cols, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(matplotlib not installed: no plot)")
+        return
+    cells = sorted({k[0] for k in results})
+    fig, axes = plt.subplots(1, len(cells), figsize=(6 * len(cells), 4.5), squeeze=False)
+    for ax, cell in zip(axes[0], cells):
+        sizes = sorted({(k[1], k[2]) for k in results if k[0] == cell}, key=lambda s: s[1])
+        xs = range(len(sizes))
+        for name in cols + ["bound fp32", "bound int8"]:
+            ys = [results.get((cell, I, H, name)) for I, H in sizes]
+            if any(y is None for y in ys):
+                continue
+            style = "k--" if name == "bound fp32" else "k:" if name == "bound int8" else \
+                "o-" if name.startswith("lstm_rt") else "s-"
+            ax.plot(xs, ys, style, label=name, linewidth=2.5 if name.startswith("lstm_rt") else 1.2)
+        ax.set_xticks(list(xs), [f"{I}/{H}" for I, H in sizes])
+        ax.set_yscale("log")
+        ax.set_xlabel("input / hidden size")
+        ax.set_ylabel("µs per step (batch 1, median)")
+        ax.set_title(f"{cell}: streaming step latency, one core")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"plot: {path}")
 
 
 if __name__ == "__main__":

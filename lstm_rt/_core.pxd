@@ -1,5 +1,5 @@
 # Declarations of the C kernels (lstm_rt/kernels/lrt_kernels.h); nothing else.
-from libc.stdint cimport int32_t, int64_t, uint8_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 
 cdef extern from "lrt_kernels.h" nogil:
     enum: LRT_LANES
@@ -31,6 +31,8 @@ cdef extern from "lrt_kernels.h" nogil:
         int linear_before_reset
         int zero_masked_output
     const char *lrt_isa_name()
+    uint64_t lrt_probe_read(const void *buf, size_t n, int passes)
+    double lrt_probe_fma(long iters)
     int lrt_init(const char *force)
     int lrt_cpu_has_avx2_fma()
     void lrt_gemm_panels_generic(int M, int K, const float *A, int lda, const float *Wp, int nblk, int gw,

@@ -439,3 +439,11 @@ def test_fast_step_lays_out_sequence_and_state_outputs_like_the_general_path(lay
         for k in a:
             np.testing.assert_allclose(a[k], b[k], atol=1e-6, rtol=0)
             assert a[k].shape == b[k].shape
+
+
+def test_machine_probes_for_the_benchmark_bounds():
+    """The bench's bound probes run and see the cache hierarchy: a 32 KiB buffer (L1) reads
+    faster than a 64 MiB one (memory)."""
+    assert _core._probe_fma_peak(0.02) > 0.1
+    l1, mem = _core._probe_read_bandwidth(32 << 10, 0.02), _core._probe_read_bandwidth(64 << 20, 0.02)
+    assert l1 > mem > 0.1

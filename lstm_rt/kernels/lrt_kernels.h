@@ -74,6 +74,11 @@ typedef struct {
  * Returns 0, -1 for an unknown name, -2 when the CPU lacks the forced ISA. */
 int lrt_init(const char *force);
 const char *lrt_isa_name(void);
+
+/* Benchmark probes (lrt_probe.c): XOR-reads a 32-byte aligned buf of n bytes `passes`
+ * times; runs `iters` rounds of independent FMA chains and returns the FLOPs done. */
+uint64_t lrt_probe_read(const void *buf, size_t n, int passes);
+double lrt_probe_fma(long iters);
 int lrt_cpu_has_avx2_fma(void);
 
 /* C[m, j] = bias[j] + sum_k A[m, k] * panel(Wp)[k, j] for m < M and j < ncols, where the
