@@ -306,6 +306,7 @@ def plot(results, cols, path):
         print("(matplotlib not installed: no plot)")
         return
     cells = sorted({k[0] for k in results})
+    colors = dict(zip(cols, ["tab:blue", "tab:orange", "tab:green", "tab:olive", "tab:red", "tab:purple"]))
     fig, axes = plt.subplots(1, len(cells), figsize=(6 * len(cells), 4.5), squeeze=False)
     for ax, cell in zip(axes[0], cells):
         sizes = sorted({(k[1], k[2]) for k in results if k[0] == cell}, key=lambda s: s[1])
@@ -314,9 +315,10 @@ def plot(results, cols, path):
             ys = [results.get((cell, I, H, name)) for I, H in sizes]
             if any(y is None for y in ys):
                 continue
-            style = "k--" if name == "bound fp32" else "k:" if name == "bound int8" else \
+            style = "--" if name == "bound fp32" else ":" if name == "bound int8" else \
                 "o-" if name.startswith("lstm_rt") else "s-"
-            ax.plot(xs, ys, style, label=name, linewidth=2.5 if name.startswith("lstm_rt") else 1.2)
+            ax.plot(xs, ys, style, label=name, color=colors.get(name, "k"),
+                    linewidth=2.5 if name.startswith("lstm_rt") else 1.2)
         ax.set_xticks(list(xs), [f"{I}/{H}" for I, H in sizes])
         ax.set_yscale("log")
         ax.set_xlabel("input / hidden size")
