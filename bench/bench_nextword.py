@@ -4,8 +4,10 @@
 
 One token per call, state carried, batch 1. lstm_rt streams the model converted from a
 seeded PyTorch module (fp32 and int8) and picks the top 3 logits with argpartition (no
-softmax needed for the ranking); PyTorch runs the module itself (nn.LSTM with its state),
-onnxruntime the TorchScript export of one step (state in, state out, io binding).
+softmax needed for the ranking); PyTorch runs the module itself (nn.LSTM with its state) and
+its dynamic-int8 twin; onnxruntime the TorchScript export of one step (state in, state out,
+io binding) and that export after quantize_dynamic (per-channel, reduce_range). Bounds:
+max(FLOPs / FMA peak, weight bytes / read bandwidth at that footprint), measured here.
 Agreement of the top-1 / top-3 set with PyTorch fp32 is reported over the timed tokens.
 """
 from __future__ import annotations
@@ -21,12 +23,38 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import lstm_rt  # noqa: E402
-from bench_step import cpu_name  # noqa: E402
+from bench_step import Bounds, cpu_name  # noqa: E402
 
 
 def top3(logits):
     idx = np.argpartition(logits, -3)[-3:]
     return idx[np.argsort(logits[idx])[::-1]]
+
+
+def ort_tokens(path, ids, H, V):
+    """onnxruntime over the exported one-step graph (state in, state out, io binding):
+    (µs per token, top-3 per token)."""
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    x, h, c = np.zeros((1, 1), np.int64), np.zeros((1, 1, H), np.float32), np.zeros((1, 1, H), np.float32)
+    lo, h1, c1 = np.zeros((1, 1, V), np.float32), np.zeros_like(h), np.zeros_like(c)
+    b = sess.io_binding()
+    b.bind_cpu_input("ids", x)
+    b.bind_cpu_input("h0", h)
+    b.bind_cpu_input("c0", c)
+    for name, arr in (("logits", lo), ("h1", h1), ("c1", c1)):
+        b.bind_output(name, "cpu", 0, np.float32, list(arr.shape), arr.ctypes.data)
+    out = []
+    t0 = time.perf_counter()
+    for t in ids:
+        x[0, 0] = t
+        sess.run_with_iobinding(b)
+        h[...] = h1
+        c[...] = c1
+        out.append(top3(lo[0, 0]))
+    return (time.perf_counter() - t0) / len(ids) * 1e6, out
 
 
 def main(argv=None):
@@ -65,6 +93,7 @@ def main(argv=None):
             logits, state = mod(torch.tensor([[t]]), state)
             ref.append(top3(logits[0, 0].numpy()))
     rows = [("PyTorch fp32 (nn.LSTM, state carried)", (time.perf_counter() - t0) / n * 1e6, ref)]
+    bound = {}
 
     m = from_torch(mod)
     for label, model in (("lstm_rt fp32", m), ("lstm_rt int8", m.quantized("int8"))):
@@ -78,44 +107,56 @@ def main(argv=None):
             out.append(top3(s.step(np.array([t]))[0]))
         rows.append((label, (time.perf_counter() - t0) / n * 1e6, out))
 
+    # PyTorch dynamic int8 (LSTM and Linear quantized, weights qint8)
+    from torch.ao.quantization import quantize_dynamic
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if torch.backends.quantized.engine == "none":
+            torch.backends.quantized.engine = "x86"
+        qmod = quantize_dynamic(mod, {torch.nn.LSTM, torch.nn.Linear}, dtype=torch.qint8)
+    out, state = [], None
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for t in ids:
+            logits, state = qmod(torch.tensor([[t]]), state)
+            out.append(top3(logits[0, 0].numpy()))
+    rows.append(("PyTorch int8 (dynamic quantization)", (time.perf_counter() - t0) / n * 1e6, out))
+
     try:
-        import onnxruntime as ort
+        import onnxruntime  # noqa: F401
         path = os.path.join(os.path.dirname(os.path.abspath(__file__)), ".nextword.onnx")
         h0 = torch.zeros(1, 1, H)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(mod, (torch.tensor([[0]]), (h0, h0)), path, dynamo=False,
                               input_names=["ids", "h0", "c0"], output_names=["logits", "h1", "c1"])
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = so.inter_op_num_threads = 1
-        sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-        os.remove(path)
-        x, h, c = np.zeros((1, 1), np.int64), np.zeros((1, 1, H), np.float32), np.zeros((1, 1, H), np.float32)
-        lo, h1, c1 = np.zeros((1, 1, V), np.float32), np.zeros_like(h), np.zeros_like(c)
-        b = sess.io_binding()
-        b.bind_cpu_input("ids", x)
-        b.bind_cpu_input("h0", h)
-        b.bind_cpu_input("c0", c)
-        for name, arr in (("logits", lo), ("h1", h1), ("c1", c1)):
-            b.bind_output(name, "cpu", 0, np.float32, list(arr.shape), arr.ctypes.data)
-        out = []
-        t0 = time.perf_counter()
-        for t in ids:
-            x[0, 0] = t
-            sess.run_with_iobinding(b)
-            h[...] = h1
-            c[...] = c1
-            out.append(top3(lo[0, 0]))
-        rows.append(("onnxruntime fp32 (io binding)", (time.perf_counter() - t0) / n * 1e6, out))
+        rows.append(("onnxruntime fp32 (io binding)", *ort_tokens(path, ids, H, V)))
+        import logging
+        from onnxruntime.quantization import QuantType, quantize_dynamic as ort_quantize
+        logging.getLogger().setLevel(logging.ERROR)
+        qpath = path.replace(".onnx", ".int8.onnx")
+        ort_quantize(path, qpath, per_channel=True, reduce_range=True, weight_type=QuantType.QInt8)
+        rows.append(("onnxruntime int8 (quantize_dynamic)", *ort_tokens(qpath, ids, H, V)))
+        for f in (path, qpath):
+            os.remove(f)
     except ImportError:
         print("onnxruntime not installed: skipped\n")
 
-    print("| runtime | µs per token | top-1 agree | top-3 set agree |")
-    print("|---|---|---|---|")
+    bounds = Bounds()
+    macs = 4 * H * (E + H) + H * V
+    for w, nbytes in (("fp32", 4 * macs + 4 * E), ("int8", macs + E)):
+        compute = 2 * macs / (bounds.fma * 1e3) / (1 if w == "fp32" else 2)
+        bound[w] = max(compute, nbytes / (bounds.bandwidth(nbytes) * 1e3))
+    print(f"bounds (FMA peak {bounds.fma:.1f} GFLOP/s; read bandwidth {bounds.bandwidth(4 * macs):.0f} GB/s "
+          f"at {4 * macs / 2**20:.1f} MiB, {bounds.bandwidth(macs):.0f} GB/s at {macs / 2**20:.1f} MiB): "
+          f"fp32 {bound['fp32']:.1f} µs, int8 {bound['int8']:.1f} µs per token\n")
+    print("| runtime | µs per token | x bound | top-1 agree | top-3 set agree |")
+    print("|---|---|---|---|---|")
     for label, us, out in rows:
         t1 = np.mean([a[0] == b[0] for a, b in zip(out, ref)])
         t3 = np.mean([set(a) == set(b) for a, b in zip(out, ref)])
-        print(f"| {label} | {us:.1f} | {t1:.3f} | {t3:.3f} |")
+        mult = f"{us / bound['int8' if 'int8' in label else 'fp32']:.2f}x"
+        print(f"| {label} | {us:.1f} | {mult} | {t1:.3f} | {t3:.3f} |")
 
 
 if __name__ == "__main__":

@@ -241,8 +241,8 @@ def main(argv=None):
     print(f"measured here: FMA peak {bounds.fma:.1f} GFLOP/s; read bandwidth is measured at each weight "
           f"footprint (below)")
     print("µs per step: median of the repeats' mean step time (p99 of single steps); "
-          "lstm_rt also as a multiple of its bound\n")
-    cols = ["lstm_rt fp32", "lstm_rt int8"]
+          "lstm_rt also as a multiple of its bound (fp16 against the fp32 bound)\n")
+    cols = ["lstm_rt fp32", "lstm_rt fp16", "lstm_rt int8"]
     if "onnxruntime" in peers:
         cols += ["onnxruntime fp32", "onnxruntime int8"]
     if "torch" in peers:
@@ -259,7 +259,8 @@ def main(argv=None):
             W, R, B = weights(cell, I, H, rng)
             seq = lstm_rt_model(cell, W, R, B)
             b32, b8 = bounds.step_us(cell, I, H, "fp32"), bounds.step_us(cell, I, H, "int8")
-            steppers = {"lstm_rt fp32": seq.stream().step, "lstm_rt int8": seq.quantized("int8").stream().step}
+            steppers = {"lstm_rt fp32": seq.stream().step, "lstm_rt fp16": seq.quantized("fp16").stream().step,
+                        "lstm_rt int8": seq.quantized("int8").stream().step}
             if "onnxruntime" in peers:
                 proto = onnx_model(cell, W, R, B)
                 steppers["onnxruntime fp32"] = OrtStepper(proto, cell, I, H).step
@@ -286,7 +287,7 @@ def main(argv=None):
                     continue
                 mean, p99 = time_steps(steppers[name], xs, args.repeats, n)
                 results[(cell, I, H, name)] = mean
-                mult = f" = {mean / (b32 if 'fp32' in name else b8):.2f}x" if name.startswith("lstm_rt") else ""
+                mult = f" = {mean / (b8 if 'int8' in name else b32):.2f}x" if name.startswith("lstm_rt") else ""
                 cells.append(f"{mean:.2f} ({p99:.1f}){mult}")
             results[(cell, I, H, "bound fp32")], results[(cell, I, H, "bound int8")] = b32, b8
             print(f"| {cell} | {I}x{H} | {b32:.2f} / {b8:.2f} | " + " | ".join(cells) + f" | {diff:.1e} |",
@@ -306,7 +307,9 @@ def plot(results, cols, path):
         print("(matplotlib not installed: no plot)")
         return
     cells = sorted({k[0] for k in results})
-    colors = dict(zip(cols, ["tab:blue", "tab:orange", "tab:green", "tab:olive", "tab:red", "tab:purple"]))
+    colors = dict(zip(["lstm_rt fp32", "lstm_rt fp16", "lstm_rt int8", "onnxruntime fp32", "onnxruntime int8",
+                       "PyTorch fp32", "PyTorch int8"],
+                      ["tab:blue", "tab:cyan", "tab:orange", "tab:green", "tab:olive", "tab:red", "tab:purple"]))
     fig, axes = plt.subplots(1, len(cells), figsize=(6 * len(cells), 4.5), squeeze=False)
     for ax, cell in zip(axes[0], cells):
         sizes = sorted({(k[1], k[2]) for k in results if k[0] == cell}, key=lambda s: s[1])
