@@ -23,7 +23,8 @@ import zipfile
 
 import numpy as np
 
-from lstm_rt.layers import GRU, LSTM, RNN, Dense, Embedding, LastState, Mask, Merge, activation
+from lstm_rt.layers import (GRU, LSTM, RNN, Dense, Embedding, LastState, Mask, Merge, ReverseTime,
+                            SelectDirection, activation)
 from lstm_rt.model import Model, Node, Port
 
 from . import ConversionError
@@ -330,20 +331,16 @@ def _convert(config, version, weights, where):
                     direction = "reverse" if inner.get("go_backwards") else "forward"
                 ret_seq = inner.get("return_sequences", False)
                 ret_state = inner.get("return_state", False)
-                if direction == "reverse" and ret_seq:
-                    problems.append(f"{cls} {name!r} with go_backwards and return_sequences "
-                                    f"(its outputs come in reverse time order)")
-                    continue
-                if bi and ret_state:
-                    problems.append(f"Bidirectional {name!r} with return_state")
-                    continue
                 layer = _recurrent(inner_cls, inner, per_dir, name, keras_major, direction)
                 lstm = inner_cls == "LSTM"
                 outs = [f"{name}/y", f"{name}/h", f"{name}/c" if lstm else None]
                 nodes.append(Node(layer, [x, None, None, None, mask], outs))
                 D, H = layer.num_directions, layer.hidden_size
                 merge = cfg.get("merge_mode", "concat") if bi else "concat"
-                if ret_seq:
+                if ret_seq and direction == "reverse":   # Keras: outputs in processing order
+                    nodes.append(Node(ReverseTime(f"{name}/reversed", H), [f"{name}/y"], [f"{name}/reversed"]))
+                    y, yform = f"{name}/reversed", "seq"
+                elif ret_seq:
                     y, yform = f"{name}/y", "seq"
                 else:
                     nodes.append(Node(LastState(f"{name}/last", D, H), [f"{name}/h"], [f"{name}/last"]))
@@ -357,7 +354,15 @@ def _convert(config, version, weights, where):
                 out_f = H if bi and merge in ("sum", "mul", "ave") else D * H
                 tensor[name] = (y, yform, mask if ret_seq else None, out_f)
                 if ret_state:
-                    extra_outputs[name] = [("h", f"{name}/h")] + ([("c", f"{name}/c")] if lstm else [])
+                    # Keras order: h, c (LSTM) of the forward, then of the backward direction
+                    extra_outputs[name] = []
+                    for d, tag in enumerate(("forward", "backward") if bi else ("",)):
+                        for key in ("h", "c") if lstm else ("h",):
+                            t = f"{name}/{key}"
+                            if bi:
+                                t = f"{name}/{tag}_{key}"
+                                nodes.append(Node(SelectDirection(t, 2, d, H), [f"{name}/{key}"], [t]))
+                            extra_outputs[name].append((f"{tag}_{key}" if bi else key, t))
             else:
                 problems.append(f"layer {cls} {name!r}")
         except ConversionError as e:

@@ -413,7 +413,42 @@ class Mask(Layer):
         return {"name": self.name, "mode": self.mode, "value": self.value, "features": self.features}
 
 
-LAYER_KINDS = {cls.kind: cls for cls in (LSTM, GRU, RNN, Embedding, Dense, Merge, LastState, Mask)}
+class ReverseTime(Layer):
+    """A sequence [T, B, F] in reverse time order: Keras returns a go_backwards layer's
+    output sequence in the order it processed the steps (last input step first)."""
+    kind = "ReverseTime"
+
+    def __init__(self, name, features):
+        super().__init__(name)
+        self.features = _positive_int(f"ReverseTime {name!r}", "features", features)
+
+    def config(self):
+        return {"name": self.name, "features": self.features}
+
+
+class SelectDirection(Layer):
+    """One direction of a state [D, B, H] as a one-direction state [1, B, H] (Keras
+    Bidirectional return_state gives each direction's final state on its own)."""
+    kind = "SelectDirection"
+
+    def __init__(self, name, directions, direction, hidden_size):
+        super().__init__(name)
+        owner = f"SelectDirection {name!r}"
+        self.directions = _positive_int(owner, "directions", directions)
+        self.hidden_size = _positive_int(owner, "hidden_size", hidden_size)
+        if isinstance(direction, bool) or not isinstance(direction, int) or not 0 <= direction < directions:
+            raise ShapeError(f"{owner}: direction must be in [0, {directions}), got {direction!r}")
+        self.direction = direction
+
+    def config(self):
+        return {"name": self.name, "directions": self.directions, "direction": self.direction,
+                "hidden_size": self.hidden_size}
+
+
+# layers without weights that only move or combine tensors (numpy in model.py)
+GLUE = (Merge, LastState, Mask, ReverseTime, SelectDirection)
+GLUE_KINDS = tuple(cls.kind for cls in GLUE)
+LAYER_KINDS = {cls.kind: cls for cls in (LSTM, GRU, RNN, Embedding, Dense) + GLUE}
 
 
 def layer_from_config(kind: str, config: dict, weights: dict[str, np.ndarray]) -> Layer:
@@ -431,6 +466,10 @@ def layer_from_config(kind: str, config: dict, weights: dict[str, np.ndarray]) -
         return LastState(name, cfg["directions"], cfg["hidden_size"])
     if cls is Mask:
         return Mask(name, cfg["mode"], cfg["value"], cfg["features"])
+    if cls is ReverseTime:
+        return ReverseTime(name, cfg["features"])
+    if cls is SelectDirection:
+        return SelectDirection(name, cfg["directions"], cfg["direction"], cfg["hidden_size"])
     if cls is Dense:
         return Dense(name, weights["weight"], weights.get("bias"), activation=cfg["activation"])
     kw = {"direction": cfg["direction"], "clip": cfg["clip"],
@@ -454,7 +493,7 @@ def validate_config(kind: str, config: dict) -> None:
     if not isinstance(config, dict) or not isinstance(config.get("name"), str):
         raise ShapeError(f"{kind}: config must be a dict with a string 'name'")
     owner = f"{kind} {config['name']!r}"
-    if cls in (Merge, LastState, Mask):
+    if cls in GLUE:
         layer_from_config(kind, config, {})
     elif cls is Embedding:
         _positive_int(owner, "vocab_size", config.get("vocab_size"))

@@ -29,7 +29,7 @@ import numpy as np
 
 from . import _core
 from .errors import LstmRtError, ModelFormatError, ShapeError, UnsupportedError
-from .layers import Layer, layer_from_config, validate_config
+from .layers import GLUE_KINDS, Layer, layer_from_config, validate_config
 from .packing import (OPTIONAL_PARTS, convert_packed, expected_packed_shapes, pack_layer,
                       unpack_layer_weights)
 from .quantize import WEIGHT_TYPES
@@ -237,12 +237,16 @@ class Model:
                 info[n.outputs[0]] = ("mask",)
                 if n.outputs[1]:
                     info[n.outputs[1]] = info[x]
-            elif n.kind == "LastState":
+            elif n.kind in ("LastState", "SelectDirection"):
                 need(x, n, "input")
                 D, H = n.config["directions"], n.config["hidden_size"]
                 if info[x] != ("state", D, H):
-                    raise ShapeError(f"LastState {n.name!r} expects a state ({D}, B, {H}), gets {info[x]}")
-                info[n.outputs[0]] = ("static", D * H)
+                    raise ShapeError(f"{n.kind} {n.name!r} expects a state ({D}, B, {H}), gets {info[x]}")
+                info[n.outputs[0]] = ("static", D * H) if n.kind == "LastState" else ("state", 1, H)
+            elif n.kind == "ReverseTime":
+                need(x, n, "input")
+                settle(x, ("seq", n.config["features"]))
+                info[n.outputs[0]] = info[x]
             else:
                 c = n.core
                 D, H, Hr = c.num_directions, c.hidden_size, c.output_size
@@ -499,6 +503,11 @@ class Model:
                         env[n.outputs[1]] = np.ascontiguousarray(x * keep[..., None], dtype=np.float32)
             elif n.kind == "LastState":
                 env[n.outputs[0]] = np.ascontiguousarray(np.concatenate(list(x), axis=-1))
+            elif n.kind == "SelectDirection":
+                d = n.config["direction"]
+                env[n.outputs[0]] = np.ascontiguousarray(x[d:d + 1])
+            elif n.kind == "ReverseTime":
+                env[n.outputs[0]] = np.ascontiguousarray(x[::-1])
             else:
                 st = states[i]
                 lens = env.get(n.inputs[1]) if n.inputs[1] else None
@@ -631,7 +640,7 @@ class Model:
 
 def _check_packed(kind, config, packed, weights):
     """A file's packed arrays must have exactly the shapes and dtypes its config implies."""
-    if kind not in ("LSTM", "GRU", "RNN", "Dense", "Embedding"):
+    if kind not in ("LSTM", "GRU", "RNN", "Dense", "Embedding") + GLUE_KINDS:
         raise ModelFormatError(f"unknown layer kind {kind!r}")
     if weights not in WEIGHT_TYPES:
         raise ModelFormatError(f"{kind} {config.get('name')!r}: unknown weight type {weights!r}")
@@ -675,6 +684,9 @@ class Stream:
                     f"{n.kind} {n.name!r} is {n.config['direction']}: its backward direction starts "
                     f"from the last time step, so it needs the whole sequence and cannot stream; "
                     f"use Model.run")
+            if n.kind == "ReverseTime":
+                raise UnsupportedError(f"ReverseTime {n.name!r} reorders the whole sequence: it "
+                                       f"cannot stream; use Model.run")
         self.model = model
         self.batch = int(batch)
         self._lock = threading.Lock()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .layers import GRU, LSTM, RNN, Dense, Embedding, Layer
+from .layers import GLUE_KINDS, GRU, LSTM, RNN, Dense, Embedding, Layer
 from .quantize import convert_part, convert_table, panels_as_fp32, table_as_fp32
 
 LANES = 8
@@ -115,7 +115,7 @@ def pack_layer(layer: Layer) -> dict[str, np.ndarray]:
 
 def unpack_layer_weights(kind: str, config: dict, packed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Canonical weights (as `Layer.weights()`) from packed arrays; biases come back summed."""
-    if kind in ("Merge", "LastState", "Mask"):
+    if kind in GLUE_KINDS:
         return {}
     if kind == "Embedding":
         return {"weight": table_as_fp32(packed, "weight")}
@@ -159,7 +159,7 @@ def unpack_layer_weights(kind: str, config: dict, packed: dict[str, np.ndarray])
 
 def matrix_parts(kind: str, config: dict) -> dict[str, int]:
     """The packed weight matrices of a layer (the parts fp16/int8 apply to), with their K."""
-    if kind in ("Embedding", "Merge", "LastState", "Mask"):
+    if kind == "Embedding" or kind in GLUE_KINDS:
         return {}
     if kind == "Dense":
         return {"weight": config["in_features"]}
@@ -181,7 +181,7 @@ def matrix_parts(kind: str, config: dict) -> dict[str, int]:
 def convert_packed(kind: str, config: dict, packed: dict, weights: str) -> dict[str, np.ndarray]:
     """fp32 packed arrays -> the same layer with its matrices stored as `weights`."""
     mats = matrix_parts(kind, config)
-    if kind in ("Merge", "LastState", "Mask"):
+    if kind in GLUE_KINDS:
         return {}
     if kind == "Embedding":
         return {"weight" + k: v for k, v in
@@ -220,7 +220,7 @@ def expected_packed_shapes(kind: str, config: dict, weights: str = "fp32") -> di
 
 
 def _fp32_shapes(kind: str, config: dict) -> dict[str, tuple[int, ...]]:
-    if kind in ("Merge", "LastState", "Mask"):
+    if kind in GLUE_KINDS:
         return {}
     if kind == "Embedding":
         return {"weight": (config["vocab_size"], config["embedding_size"])}

@@ -10,7 +10,8 @@ keras = pytest.importorskip("keras")
 pytest.importorskip("h5py")
 L = keras.layers
 
-import converters  # noqa: E402
+import converters
+import lstm_rt  # noqa: E402
 from converters import ConversionError, from_keras  # noqa: E402
 
 ATOL = 1e-5
@@ -41,6 +42,7 @@ CASES = {
     "bi-ave-last": lambda: [L.Bidirectional(L.SimpleRNN(4), merge_mode="ave"), L.Dense(2)],
     "bi-concat-last": lambda: [L.Bidirectional(L.GRU(4, reset_after=False)), L.Dense(2, activation="sigmoid")],
     "go-backwards-last": lambda: [L.LSTM(5, go_backwards=True)],
+    "go-backwards-seq": lambda: [L.GRU(5, go_backwards=True, return_sequences=True), L.Dense(2)],
     "no-bias-hard-sigmoid": lambda: [L.LSTM(5, use_bias=False, recurrent_activation="hard_sigmoid",
                                             return_sequences=True), L.Dropout(0.5)],
 }
@@ -54,9 +56,12 @@ def test_sequential_models_match_keras(tmp_path, case, fmt):
     want = np.asarray(m.predict(x, verbose=0))
     path = tmp_path / f"m.{fmt}"
     m.save(path)
-    got = converters.convert(path).run(x)
+    conv = converters.convert(path)
+    got = conv.run(x)
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, atol=ATOL, rtol=0)
+    conv.save(tmp_path / "m.lrt")          # glue layers (merges, last states) survive the file
+    np.testing.assert_array_equal(lstm_rt.load(tmp_path / "m.lrt").run(x), got)
 
 
 def test_live_model_and_embedding_language_model():
@@ -85,6 +90,38 @@ def test_functional_model_with_return_state(tmp_path, fmt):
     assert list(got) == ["head", "enc/h", "enc/c"]
     for g, w in zip(got.values(), want):
         np.testing.assert_allclose(g, w, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+def test_bidirectional_return_state_gives_each_direction(tmp_path, cell):
+    keras.utils.set_random_seed(5)
+    inp = keras.Input((None, 3), name="frames")
+    outs = L.Bidirectional(getattr(L, cell)(4, return_sequences=True, return_state=True), name="bi")(inp)
+    m = keras.Model(inp, list(outs))
+    x = np.random.default_rng(6).normal(size=(2, 5, 3)).astype(np.float32)
+    want = [np.asarray(a) for a in m.predict(x, verbose=0)]
+    m.save(tmp_path / "b.keras")
+    conv = converters.convert(tmp_path / "b.keras")
+    conv.save(tmp_path / "b.lrt")                       # the glue layers round-trip the file
+    got = lstm_rt.load(tmp_path / "b.lrt").run({"frames": x})
+    keys = ["bi"] + [f"bi/{d}_{k}" for d in ("forward", "backward") for k in (("h", "c") if cell == "LSTM" else ("h",))]
+    assert list(got) == keys
+    for g, w in zip(got.values(), want):
+        np.testing.assert_allclose(g, w, atol=ATOL, rtol=0)
+
+
+def test_go_backwards_sequence_with_mask_and_no_streaming(tmp_path):
+    """go_backwards + return_sequences over masked (mask_zero) steps; such a model needs the
+    whole sequence, so stream() refuses it."""
+    m = build([L.Embedding(9, 4, mask_zero=True), L.LSTM(5, go_backwards=True, return_sequences=True),
+               L.LSTM(3, return_sequences=True)], (None,), int_input=True)
+    ids = np.array([[3, 4, 0, 5, 0, 0], [1, 2, 3, 4, 5, 6]])
+    want = np.asarray(m.predict(ids, verbose=0))
+    m.save(tmp_path / "g.keras")
+    conv = converters.convert(tmp_path / "g.keras")
+    np.testing.assert_allclose(conv.run(ids), want, atol=ATOL, rtol=0)
+    with pytest.raises(lstm_rt.UnsupportedError, match="whole sequence"):
+        conv.stream()
 
 
 def test_last_output_streams_like_the_prefix():
