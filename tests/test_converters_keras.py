@@ -251,3 +251,22 @@ def test_old_config_keys_are_read_anyway(tmp_path):
     x = np.random.default_rng(12).normal(size=(2, 5, 3)).astype(np.float32)
     np.testing.assert_allclose(converters.convert(tmp_path / "old.h5").run(x), np.asarray(m.predict(x, verbose=0)),
                                atol=ATOL, rtol=0)
+
+
+def test_keras3_onnx_export_is_refused_with_the_reason(tmp_path):
+    """Keras 3 on the torch backend traces the model for the example's length: an LSTM with
+    a dynamic time axis exports as one unrolled step (onnxruntime then returns one step
+    whatever T is). from_onnx refuses it and says to convert the .keras file instead."""
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    m = build([L.LSTM(5, return_sequences=True)], (None, 4))
+    m.predict(np.zeros((1, 3, 4), np.float32), verbose=0)
+    try:
+        m.export(str(tmp_path / "k.onnx"), format="onnx", verbose=False)
+    except Exception as e:  # noqa: BLE001 - an exporter that is not installed
+        pytest.skip(f"Keras ONNX export unavailable: {e}")
+    x = np.random.default_rng(0).normal(size=(2, 3, 4)).astype(np.float32)
+    sess = ort.InferenceSession(str(tmp_path / "k.onnx"))
+    assert sess.run(None, {sess.get_inputs()[0].name: x})[0].shape[1] != 3   # the exported graph is wrong
+    with pytest.raises(ConversionError, match="unrolled the recurrence.*from_keras"):
+        converters.convert(tmp_path / "k.onnx")
