@@ -367,6 +367,10 @@ class _Interpreter:
             if isinstance(ins[0], ShapeVec) and value == 0:
                 return out(Zeros(ins[0].dims))
             raise _Unsupported(f"ConstantOfShape (node {node.name!r}) of a non-constant shape")
+        if op == "Expand" and isinstance(ins[0], Const) and not np.any(ins[0].value):
+            return out(self.expand_zeros(ins[0].value.shape, ins[1]))
+        if op == "Concat" and len(ins) > 1 and all(isinstance(v, Tens) for v in ins):
+            return out(self.concat_states(node, ins, attrs))
         if isinstance(ins[0], Zeros):
             return out(self.zeros_op(node, ins, attrs))
         if any(isinstance(v, ShapeVec) for v in ins):
@@ -458,6 +462,30 @@ class _Interpreter:
             starts, ends = _ints(ins[1], "starts"), _ints(ins[2], "ends")
             return ShapeVec(ins[0].dims[slice(starts[0], min(ends[0], len(ins[0].dims)))])
         raise _Unsupported(f"op {op!r} (node {node.name!r}) on a shape")
+
+    @staticmethod
+    def expand_zeros(src_shape, shape):
+        """Expand(zeros, shape): zeros of the broadcast shape (an initial state, as exporters
+        write `torch.zeros(L, B, H)`)."""
+        dims = shape.dims if isinstance(shape, ShapeVec) else [int(d) for d in np.asarray(shape.value).reshape(-1)]
+        src = list(src_shape)
+        n = max(len(src), len(dims))
+        src, dims = [1] * (n - len(src)) + src, [1] * (n - len(dims)) + list(dims)
+        return Zeros([s if isinstance(d, int) and d == 1 else d for s, d in zip(src, dims)])
+
+    def concat_states(self, node, ins, attrs):
+        """Concat of recurrent states on their direction axis (PyTorch's h_n of stacked
+        layers): one state value bound to the list of the layers' state tensors."""
+        labels = [self.labels(v) for v in ins]
+        axis = attrs["axis"].i % len(labels[0])
+        ok = all(v.kind == "state" for v in ins) and all(lb == labels[0] for lb in labels) \
+            and labels[0][axis] == "D" and len({v.sizes.get("H") for v in ins}) == 1
+        if not ok:
+            raise _Unsupported(f"Concat (node {node.name!r}) of runtime tensors: lstm_rt concatenates "
+                               f"recurrent states on their direction axis only")
+        names = [n for v in ins for n in (v.name if isinstance(v.name, list) else [v.name])]
+        return Tens(names, ins[0].labels, "state", {"D": sum(v.sizes.get("D", 1) for v in ins),
+                                                    "H": ins[0].sizes.get("H")})
 
     def zeros_op(self, node, ins, attrs):
         op = node.op_type
@@ -594,8 +622,9 @@ class _Interpreter:
             v = self.vals.get(slots.get(slot, "")) if slots.get(slot) else None
             if v is None or isinstance(v, Zeros) or (isinstance(v, Const) and not np.any(v.value)):
                 continue  # absent, or zeros: the default
-            if not isinstance(v, Tens):
-                raise _Unsupported(f"input {slot} of {op} node {node.name!r} must be a graph input or zeros")
+            if not isinstance(v, Tens) or isinstance(v.name, list):
+                raise _Unsupported(f"input {slot} of {op} node {node.name!r} must be a graph input, a "
+                                   f"layer's state or zeros")
             if slot == "sequence_lens":
                 self.role(v, "lens")
             else:

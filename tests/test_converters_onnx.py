@@ -296,3 +296,30 @@ def test_external_data_must_stay_beside_the_model(tmp_path):
     (tmp_path / "evil.onnx").write_bytes(model.SerializeToString())
     with pytest.raises(ConversionError, match="escapes the model's folder"):
         converters.convert(tmp_path / "evil.onnx")
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+@pytest.mark.parametrize("cell,bidirectional", [("LSTM", False), ("LSTM", True), ("GRU", True)])
+def test_torch_export_of_stacked_layers_with_final_states(tmp_path, exporter, cell, bidirectional):
+    """h_n / c_n of a stacked module are Concats of each layer's Y_h / Y_c, and the zero
+    initial states come from Expand (TorchScript): both convert, matching PyTorch."""
+    import warnings
+    torch = pytest.importorskip("torch")
+    if exporter == "dynamo":
+        pytest.importorskip("onnxscript")
+    torch.manual_seed(0)
+    m = getattr(torch.nn, cell)(3, 4, num_layers=2, bidirectional=bidirectional).eval()
+    x = torch.randn(5, 2, 3)
+    names = ["y", "h", "c"] if cell == "LSTM" else ["y", "h"]
+    path = str(tmp_path / "m.onnx")
+    kw = {"dynamo": True} if exporter == "dynamo" else {"dynamo": False, "dynamic_axes": {"x": {0: "T", 1: "B"}}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(m, (x,), path, input_names=["x"], output_names=names, **kw)
+    got = converters.convert(path).run(x.numpy())
+    with torch.no_grad():
+        y, st = m(x)
+    want = [y] + (list(st) if cell == "LSTM" else [st])
+    assert list(got) == names
+    for k, w in zip(names, want):
+        np.testing.assert_allclose(got[k], w.numpy(), atol=ATOL, rtol=0)
