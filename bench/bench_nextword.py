@@ -85,14 +85,18 @@ def main(argv=None):
     print(f"CPU: {cpu_name()}; lstm_rt kernels: {lstm_rt.cpu_isa()}; torch {torch.__version__}; "
           f"model Embedding {V}x{E} -> LSTM {H} -> Linear {V}; {n} tokens\n")
 
-    # PyTorch fp32: the reference ranking
-    ref, state = [], None
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        for t in ids:
-            logits, state = mod(torch.tensor([[t]]), state)
-            ref.append(top3(logits[0, 0].numpy()))
-    rows = [("PyTorch fp32 (nn.LSTM, state carried)", (time.perf_counter() - t0) / n * 1e6, ref)]
+    def torch_tokens(module):
+        """(µs per token, top-3 per token) of a module stepped one token at a time."""
+        out, state = [], None
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            for t in ids:
+                logits, state = module(torch.tensor([[t]]), state)
+                out.append(top3(logits[0, 0].numpy()))
+        return (time.perf_counter() - t0) / n * 1e6, out
+
+    us, ref = torch_tokens(mod)   # PyTorch fp32: the reference ranking
+    rows = [("PyTorch fp32 (nn.LSTM, state carried)", us, ref)]
     bound = {}
 
     m = from_torch(mod)
@@ -114,13 +118,7 @@ def main(argv=None):
         if torch.backends.quantized.engine == "none":
             torch.backends.quantized.engine = "x86"
         qmod = quantize_dynamic(mod, {torch.nn.LSTM, torch.nn.Linear}, dtype=torch.qint8)
-    out, state = [], None
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        for t in ids:
-            logits, state = qmod(torch.tensor([[t]]), state)
-            out.append(top3(logits[0, 0].numpy()))
-    rows.append(("PyTorch int8 (dynamic quantization)", (time.perf_counter() - t0) / n * 1e6, out))
+    rows.append(("PyTorch int8 (dynamic quantization)", *torch_tokens(qmod)))
 
     try:
         import onnxruntime  # noqa: F401

@@ -21,7 +21,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import lstm_rt  # noqa: E402
-from bench_step import SIZES, cpu_name, lstm_rt_model, onnx_model, weights  # noqa: E402
+from bench_step import SIZES, cpu_name, lstm_rt_model, onnx_model, torch_module, weights  # noqa: E402
 
 
 def best_of(fn, repeats, inner):
@@ -57,18 +57,7 @@ def ort_sequence(cell, W, R, B, T, batch):
 def torch_sequence(cell, W, R, B):
     import torch
     torch.set_num_threads(1)
-    H, I = R.shape[2], W.shape[2]
-    mod = getattr(torch.nn, cell)(I, H).eval()
-    order = [0, 2, 3, 1] if cell == "LSTM" else [1, 0, 2]   # onnx -> torch gate order
-    G = len(order)
-
-    def reorder(a):
-        return np.concatenate([np.split(a, G)[i] for i in order])
-    with torch.no_grad():
-        mod.weight_ih_l0.copy_(torch.from_numpy(reorder(W[0])))
-        mod.weight_hh_l0.copy_(torch.from_numpy(reorder(R[0])))
-        mod.bias_ih_l0.copy_(torch.from_numpy(reorder(B[0, :G * H])))
-        mod.bias_hh_l0.copy_(torch.from_numpy(reorder(B[0, G * H:])))
+    mod = torch_module(cell, W, R, B)
 
     def run(x):
         with torch.no_grad():

@@ -105,6 +105,25 @@ class OrtStepper:
         return self.outs["h"][0]
 
 
+def torch_module(cell, W, R, B):
+    """nn.LSTM / nn.GRU (one layer, eval mode) holding ONNX-layout weights W [1, G*H, I],
+    R [1, G*H, H], B [1, 2*G*H]."""
+    import torch
+    I, H = W.shape[2], R.shape[2]
+    mod = getattr(torch.nn, cell)(I, H)
+    order = [0, 2, 3, 1] if cell == "LSTM" else [1, 0, 2]     # ONNX iofc/zrh -> torch ifgo/rzn
+    G = len(order)
+
+    def torch_order(a):
+        return np.concatenate([np.split(a, G)[g] for g in order])
+    with torch.no_grad():
+        mod.weight_ih_l0.copy_(torch.from_numpy(torch_order(W[0])))
+        mod.weight_hh_l0.copy_(torch.from_numpy(torch_order(R[0])))
+        mod.bias_ih_l0.copy_(torch.from_numpy(torch_order(B[0, :G * H])))
+        mod.bias_hh_l0.copy_(torch.from_numpy(torch_order(B[0, G * H:])))
+    return mod.eval()
+
+
 class TorchStepper:
     """PyTorch eager nn.LSTM / nn.GRU (or its dynamic-int8 twin), one step per call, state
     carried, one thread, no autograd."""
@@ -113,20 +132,9 @@ class TorchStepper:
         import torch
         torch.set_num_threads(1)
         self.torch = torch
-        I, H = W.shape[2], R.shape[2]
-        mod = getattr(torch.nn, cell)(I, H)
-        order = [0, 2, 3, 1] if cell == "LSTM" else [1, 0, 2]     # ONNX iofc/zrh -> torch ifgo/rzn
-        G = len(order)
-
-        def torch_order(a):
-            return np.concatenate([np.split(a, G)[g] for g in order])
-        with torch.no_grad():
-            mod.weight_ih_l0.copy_(torch.from_numpy(torch_order(W[0])))
-            mod.weight_hh_l0.copy_(torch.from_numpy(torch_order(R[0])))
-            mod.bias_ih_l0.copy_(torch.from_numpy(torch_order(B[0, :G * H])))
-            mod.bias_hh_l0.copy_(torch.from_numpy(torch_order(B[0, G * H:])))
+        mod = torch_module(cell, W, R, B)
         holder = torch.nn.Module()
-        holder.rnn = mod.eval()
+        holder.rnn = mod
         if int8:   # swaps the children it knows: nn.LSTM -> DynamicQuantizedLSTM, ...
             import warnings
             warnings.simplefilter("ignore")

@@ -510,51 +510,49 @@ def _activate(str name, float alpha, float beta, const float[::1] x):
 
 # ------------------------------------------------------------------ machine probes
 
+def _best_rate(run, double seconds):
+    """Doubles k until run(k) takes >= seconds/4, then the best of three run(k)/time rates
+    (run returns the work it did: bytes, FLOPs)."""
+    import time
+    k = 1
+    while True:
+        t0 = time.perf_counter()
+        run(k)
+        if time.perf_counter() - t0 >= seconds / 4 or k > 1 << 24:
+            break
+        k *= 2
+    best = 0.0
+    for _ in range(3):
+        t0 = time.perf_counter()
+        work = run(k)
+        best = max(best, work / (time.perf_counter() - t0))
+    return best
+
+
 def _probe_read_bandwidth(size_t nbytes, double seconds=0.1):
     """Read bandwidth (GB/s) over a buffer of nbytes that stays resident at its level of the
     cache hierarchy: repeated passes, best of three timings of >= `seconds` each."""
-    import time
     cdef size_t n = max(nbytes - nbytes % 128, 128)
     raw = np.random.default_rng(0).integers(0, 256, n + 64, dtype=np.uint8)
     cdef size_t addr = <size_t> raw.ctypes.data
     cdef const void *buf = <const void *> (addr + (-addr % 64))
-    cdef int passes = 1
-    cdef uint64_t sink = 0
-    with nogil:
-        sink ^= lrt_probe_read(buf, n, 2)      # warm the caches
-    while True:
-        t0 = time.perf_counter()
+
+    def run(int passes):
+        cdef uint64_t sink
         with nogil:
-            sink ^= lrt_probe_read(buf, n, passes)
-        dt = time.perf_counter() - t0
-        if dt >= seconds / 4 or passes > 1 << 24:
-            break
-        passes *= 2
-    best = 0.0
-    for _ in range(3):
-        t0 = time.perf_counter()
-        with nogil:
-            sink ^= lrt_probe_read(buf, n, passes)
-        best = max(best, n * passes / (time.perf_counter() - t0) / 1e9)
-    return best
+            sink = lrt_probe_read(buf, n, passes)
+        return float(n) * passes
+
+    run(2)   # warm the caches
+    return _best_rate(run, seconds) / 1e9
 
 
 def _probe_fma_peak(double seconds=0.1):
     """FP32 FMA throughput of one core (GFLOP/s) with the kernels' instruction set."""
-    import time
-    cdef long iters = 1 << 16
-    cdef double flops = 0
-    while True:
-        t0 = time.perf_counter()
+    def run(long k):
+        cdef double flops
         with nogil:
-            flops = lrt_probe_fma(iters)
-        if time.perf_counter() - t0 >= seconds / 4:
-            break
-        iters *= 2
-    best = 0.0
-    for _ in range(3):
-        t0 = time.perf_counter()
-        with nogil:
-            flops = lrt_probe_fma(iters)
-        best = max(best, flops / (time.perf_counter() - t0) / 1e9)
-    return best
+            flops = lrt_probe_fma(k << 16)
+        return flops
+
+    return _best_rate(run, seconds) / 1e9
