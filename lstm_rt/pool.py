@@ -102,16 +102,16 @@ class StreamPool:
                               f"this one has inputs {[s.name for s in model.inputs]} and outputs "
                               f"{[s.name for s in model.outputs]}")
         self.model = model
-        probe = model.stream(1)   # raises for models that cannot stream (bidirectional)
+        model.stream(1)   # raises for models that cannot stream (bidirectional)
         spec = model.inputs[[p.name for p in model._inputs].index(seq[0].name)]
         self._ids = spec.dtype.startswith("int")
         self._dtype = np.dtype(np.int64 if self._ids else np.float32)
         self._frame_shape = () if self._ids else (spec.shape[-1],)
+        self._vocab = model._info[seq[0].tensor][1] if self._ids else None
         self._out_shape = tuple(model.outputs[0].shape[-1:])
-        self._keys = list(probe._states)
         self._capacity, self._states, self._free = 0, {}, []
+        self._slots: list[PooledStream | None] = []
         self._grow(max(int(capacity), 1))
-        self._slots: list[PooledStream | None] = [None] * self._capacity
         self._steppers: dict[int, object] = {}   # batch size -> Stream over gathered rows
         self._views: dict[int, object] = {}      # n -> Stream whose states are rows 0..n-1
         self.rounds = 0                          # batched steps run so far
@@ -122,14 +122,16 @@ class StreamPool:
             for k, a in st.items():
                 new[i][k][:, :self._capacity] = a
         self._free += range(capacity - 1, self._capacity - 1, -1)   # pop() takes the lowest
-        if self._capacity:
-            self._slots += [None] * (capacity - self._capacity)
+        self._slots += [None] * (capacity - self._capacity)
         self._states, self._capacity, self._views = new, capacity, {}
 
     def _check_frames(self, frames) -> np.ndarray:
         a = frames if type(frames) is np.ndarray else np.asarray(frames)
         if a.shape[1:] == self._frame_shape and a.ndim == 1 + len(self._frame_shape) and \
                 a.dtype == self._dtype:
+            if self._ids and a.size and (a.min() < 0 or a.max() >= self._vocab):
+                raise ShapeError(f"token ids must be in [0, {self._vocab}), got values in "
+                                 f"[{a.min()}, {a.max()}]")
             return a.copy()   # the caller may reuse its buffer
         want = "[n] integer token ids" if self._ids else f"[n, {self._frame_shape[0]}] float32"
         if a.ndim != 1 + len(self._frame_shape) or a.shape[1:] != self._frame_shape:
@@ -138,7 +140,7 @@ class StreamPool:
             raise ShapeError(f"frames must be integer token ids, got dtype {a.dtype}")
         if not self._ids and a.dtype != np.float32:
             raise ShapeError(f"frames must be float32, got dtype {a.dtype}")
-        return a.astype(self._dtype)
+        return self._check_frames(a.astype(self._dtype))
 
     def open(self) -> PooledStream:
         """A new stream from zero state."""
@@ -159,8 +161,7 @@ class StreamPool:
                 a[:, slot] = 0.0
 
     def _get_state(self, slot) -> dict:
-        names = {i: self.model._nodes[i].name for i in self._keys}
-        return {f"{names[i]}/{k}": a[:, slot:slot + 1].copy()
+        return {f"{self.model._nodes[i].name}/{k}": a[:, slot:slot + 1].copy()
                 for i, st in self._states.items() for k, a in st.items()}
 
     def _set_state(self, slot, value):

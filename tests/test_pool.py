@@ -76,5 +76,8 @@ def test_bad_frames_and_models():
     ids = StreamPool(language_model(["<unk>", ".", "a"])).open()
     with pytest.raises(ShapeError, match="integer"):
         ids.feed(np.zeros(2, np.float32))
+    with pytest.raises(ShapeError, match=r"\[0, 3\)"):     # refused at feed, not mid-round
+        ids.feed(np.array([1, 3]))
+    assert ids.pending == 0
     with pytest.raises(Exception, match="bidirectional"):
         StreamPool(sequence_model(random_layer("GRU", 3, 4, rng=rng, direction="bidirectional")))
