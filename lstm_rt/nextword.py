@@ -94,11 +94,11 @@ class NextWordPredictor:
             self._scores = self._stream.step(np.array([i], np.int64))[0]
             self._inputs.append(int(i))
             self.computed += 1
+            # thin out old checkpoints: beyond the most recent max_checkpoints, keep every 64th
+            j = len(self._checkpoints) - self.max_checkpoints - 1
+            if j > 0 and j % 64:
+                self._checkpoints[j] = None
         self._lse = None
-        # thin out old checkpoints: keep every 64th beyond the most recent max_checkpoints
-        j = len(self._checkpoints) - self.max_checkpoints - 1
-        if j > 0 and j % 64:
-            self._checkpoints[j] = None
 
     def _rewind(self, n: int):
         """Keep the first n inputs; restore the state and scores after them."""

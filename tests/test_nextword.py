@@ -63,6 +63,8 @@ def test_checkpoint_thinning_still_rewinds_exactly():
     p = NextWordPredictor(m, max_checkpoints=4)
     text = "and the lord said, let there be light and the day was good and the night was good "
     p.set_text(text)
+    kept = sum(c is not None for c in p._checkpoints)
+    assert kept <= 4 + 1 + len(p._checkpoints) // 64     # memory stays bounded for long texts
     p.set_text(text[:12])      # far back: before the kept checkpoints
     check(p, m)
     p.set_text(text)
