@@ -1,0 +1,51 @@
+"""Accuracy of int8 and fp16 weights against fp32: max abs error of h over 1000 steps
+(and at step 1000) for LSTM and GRU at the benchmark sizes, PyTorch-like uniform weights,
+N(0, 1) inputs; then the bundled next-word model's held-out agreement as measured by
+examples/train_nextword.py (stored in the model file).
+
+    python bench/bench_accuracy.py [--seeds 3]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import lstm_rt  # noqa: E402
+from bench_step import SIZES, lstm_rt_model, weights  # noqa: E402
+from lstm_rt.cli import DEMO_MODEL  # noqa: E402
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, default=3, help="weight/input draws per size (the worst is shown)")
+    ap.add_argument("--steps", type=int, default=1000)
+    args = ap.parse_args(argv)
+    print(f"lstm_rt kernels: {lstm_rt.cpu_isa()}; {args.steps} steps, batch 1, worst of {args.seeds} seeds\n")
+    print("| cell | I x H | int8 max err (all steps) | int8 err at last step | fp16 max err (all steps) |")
+    print("|---|---|---|---|---|")
+    for cell in ("LSTM", "GRU"):
+        for I, H in SIZES:
+            e8, e8_last, e16 = 0.0, 0.0, 0.0
+            for seed in range(args.seeds):
+                rng = np.random.default_rng(seed)
+                m = lstm_rt_model(cell, *weights(cell, I, H, rng))
+                x = rng.normal(size=(args.steps, 1, I)).astype(np.float32)
+                y = m.run(x)
+                d8 = np.abs(m.quantized("int8").run(x) - y)
+                e8, e8_last = max(e8, float(d8.max())), max(e8_last, float(d8[-1].max()))
+                e16 = max(e16, float(np.abs(m.quantized("fp16").run(x) - y).max()))
+            print(f"| {cell} | {I}x{H} | {e8:.4f} | {e8_last:.4f} | {e16:.5f} |", flush=True)
+    held = lstm_rt.load(DEMO_MODEL).metadata.get("heldout")
+    if held:
+        print(f"\nbundled next-word model, held-out text ({held['fp32']['tokens']:,} tokens):")
+        print(json.dumps(held, indent=1))
+
+
+if __name__ == "__main__":
+    main()
