@@ -35,12 +35,20 @@ static inline void clip_n(float *x, int n, float clip)
     for (int i = 0; i < n; i++) x[i] = x[i] > clip ? clip : (x[i] < -clip ? -clip : x[i]);
 }
 
-/* Gather gate g of a gate-blocked row (xp + pr) into a plain vector of H values. */
-static inline void gather_gate(const float *xp, const float *pr, int gates, int g, int H, float *out)
+/* Gather gate g of a gate-blocked row (xp + pr) into a plain vector: block k of 8 units
+ * sits at k * gates * 8 + g * 8, so each block is one contiguous 8-float add (which the
+ * compiler vectorizes). Writes whole blocks: out holds nblk * 8 floats. */
+static inline void gather_gate(const float *xp, const float *pr, int gates, int g, int nblk, float *out)
 {
-    for (int u = 0; u < H; u++) {
-        size_t o = (size_t)(u >> 3) * gates * LRT_LANES + g * LRT_LANES + (u & 7);
-        out[u] = xp[o] + (pr ? pr[o] : 0.0f);
+    for (int k = 0; k < nblk; k++) {
+        const float *a = xp + (size_t)k * gates * LRT_LANES + g * LRT_LANES;
+        float *o = out + (size_t)k * LRT_LANES;
+        if (pr) {
+            const float *b = pr + (size_t)k * gates * LRT_LANES + g * LRT_LANES;
+            for (int j = 0; j < LRT_LANES; j++) o[j] = a[j] + b[j];
+        } else {
+            for (int j = 0; j < LRT_LANES; j++) o[j] = a[j];
+        }
     }
 }
 
@@ -50,10 +58,10 @@ static void lstm_row(const lrt_cell *cl, const float *xp, const float *pr, float
     int H = cl->H, Hp = cl->nblk * LRT_LANES;
     float *gi = tmp, *gf = tmp + Hp, *gc = tmp + 2 * Hp, *go = tmp + 3 * Hp;
     const float *pi = cl->peep, *po = cl->peep ? cl->peep + H : NULL, *pf = cl->peep ? cl->peep + 2 * H : NULL;
-    gather_gate(xp, pr, 4, 0, H, gi);
-    gather_gate(xp, pr, 4, 1, H, go);
-    gather_gate(xp, pr, 4, 2, H, gf);
-    gather_gate(xp, pr, 4, 3, H, gc);
+    gather_gate(xp, pr, 4, 0, cl->nblk, gi);
+    gather_gate(xp, pr, 4, 1, cl->nblk, go);
+    gather_gate(xp, pr, 4, 2, cl->nblk, gf);
+    gather_gate(xp, pr, 4, 3, cl->nblk, gc);
     if (pi) for (int u = 0; u < H; u++) { gi[u] += pi[u] * c[u]; gf[u] += pf[u] * c[u]; }
     clip_n(gi, H, cl->clip); clip_n(gf, H, cl->clip); clip_n(gc, H, cl->clip);
     lrt_activate(cl->act[0], gi, H);
@@ -76,25 +84,25 @@ static void gru_row_a(const lrt_cell *cl, const float *xp, const float *pr, cons
     int H = cl->H, Hp = cl->nblk * LRT_LANES;
     float *r = tmp, *n = tmp + Hp;
     if (cl->linear_before_reset) {
-        gather_gate(xp, pr, 3, 0, H, z);
-        gather_gate(xp, pr, 3, 1, H, r);
+        gather_gate(xp, pr, 3, 0, cl->nblk, z);
+        gather_gate(xp, pr, 3, 1, cl->nblk, r);
         clip_n(z, H, cl->clip); clip_n(r, H, cl->clip);
         lrt_activate(cl->act[0], z, H);
         lrt_activate(cl->act[0], r, H);
-        for (int u = 0; u < H; u++) {
-            size_t o = (size_t)(u >> 3) * 24 + 16 + (u & 7);
-            n[u] = xp[o] + r[u] * pr[o];
-        }
+        gather_gate(xp, NULL, 3, 2, cl->nblk, n);       /* W_n x + b_in */
+        gather_gate(pr, NULL, 3, 2, cl->nblk, rh);      /* R_n h + b_hn (rh is free here) */
+        for (int u = 0; u < H; u++) n[u] += r[u] * rh[u];
         clip_n(n, H, cl->clip);
         lrt_activate(cl->act[1], n, H);
         for (int u = 0; u < H; u++) hnew[u] = (1.0f - z[u]) * n[u] + z[u] * h[u];
     } else {
         /* pr is R_zr h, gate-blocked with 2 gates; xp has 3 */
-        for (int u = 0; u < H; u++) {
-            size_t ox = (size_t)(u >> 3) * 24 + (u & 7), oh = (size_t)(u >> 3) * 16 + (u & 7);
-            z[u] = xp[ox] + pr[oh];
-            r[u] = xp[ox + 8] + pr[oh + 8];
-        }
+        gather_gate(xp, NULL, 3, 0, cl->nblk, z);
+        gather_gate(xp, NULL, 3, 1, cl->nblk, r);
+        gather_gate(pr, NULL, 2, 0, cl->nblk, n);
+        for (int u = 0; u < H; u++) z[u] += n[u];
+        gather_gate(pr, NULL, 2, 1, cl->nblk, n);
+        for (int u = 0; u < H; u++) r[u] += n[u];
         clip_n(z, H, cl->clip); clip_n(r, H, cl->clip);
         lrt_activate(cl->act[0], z, H);
         lrt_activate(cl->act[0], r, H);
@@ -108,7 +116,8 @@ static void gru_row_b(const lrt_cell *cl, const float *xp, const float *hn, cons
 {
     int H = cl->H;
     float *n = tmp;
-    for (int u = 0; u < H; u++) n[u] = xp[(size_t)(u >> 3) * 24 + 16 + (u & 7)] + hn[u];
+    gather_gate(xp, NULL, 3, 2, cl->nblk, n);
+    for (int u = 0; u < H; u++) n[u] += hn[u];
     clip_n(n, H, cl->clip);
     lrt_activate(cl->act[1], n, H);
     for (int u = 0; u < H; u++) hnew[u] = (1.0f - z[u]) * n[u] + z[u] * h[u];
