@@ -23,14 +23,16 @@ import zipfile
 
 import numpy as np
 
-from lstm_rt.layers import (GRU, LSTM, RNN, Dense, Embedding, LastState, Mask, Merge, ReverseTime,
-                            SelectDirection, activation)
+from lstm_rt.layers import (GRU, LSTM, RNN, Dense, Embedding, Join, LastState, Mask, Merge,
+                            ReverseTime, SelectDirection, activation)
 from lstm_rt.model import Model, Node, Port
 
 from . import ConversionError
 
 LSTM_ORDER = [0, 3, 1, 2]    # keras i,f,c,o -> onnx i,o,f,c
 RECURRENT = ("LSTM", "GRU", "SimpleRNN")
+MERGES = {"Concatenate": "concat", "Add": "sum", "Subtract": "sub", "Multiply": "mul", "Average": "ave",
+          "Maximum": "max", "Minimum": "min"}
 NO_OPS = ("Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
           "ActivityRegularization")
 DENSE_ACTS = {"linear": "linear", "relu": "relu", "tanh": "tanh", "sigmoid": "sigmoid", "softmax": "softmax"}
@@ -194,18 +196,23 @@ def _layers_and_links(config):
         for layer in layers:
             inbound = layer.get("inbound_nodes") or []
             src = None
+            if len(inbound) > 1:
+                raise ConversionError(f"layer {layer['name']!r} is called more than once (shared layers)")
             if inbound:
                 node = inbound[0]
-                if isinstance(node, dict):      # Keras 3: {"args": [keras tensor], ...}
+                if isinstance(node, dict):      # Keras 3: {"args": [keras tensor or a list of them]}
                     args = node.get("args", [])
-                    hist = args[0]["config"]["keras_history"] if args and isinstance(args[0], dict) else None
-                    if args and isinstance(args[0], list):
-                        raise ConversionError(f"layer {layer['name']!r} takes several inputs")
-                    src = hist[0] if hist else None
+                    arg = args[0] if args else None
+                    refs = [a["config"]["keras_history"] for a in (arg if isinstance(arg, list) else [arg])
+                            if isinstance(a, dict)]
                 else:                            # Keras 2: [[name, node, tensor, kwargs], ...]
-                    if len(node) != 1:
-                        raise ConversionError(f"layer {layer['name']!r} takes several inputs")
-                    src = node[0][0]
+                    refs = [r[:3] for r in node]
+                for ref in refs:
+                    if len(ref) > 2 and ref[2]:
+                        raise ConversionError(f"layer {layer['name']!r} reads output {ref[2]} of "
+                                              f"{ref[0]!r} (a returned state), which is not supported")
+                names = [ref[0] for ref in refs]
+                src = names if len(names) > 1 else (names[0] if names else None)
             out.append((layer["class_name"], layer["config"], src))
         return out, [n for n, _ in _refs(cfg.get("input_layers"))], _refs(cfg.get("output_layers"))
     raise ConversionError(f"model class {cls!r} is not supported (Sequential and Functional are)")
@@ -267,8 +274,29 @@ def _convert(config, version, weights, where):
                 inputs.append(Port(name, name, "BT" if ids else "BTF"))
                 tensor[name] = (name, "seq", None, None if ids else shape[-1])
                 continue
-            if src not in tensor:
-                problems.append(f"layer {cls} {name!r}: its input {src!r} was not converted")
+            srcs = src if isinstance(src, list) else [src]
+            missing = [x for x in srcs if x not in tensor]
+            if missing:
+                problems.append(f"layer {cls} {name!r}: its input {missing[0]!r} was not converted")
+                continue
+            if cls in MERGES:
+                vals = [tensor[x] for x in srcs]
+                if len(vals) < 2 or any(v[3] is None for v in vals):
+                    problems.append(f"{cls} {name!r} needs two or more float inputs")
+                    continue
+                if len({v[1] for v in vals}) != 1 or len({v[2] for v in vals}) != 1:
+                    problems.append(f"{cls} {name!r} joins sequences with last outputs, or sequences "
+                                    f"with different masks")
+                    continue
+                if cls == "Concatenate" and cfg.get("axis", -1) not in (-1, 2 if vals[0][1] == "seq" else 1):
+                    problems.append(f"Concatenate {name!r} on axis {cfg.get('axis')} (only the last axis)")
+                    continue
+                join = Join(name, MERGES[cls], [v[3] for v in vals])
+                nodes.append(Node(join, [v[0] for v in vals], [name]))
+                tensor[name] = (name, vals[0][1], vals[0][2], join.output_size)
+                continue
+            if len(srcs) > 1:
+                problems.append(f"layer {cls} {name!r} takes several inputs")
                 continue
             x, form, mask, feats = tensor[src]
             if cls in NO_OPS or cls == "InputLayer":

@@ -413,6 +413,35 @@ class Mask(Layer):
         return {"name": self.name, "mode": self.mode, "value": self.value, "features": self.features}
 
 
+class Join(Layer):
+    """Combine several tensors of the same form (sequences [T, B, F_i] or last outputs
+    [B, F_i]): concat on the last axis, or elementwise sum/sub/mul/ave/max/min (Keras
+    Concatenate, Add, Subtract, Multiply, Average, Maximum, Minimum). Inputs: the tensors."""
+    kind = "Join"
+    MODES = ("concat", "sum", "sub", "mul", "ave", "max", "min")
+
+    def __init__(self, name, mode, features):
+        super().__init__(name)
+        owner = f"Join {name!r}"
+        if mode not in self.MODES:
+            raise UnsupportedError(f"{owner}: mode {mode!r} is not one of {self.MODES}")
+        if not isinstance(features, (list, tuple)) or len(features) < 2:
+            raise ShapeError(f"{owner}: needs a list of at least two input sizes, got {features!r}")
+        self.mode = mode
+        self.features = [_positive_int(owner, "features", f) for f in features]
+        if mode != "concat" and len(set(self.features)) != 1:
+            raise ShapeError(f"{owner}: {mode} needs inputs of one size, got {self.features}")
+        if mode == "sub" and len(self.features) != 2:
+            raise ShapeError(f"{owner}: sub takes exactly two inputs")
+
+    @property
+    def output_size(self):
+        return sum(self.features) if self.mode == "concat" else self.features[0]
+
+    def config(self):
+        return {"name": self.name, "mode": self.mode, "features": list(self.features)}
+
+
 class ReverseTime(Layer):
     """A sequence [T, B, F] in reverse time order: Keras returns a go_backwards layer's
     output sequence in the order it processed the steps (last input step first)."""
@@ -446,7 +475,7 @@ class SelectDirection(Layer):
 
 
 # layers without weights that only move or combine tensors (numpy in model.py)
-GLUE = (Merge, LastState, Mask, ReverseTime, SelectDirection)
+GLUE = (Merge, LastState, Mask, ReverseTime, SelectDirection, Join)
 GLUE_KINDS = tuple(cls.kind for cls in GLUE)
 LAYER_KINDS = {cls.kind: cls for cls in (LSTM, GRU, RNN, Embedding, Dense) + GLUE}
 
@@ -468,6 +497,8 @@ def layer_from_config(kind: str, config: dict, weights: dict[str, np.ndarray]) -
         return Mask(name, cfg["mode"], cfg["value"], cfg["features"])
     if cls is ReverseTime:
         return ReverseTime(name, cfg["features"])
+    if cls is Join:
+        return Join(name, cfg["mode"], cfg["features"])
     if cls is SelectDirection:
         return SelectDirection(name, cfg["directions"], cfg["direction"], cfg["hidden_size"])
     if cls is Dense:

@@ -20,6 +20,7 @@ stepping, feeding chunks and running the whole sequence give the same numbers.
 """
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from dataclasses import dataclass, field
@@ -243,6 +244,24 @@ class Model:
                 if info[x] != ("state", D, H):
                     raise ShapeError(f"{n.kind} {n.name!r} expects a state ({D}, B, {H}), gets {info[x]}")
                 info[n.outputs[0]] = ("static", D * H) if n.kind == "LastState" else ("state", 1, H)
+            elif n.kind == "Join":
+                ins = [t for t in n.inputs if t]
+                feats = n.config["features"]
+                if len(ins) != len(feats):
+                    raise ShapeError(f"Join {n.name!r} has {len(ins)} inputs for {len(feats)} sizes")
+                kinds = set()
+                for t, f in zip(ins, feats):
+                    need(t, n, "input")
+                    if info[t][0] == "static":
+                        if info[t][1] != f:
+                            raise ShapeError(f"Join {n.name!r} expects {f} features from {t!r}, gets {info[t][1]}")
+                    else:
+                        settle(t, ("seq", f))
+                    kinds.add(info[t][0])
+                if len(kinds) != 1:
+                    raise ShapeError(f"Join {n.name!r} cannot join sequences with last outputs")
+                out_f = sum(feats) if n.config["mode"] == "concat" else feats[0]
+                info[n.outputs[0]] = (kinds.pop(), out_f)
             elif n.kind == "ReverseTime":
                 need(x, n, "input")
                 settle(x, ("seq", n.config["features"]))
@@ -508,6 +527,20 @@ class Model:
                 env[n.outputs[0]] = np.ascontiguousarray(x[d:d + 1])
             elif n.kind == "ReverseTime":
                 env[n.outputs[0]] = np.ascontiguousarray(x[::-1])
+            elif n.kind == "Join":
+                xs = [env[t] for t in n.inputs if t]
+                mode = n.config["mode"]
+                if mode == "concat":
+                    y = np.concatenate(xs, axis=-1)
+                elif mode == "sub":
+                    y = xs[0] - xs[1]
+                else:
+                    f = {"sum": np.add, "ave": np.add, "mul": np.multiply, "max": np.maximum,
+                         "min": np.minimum}[mode]
+                    y = functools.reduce(f, xs)
+                    if mode == "ave":
+                        y = y / np.float32(len(xs))
+                env[n.outputs[0]] = np.ascontiguousarray(y, dtype=np.float32)
             else:
                 st = states[i]
                 lens = env.get(n.inputs[1]) if n.inputs[1] else None

@@ -270,3 +270,35 @@ def test_keras3_onnx_export_is_refused_with_the_reason(tmp_path):
     assert sess.run(None, {sess.get_inputs()[0].name: x})[0].shape[1] != 3   # the exported graph is wrong
     with pytest.raises(ConversionError, match="unrolled the recurrence.*from_keras"):
         converters.convert(tmp_path / "k.onnx")
+
+
+@pytest.mark.parametrize("fmt", ["keras", "h5"])
+def test_functional_models_with_two_inputs_branches_and_merges(tmp_path, fmt):
+    """Two inputs, a branch, and every merge layer: as Keras computes them, through a file."""
+    keras.utils.set_random_seed(7)
+    a = keras.Input((None, 3), name="audio")
+    b = keras.Input((None, 2), name="extra")
+    ha = L.LSTM(4, return_sequences=True, name="la")(a)
+    hb = L.GRU(4, return_sequences=True, name="gb")(b)
+    hc = L.SimpleRNN(4, return_sequences=True, name="rc")(a)          # a second branch from `a`
+    joined = [L.Add(name="add")([ha, hb]), L.Subtract(name="sub")([ha, hb]),
+              L.Multiply(name="mul")([ha, hb, hc]), L.Average(name="avg")([ha, hb, hc]),
+              L.Maximum(name="max")([ha, hc]), L.Minimum(name="min")([hb, hc])]
+    cat = L.Concatenate(name="cat")(joined + [b])
+    seq = L.Dense(3, name="head")(cat)
+    last = L.Concatenate(name="last")([L.LSTM(2, name="s1")(cat), L.GRU(3, name="s2")(b)])
+    m = keras.Model([a, b], [seq, last])
+    rng = np.random.default_rng(8)
+    feeds = {"audio": rng.normal(size=(2, 6, 3)).astype(np.float32),
+             "extra": rng.normal(size=(2, 6, 2)).astype(np.float32)}
+    want = m.predict([feeds["audio"], feeds["extra"]], verbose=0)
+    m.save(tmp_path / f"m.{fmt}")
+    conv = converters.convert(tmp_path / f"m.{fmt}")
+    conv.save(tmp_path / "m.lrt")
+    got = lstm_rt.load(tmp_path / "m.lrt").run(feeds)
+    assert list(got) == ["head", "last"]
+    for g, w in zip(got.values(), want):
+        np.testing.assert_allclose(g, np.asarray(w), atol=ATOL, rtol=0)
+    s = conv.stream()                          # and step by step, both inputs per step
+    steps = [s.step({"audio": feeds["audio"][:1, t], "extra": feeds["extra"][:1, t]})["head"] for t in range(6)]
+    np.testing.assert_allclose(np.stack(steps, axis=1), np.asarray(want[0])[:1], atol=ATOL, rtol=0)
