@@ -18,12 +18,13 @@ import os
 
 import numpy as np
 
-from lstm_rt.layers import GRU, LSTM, RNN, Dense, Embedding, activations_from_onnx
+from lstm_rt.layers import GRU, LSTM, RNN, Dense, Embedding, Join, activations_from_onnx
 from lstm_rt.model import Model, Node, Port
 
 from . import ConversionError
 
 RECURRENT = {"LSTM": LSTM, "GRU": GRU, "RNN": RNN}
+JOINS = {"Add": "sum", "Sub": "sub", "Mul": "mul", "Max": "max", "Min": "min"}   # of two runtime tensors
 COMMON_ATTRS = {"activation_alpha", "activation_beta", "activations", "clip", "direction",
                 "hidden_size", "layout"}
 EXTRA_ATTRS = {"LSTM": {"input_forget"}, "GRU": {"linear_before_reset"}, "RNN": set()}
@@ -370,7 +371,11 @@ class _Interpreter:
         if op == "Expand" and isinstance(ins[0], Const) and not np.any(ins[0].value):
             return out(self.expand_zeros(ins[0].value.shape, ins[1]))
         if op == "Concat" and len(ins) > 1 and all(isinstance(v, Tens) for v in ins):
-            return out(self.concat_states(node, ins, attrs))
+            if all(v.kind == "state" for v in ins):
+                return out(self.concat_states(node, ins, attrs))
+            return out(self.join(node, ins, "concat", attrs["axis"].i))
+        if op in JOINS and len(ins) > 1 and all(isinstance(v, Tens) for v in ins):
+            return out(self.join(node, ins, JOINS[op], -1))
         if isinstance(ins[0], Zeros):
             return out(self.zeros_op(node, ins, attrs))
         if any(isinstance(v, ShapeVec) for v in ins):
@@ -486,6 +491,22 @@ class _Interpreter:
         names = [n for v in ins for n in (v.name if isinstance(v.name, list) else [v.name])]
         return Tens(names, ins[0].labels, "state", {"D": sum(v.sizes.get("D", 1) for v in ins),
                                                     "H": ins[0].sizes.get("H")})
+
+    def join(self, node, ins, mode, axis):
+        """Sequences [.., F] combined on their feature axis (Concat) or elementwise (Add,
+        Sub, Mul, Max, Min of equal shapes): a Join layer."""
+        labels = [self.labels(v) for v in ins]
+        ok = all(v.kind == "seq" and lb == labels[0] for v, lb in zip(ins, labels)) \
+            and "D" not in labels[0] and labels[0][-1] in ("F", "H") and axis % len(labels[0]) == len(labels[0]) - 1
+        if not ok:
+            raise _Unsupported(f"{node.op_type} (node {node.name!r}) of runtime tensors other than "
+                               f"sequences on their feature axis (axes {labels})")
+        # features: a Dense's F, or a recurrent output's directions merged into it (D * H)
+        feats = [v.sizes.get("F") or v.sizes.get("D", 1) * v.sizes["H"] for v in ins]
+        name = self.unique(node.name or mode)
+        layer = Join(name, mode, feats)
+        self.add_node(layer, [v.name for v in ins], [name])
+        return Tens(name, labels[0][:-1] + ("F",), "seq", {"F": layer.output_size})
 
     def zeros_op(self, node, ins, attrs):
         op = node.op_type

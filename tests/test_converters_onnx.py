@@ -323,3 +323,41 @@ def test_torch_export_of_stacked_layers_with_final_states(tmp_path, exporter, ce
     assert list(got) == names
     for k, w in zip(names, want):
         np.testing.assert_allclose(got[k], w.numpy(), atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_torch_export_joining_two_recurrent_branches(tmp_path, exporter):
+    """Runtime Concat / Add / Mul / Max of sequences (two GRUs over one input, joined),
+    exported by TorchScript: converted, and equal to PyTorch and onnxruntime."""
+    import warnings
+    torch = pytest.importorskip("torch")
+    if exporter == "dynamo":
+        pytest.importorskip("onnxscript")
+
+    class TwoBranches(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = torch.nn.GRU(3, 4)
+            self.b = torch.nn.LSTM(3, 4)
+            self.head = torch.nn.Linear(12, 2)
+
+        def forward(self, x):
+            ya, _ = self.a(x)
+            yb, _ = self.b(x)
+            joined = torch.cat([ya + yb, ya * yb, torch.maximum(ya, yb)], dim=-1)
+            return self.head(joined)
+
+    torch.manual_seed(0)
+    m = TwoBranches().eval()
+    x = torch.randn(6, 2, 3)
+    path = str(tmp_path / "j.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        kw = {"dynamo": True} if exporter == "dynamo" else {"dynamo": False, "dynamic_axes": {"x": {0: "T", 1: "B"}}}
+        torch.onnx.export(m, (x,), path, input_names=["x"], output_names=["y"], **kw)
+    conv = converters.convert(path)
+    assert {layer.kind for layer in conv.layers} >= {"Join", "GRU", "LSTM", "Dense"}
+    with torch.no_grad():
+        np.testing.assert_allclose(conv.run(x.numpy()), m(x).numpy(), atol=ATOL, rtol=0)
+    np.testing.assert_allclose(conv.run(x.numpy()), ort_run(onnx.load(path), {"x": x.numpy()})["y"],
+                               atol=ATOL, rtol=0)
