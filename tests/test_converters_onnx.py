@@ -361,3 +361,32 @@ def test_torch_export_joining_two_recurrent_branches(tmp_path, exporter):
         np.testing.assert_allclose(conv.run(x.numpy()), m(x).numpy(), atol=ATOL, rtol=0)
     np.testing.assert_allclose(conv.run(x.numpy()), ort_run(onnx.load(path), {"x": x.numpy()})["y"],
                                atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+def test_torch_rnn_exports(tmp_path, nonlinearity):
+    """nn.RNN: the TorchScript exporter writes RNN nodes (converted, stacked and
+    bidirectional, equal to PyTorch); the dynamo exporter unrolls the steps for the example's
+    fixed shape, which is refused with that reason."""
+    import warnings
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    m = torch.nn.RNN(3, 4, num_layers=2, nonlinearity=nonlinearity, bidirectional=True).eval()
+    x = torch.randn(5, 2, 3)
+    path = str(tmp_path / "r.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(m, (x,), path, dynamo=False, input_names=["x"], output_names=["y", "h"],
+                          dynamic_axes={"x": {0: "T", 1: "B"}})
+    got = converters.convert(path).run(x.numpy())
+    with torch.no_grad():
+        y, h = m(x)
+    np.testing.assert_allclose(got["y"], y.numpy(), atol=ATOL, rtol=0)
+    np.testing.assert_allclose(got["h"], h.numpy(), atol=ATOL, rtol=0)
+    pytest.importorskip("onnxscript")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(torch.nn.RNN(3, 4, nonlinearity=nonlinearity).eval(), (x,), path, dynamo=True,
+                          input_names=["x"], output_names=["y", "h"])
+    with pytest.raises(ConversionError, match="unrolled the recurrence"):
+        converters.convert(path)
