@@ -102,21 +102,39 @@ LRT_AVX2_INLINE void i8_tile(int R, int NV, int K2, const int16_t *q, const int8
 
 /* One row against four 8-column panels at once (a Dense head, or any gw = 8 matrix, when
  * streaming): each broadcast pair of activations feeds four panels, so the broadcast cost
- * is shared and four independent sums are in flight. Writes 32 floats to out. */
-LRT_AVX2_FN static void i8_row4(int K2, const int16_t *q, float ascale, const int8_t *wp, size_t panel,
-                                const float *wscale, const float *bias, float *out)
+ * is shared and four independent sums are in flight. Writes 32 floats to out. Not inlined:
+ * inside the tile loops the compiler ran out of ymm registers and spilled the sums. */
+LRT_AVX2_FN __attribute__((noinline)) static void i8_row4(int K2, const int16_t *q, float ascale,
+                                                          const int8_t *wp, size_t panel,
+                                                          const float *wscale, const float *bias, float *out)
 {
-    __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
-                      _mm256_setzero_si256()};
-    for (int p = 0; p < K2; p++) {
-        int32_t pair;
-        memcpy(&pair, q + 2 * p, 4);
-        __m256i a = _mm256_set1_epi32(pair);
-        for (int i = 0; i < 4; i++) {
-            __m256i w = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(wp + i * panel + (size_t)p * 16)));
-            acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(w, a));
-        }
+    /* named accumulators (an array made the compiler shuffle registers every iteration),
+     * two K pairs per iteration; more accumulators than four would spill (16 ymm registers) */
+    const int8_t *w0 = wp, *w1 = wp + panel, *w2 = wp + 2 * panel, *w3 = wp + 3 * panel;
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+    int p = 0;
+#define I8_W(ptr, off) _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)((ptr) + (off))))
+#define I8_STEP(x, o)                                                   \
+    a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(I8_W(w0, o), x));       \
+    a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(I8_W(w1, o), x));       \
+    a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(I8_W(w2, o), x));       \
+    a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(I8_W(w3, o), x));
+    for (; p + 2 <= K2; p += 2) {
+        int32_t pe, po;
+        memcpy(&pe, q + 2 * p, 4);
+        memcpy(&po, q + 2 * p + 2, 4);
+        size_t o = (size_t)p * 16;
+        I8_STEP(_mm256_set1_epi32(pe), o)
+        I8_STEP(_mm256_set1_epi32(po), o + 16)
     }
+    if (p < K2) {
+        int32_t pe;
+        memcpy(&pe, q + 2 * p, 4);
+        I8_STEP(_mm256_set1_epi32(pe), (size_t)p * 16)
+    }
+#undef I8_STEP
+#undef I8_W
+    __m256i acc[4] = {a0, a1, a2, a3};
     for (int i = 0; i < 4; i++) {
         __m256 s = _mm256_mul_ps(_mm256_set1_ps(ascale), _mm256_loadu_ps(wscale + 8 * i));
         __m256 b = bias ? _mm256_loadu_ps(bias + 8 * i) : _mm256_setzero_ps();
