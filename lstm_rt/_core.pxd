@@ -31,6 +31,7 @@ cdef extern from "lrt_kernels.h" nogil:
         int linear_before_reset
         int zero_masked_output
     const char *lrt_isa_name()
+    int lrt_top_k(const float *scores, int n, const int64_t *ids, int k, int64_t *out, float *best)
     uint64_t lrt_probe_read(const void *buf, size_t n, int passes)
     double lrt_probe_fma(long iters)
     int lrt_init(const char *force)

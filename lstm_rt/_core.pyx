@@ -508,6 +508,31 @@ def _activate(str name, float alpha, float beta, const float[::1] x):
     return out
 
 
+# ------------------------------------------------------------------ top-k
+
+def top_k(const float[::1] scores, int k, const int64_t[::1] ids=None):
+    """Ids of the k largest scores, best first (ties: lower index first; NaN never chosen),
+    among `ids` when given; one pass, no sort of the whole vector. int64 [min(k, n)]."""
+    cdef int n = scores.shape[0] if ids is None else ids.shape[0]
+    cdef int i, got
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    if ids is not None:
+        for i in range(n):
+            if ids[i] < 0 or ids[i] >= scores.shape[0]:
+                raise IndexError(f"id {ids[i]} is out of range [0, {scores.shape[0]})")
+    k = min(k, n)
+    out = np.empty(k, np.int64)
+    best = np.empty(k, np.float32)
+    cdef int64_t[::1] o = out
+    cdef float[::1] b = best
+    if k == 0:
+        return out
+    with nogil:
+        got = lrt_top_k(&scores[0], n, &ids[0] if ids is not None else NULL, k, &o[0], &b[0])
+    return out[:got]
+
+
 # ------------------------------------------------------------------ machine probes
 
 def _best_rate(run, double seconds):

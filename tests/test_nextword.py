@@ -89,6 +89,27 @@ def test_top_k_is_ordered_and_restricted():
     assert top_k(s, 3).tolist() == [1, 4, 3]
     assert top_k(s, 2, np.array([0, 2, 3])).tolist() == [3, 0]
     assert top_k(s, 10).tolist() == [1, 4, 3, 0, 2]
+    assert top_k(s, 0).tolist() == [] and top_k(s, 3, np.array([], np.int64)).tolist() == []
+
+
+@pytest.mark.parametrize("n,k", [(1, 1), (10, 3), (10000, 3), (10000, 64), (257, 300)])
+def test_top_k_equals_a_stable_full_sort(n, k):
+    rng = np.random.default_rng(n + k)
+    s = rng.integers(-20, 20, size=n).astype(np.float32)      # many ties
+    want = np.argsort(-s, kind="stable")[:k]
+    assert top_k(s, k).tolist() == want.tolist()
+    ids = rng.permutation(n)[: n // 2 + 1]
+    sub = ids[np.argsort(-s[ids], kind="stable")]
+    got = top_k(s, k, ids)
+    assert [s[i] for i in got] == [s[i] for i in sub[:k]]    # same scores, best first
+    assert set(got) <= set(ids.tolist())
+
+
+def test_top_k_skips_nan_and_checks_ids():
+    s = np.array([np.nan, 1.0, np.nan, 3.0, -np.inf], np.float32)
+    assert top_k(s, 5).tolist() == [3, 1, 4]
+    with pytest.raises(IndexError, match="out of range"):
+        top_k(s, 2, np.array([0, 5]))
 
 
 def test_bad_models_and_inputs():

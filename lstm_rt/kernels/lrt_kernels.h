@@ -75,6 +75,11 @@ typedef struct {
 int lrt_init(const char *force);
 const char *lrt_isa_name(void);
 
+/* The k largest of scores[ids[i]] (or scores[i] when ids is NULL) for i < n, best first:
+ * writes their ids to out and scores to best (k slots each); returns how many (< k when
+ * n < k or scores are NaN). */
+int lrt_top_k(const float *scores, int n, const int64_t *ids, int k, int64_t *out, float *best);
+
 /* Benchmark probes (lrt_probe.c): XOR-reads a 32-byte aligned buf of n bytes `passes`
  * times; runs `iters` rounds of independent FMA chains and returns the FLOPs done. */
 uint64_t lrt_probe_read(const void *buf, size_t n, int passes);
