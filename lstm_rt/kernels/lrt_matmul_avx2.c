@@ -142,6 +142,21 @@ LRT_AVX2_FN __attribute__((noinline)) static void i8_row4(int K2, const int16_t 
     }
 }
 
+/* The tiles as functions of their own: inlined into the panel loops they spilled sums. */
+#define DEFINE_I8_TILE(R, NV)                                                                   \
+LRT_AVX2_FN __attribute__((noinline)) static void i8_tile_##R##_##NV(                           \
+    int K2, const int16_t *q, const int8_t *wp, const float *ascale, const float *wscale,       \
+    const float *bias, float *out, int ldo)                                                     \
+{ i8_tile(R, NV, K2, q, wp, ascale, wscale, bias, out, ldo); }
+DEFINE_I8_TILE(1, 1)
+DEFINE_I8_TILE(2, 1)
+DEFINE_I8_TILE(1, 2)
+DEFINE_I8_TILE(2, 2)
+DEFINE_I8_TILE(1, 3)
+DEFINE_I8_TILE(2, 3)
+DEFINE_I8_TILE(1, 4)
+DEFINE_I8_TILE(2, 4)
+
 #define DEFINE_I8(NV)                                                                           \
 LRT_AVX2_FN static void i8_nv##NV(int M, const int16_t *q, const float *ascale, const lrt_mat *W, \
                                   const float *bias, float *C, int ldc, int ncols)              \
@@ -158,12 +173,12 @@ LRT_AVX2_FN static void i8_nv##NV(int M, const int16_t *q, const float *ascale, 
         const float *bb = bias ? bias + blk * gw : NULL, *ws = W->scale + blk * gw;             \
         int j0 = blk * gw, n = ncols - j0 < gw ? ncols - j0 : gw, m = 0;                        \
         for (; m + 2 <= M; m += 2) {                                                            \
-            i8_tile(2, NV, K2, q + (size_t)m * K2 * 2, wp, ascale + m, ws, bb, tmp, gw);        \
+            i8_tile_2_##NV(K2, q + (size_t)m * K2 * 2, wp, ascale + m, ws, bb, tmp, gw);        \
             store_cols(C + (size_t)m * ldc + j0, tmp, n);                                       \
             store_cols(C + (size_t)(m + 1) * ldc + j0, tmp + gw, n);                            \
         }                                                                                       \
         for (; m < M; m++) {                                                                    \
-            i8_tile(1, NV, K2, q + (size_t)m * K2 * 2, wp, ascale + m, ws, bb, tmp, gw);        \
+            i8_tile_1_##NV(K2, q + (size_t)m * K2 * 2, wp, ascale + m, ws, bb, tmp, gw);        \
             store_cols(C + (size_t)m * ldc + j0, tmp, n);                                       \
         }                                                                                       \
     }                                                                                           \
