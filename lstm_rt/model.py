@@ -760,6 +760,8 @@ class Stream:
             else:
                 return None
         self._chain_seq = seq_in[0].name
+        # the common case, one output that is the step's result as is: no re-layout at all
+        self._chain_plain = self._chain_out == [None] and m._outputs[0].layout not in ("TDBH", "BTDH")
         in_f = m._info[seq_in[0].tensor][1]
         return _core.ChainStep(cores, states, self.batch, in_f)
 
@@ -802,6 +804,8 @@ class Stream:
         if self._chain is not None:
             if not isinstance(x_t, dict):
                 with self._lock:
+                    if self._chain_plain:
+                        return self._chain.step(x_t)
                     return self._chain_result(self._chain.step(x_t), False)
             if len(x_t) == 1 and self._chain_seq in x_t:
                 with self._lock:
