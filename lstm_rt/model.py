@@ -167,6 +167,7 @@ class Model:
         self._outputs = outputs
         self.name = str(name)
         self.metadata = dict(metadata or {})
+        self._closed = False
         self._check_graph()
 
     # ------------------------------------------------------------ graph checks
@@ -368,7 +369,7 @@ class Model:
 
     def _bind_feeds(self, x, *, streaming: bool):
         """dict of external name -> array, validated; a bare array binds the only sequence input."""
-        if getattr(self, "_closed", False):
+        if self._closed:
             raise LstmRtError(f"model {self.name!r} is closed")
         if isinstance(x, dict):
             feeds = dict(x)
@@ -709,7 +710,7 @@ class Stream:
     def __init__(self, model: Model, batch: int = 1):
         if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
             raise ShapeError(f"batch must be a positive integer, got {batch!r}")
-        if getattr(model, "_closed", False):
+        if model._closed:
             raise LstmRtError(f"model {model.name!r} is closed")
         for n in model._nodes:
             if n.recurrent and n.config["direction"] != "forward":
