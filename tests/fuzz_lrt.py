@@ -87,8 +87,11 @@ def _set(obj, path, value, delete=False):
 def hostile_value(r: random.Random, old):
     if isinstance(old, int) and not isinstance(old, bool) and r.random() < 0.5:
         return r.choice([old + r.choice([-64, -1, 1, 8, 64, 4096]), old * r.choice([2, 1000, 2**20]), -old])
-    if r.random() < 0.1:   # deep nesting
-        return json.loads("[" * 5000 + "]" * 5000)
+    if r.random() < 0.1:   # deep nesting (built without recursion)
+        v: list = []
+        for _ in range(5000):
+            v = [v]
+        return v
     return r.choice(HOSTILE)
 
 

