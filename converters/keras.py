@@ -195,25 +195,35 @@ def _layers_and_links(config):
         out = []
         for layer in layers:
             inbound = layer.get("inbound_nodes") or []
-            src = None
+            src, states = None, []
             if len(inbound) > 1:
                 raise ConversionError(f"layer {layer['name']!r} is called more than once (shared layers)")
             if inbound:
                 node = inbound[0]
-                if isinstance(node, dict):      # Keras 3: {"args": [keras tensor or a list of them]}
+                if isinstance(node, dict):      # Keras 3: {"args": [tensor or list], "kwargs": {...}}
                     args = node.get("args", [])
                     arg = args[0] if args else None
                     refs = [a["config"]["keras_history"] for a in (arg if isinstance(arg, list) else [arg])
                             if isinstance(a, dict)]
+                    init = (node.get("kwargs") or {}).get("initial_state") or []
+                    states = [a["config"]["keras_history"] for a in (init if isinstance(init, list) else [init])
+                              if isinstance(a, dict)]
+                    if (node.get("kwargs") or {}).get("mask") is not None:
+                        raise ConversionError(f"layer {layer['name']!r} is called with an explicit mask")
                 else:                            # Keras 2: [[name, node, tensor, kwargs], ...]
                     refs = [r[:3] for r in node]
+                    if layer["class_name"] in RECURRENT + ("Bidirectional",) and len(refs) > 1:
+                        refs, states = refs[:1], refs[1:]   # the extra inputs are initial states
                 for ref in refs:
                     if len(ref) > 2 and ref[2]:
                         raise ConversionError(f"layer {layer['name']!r} reads output {ref[2]} of "
-                                              f"{ref[0]!r} (a returned state), which is not supported")
+                                              f"{ref[0]!r} (a returned state) as its input")
                 names = [ref[0] for ref in refs]
                 src = names if len(names) > 1 else (names[0] if names else None)
-            out.append((layer["class_name"], layer["config"], src))
+            layer_cfg = dict(layer["config"])
+            if states:   # [(layer, output index)] of the initial states, for _convert
+                layer_cfg["__initial_state__"] = [(r[0], r[2] if len(r) > 2 else 0) for r in states]
+            out.append((layer["class_name"], layer_cfg, src))
         return out, [n for n, _ in _refs(cfg.get("input_layers"))], _refs(cfg.get("output_layers"))
     raise ConversionError(f"model class {cls!r} is not supported (Sequential and Functional are)")
 
@@ -362,7 +372,22 @@ def _convert(config, version, weights, where):
                 layer = _recurrent(inner_cls, inner, per_dir, name, keras_major, direction)
                 lstm = inner_cls == "LSTM"
                 outs = [f"{name}/y", f"{name}/h", f"{name}/c" if lstm else None]
-                nodes.append(Node(layer, [x, None, None, None, mask], outs))
+                init = [None, None]
+                refs = cfg.get("__initial_state__", [])
+                if refs:   # the seq2seq handoff: states returned by another layer (return_state)
+                    if bi or len(refs) != (2 if lstm else 1):
+                        problems.append(f"{cls} {name!r} with initial_state {refs} (lstm_rt takes the "
+                                        f"h{', c' if lstm else ''} a one-direction layer returned)")
+                        continue
+                    for k, (src_layer, index) in enumerate(refs):
+                        found = extra_outputs.get(src_layer, [])
+                        if 1 <= index <= len(found):
+                            init[k] = found[index - 1][1]
+                    if None in init[:len(refs)]:
+                        problems.append(f"{cls} {name!r}: initial_state {refs} is not the states a "
+                                        f"layer returned (return_state)")
+                        continue
+                nodes.append(Node(layer, [x, None, init[0], init[1], mask], outs))
                 D, H = layer.num_directions, layer.hidden_size
                 merge = cfg.get("merge_mode", "concat") if bi else "concat"
                 if ret_seq and direction == "reverse":   # Keras: outputs in processing order

@@ -208,6 +208,10 @@ class Model:
             elif cur != form:
                 raise ShapeError(f"tensor {tensor!r}: used as {form} but it is {cur}")
 
+        graph_inputs = {t for p in self._inputs for t in p.tensors}
+        # initial states that an earlier layer computes (the seq2seq handoff inside one graph):
+        # node index -> [(state key, tensor)], applied when the node runs
+        self._state_links = {}
         recurrent_names = [n.name for n in self._nodes if n.recurrent]
         if len(set(recurrent_names)) != len(recurrent_names):
             raise ShapeError(f"recurrent layers need unique names (they key Stream.state), got {recurrent_names}")
@@ -283,6 +287,10 @@ class Model:
                         raise ShapeError(f"{n.kind} {n.name!r} has no cell state input")
                     need(n.inputs[3], n, "initial c")
                     settle(n.inputs[3], ("state", D, H))
+                links = [(k, t) for k, t in (("h", n.inputs[2]), ("c", n.inputs[3]))
+                         if t and t not in graph_inputs]
+                if links:
+                    self._state_links[self._nodes.index(n)] = links
                 if n.inputs[4]:
                     if need(n.inputs[4], n, "mask") != ("mask",):
                         raise ShapeError(f"{n.kind} {n.name!r}: {n.inputs[4]!r} is not a mask")
@@ -430,7 +438,9 @@ class Model:
                     a = a[None]
                 elif p.layout[0] == "B":
                     a = np.swapaxes(a, 0, 1)
-                T = agree(p.name, "the number of time steps", T, a.shape[0])
+                # sequence inputs may differ in length (an encoder's and a decoder's inputs);
+                # T, used to check lengths, is the longest
+                T = a.shape[0] if T is None else max(T, a.shape[0])
                 B = agree(p.name, "the batch size", B, a.shape[1])
                 env[p.tensor] = np.ascontiguousarray(a)
         for p in self._inputs:
@@ -498,7 +508,7 @@ class Model:
         for i, n in enumerate(self._nodes):
             x = env[n.inputs[0]]
             if n.kind == "Embedding":
-                env[n.outputs[0]] = n.core.lookup(x.reshape(-1)).reshape(T, B, -1)
+                env[n.outputs[0]] = n.core.lookup(x.reshape(-1)).reshape(x.shape[0], x.shape[1], -1)
             elif n.kind == "Dense":
                 lead = x.shape[:-1]  # (T, B) for sequences, (B,) for last outputs
                 y = np.empty(lead + (n.core.out_features,), np.float32)
@@ -530,6 +540,9 @@ class Model:
                 env[n.outputs[0]] = np.ascontiguousarray(x[::-1])
             elif n.kind == "Join":
                 xs = [env[t] for t in n.inputs if t]
+                if len({a.shape[:-1] for a in xs}) != 1:
+                    raise ShapeError(f"Join {n.name!r}: its inputs differ in time steps or batch: "
+                                     f"{[a.shape[:-1] for a in xs]}")
                 mode = n.config["mode"]
                 if mode == "concat":
                     y = np.concatenate(xs, axis=-1)
@@ -544,9 +557,12 @@ class Model:
                 env[n.outputs[0]] = np.ascontiguousarray(y, dtype=np.float32)
             else:
                 st = states[i]
+                for key, t in self._state_links.get(i, ()):
+                    st[key][...] = env[t]
                 lens = env.get(n.inputs[1]) if n.inputs[1] else None
                 c = n.core
-                y = np.empty((T, B, c.num_directions * c.output_size), np.float32) if n.outputs[0] else None
+                y = np.empty((x.shape[0], B, c.num_directions * c.output_size), np.float32) \
+                    if n.outputs[0] else None
                 mask = env[n.inputs[4]] if n.inputs[4] else None
                 c.run(x, lens, st["h"], st.get("c"), y, ws, mask)
                 for t, key in ((n.outputs[0], None), (n.outputs[1], "h"), (n.outputs[2], "c")):
@@ -721,6 +737,13 @@ class Stream:
             if n.kind == "ReverseTime":
                 raise UnsupportedError(f"ReverseTime {n.name!r} reorders the whole sequence: it "
                                        f"cannot stream; use Model.run")
+        if model._state_links:
+            names = [model._nodes[i].name for i in model._state_links]
+            raise UnsupportedError(
+                f"layers {names} start from states that other layers compute over a whole sequence "
+                f"(an encoder -> decoder graph), so the graph cannot stream as one: use Model.run, or "
+                f"stream the encoder and the decoder as two models and hand the state over with "
+                f"Stream.take_state")
         self.model = model
         self.batch = int(batch)
         self._lock = threading.Lock()

@@ -305,3 +305,36 @@ def test_functional_models_with_two_inputs_branches_and_merges(tmp_path, fmt):
     s = conv.stream()                          # and step by step, both inputs per step
     steps = [s.step({"audio": feeds["audio"][:1, t], "extra": feeds["extra"][:1, t]})["head"] for t in range(6)]
     np.testing.assert_allclose(np.stack(steps, axis=1), np.asarray(want[0])[:1], atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("fmt", ["keras", "h5"])
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+def test_encoder_decoder_with_initial_state(tmp_path, fmt, cell):
+    """The Keras seq2seq pattern: the decoder starts from the encoder's returned states
+    (initial_state=...), with inputs of different lengths; also streamed: the encoder's
+    states handed to a decoder stream give the decoder's outputs step by step."""
+    keras.utils.set_random_seed(9)
+    src, tgt = keras.Input((None, 3), name="src"), keras.Input((None, 2), name="tgt")
+    enc = getattr(L, cell)(4, return_state=True, name="enc")(src)
+    states = list(enc[1:])
+    dec = getattr(L, cell)(4, return_sequences=True, name="dec")(tgt, initial_state=states)
+    m = keras.Model([src, tgt], L.Dense(2, name="head")(dec))
+    rng = np.random.default_rng(10)
+    x_src = rng.normal(size=(2, 6, 3)).astype(np.float32)
+    x_tgt = rng.normal(size=(2, 4, 2)).astype(np.float32)
+    want = np.asarray(m.predict([x_src, x_tgt], verbose=0))
+    m.save(tmp_path / f"s2s.{fmt}")
+    conv = converters.convert(tmp_path / f"s2s.{fmt}")
+    np.testing.assert_allclose(conv.run({"src": x_src, "tgt": x_tgt})["head"], want, atol=ATOL, rtol=0)
+    with pytest.raises(lstm_rt.UnsupportedError, match="take_state"):
+        conv.stream()     # one graph can't stream both halves; two models + take_state can
+
+
+def test_initial_state_from_something_else_is_refused(tmp_path):
+    keras.utils.set_random_seed(9)
+    src, tgt = keras.Input((None, 3), name="src"), keras.Input((None, 2), name="tgt")
+    h = L.Dense(4, name="h0")(L.LSTM(3, name="enc")(src))          # a Dense output as the state
+    dec = L.GRU(4, return_sequences=True, name="dec")(tgt, initial_state=[h])
+    keras.Model([src, tgt], dec).save(tmp_path / "bad.keras")
+    with pytest.raises(ConversionError, match="dec.*initial_state"):
+        converters.convert(tmp_path / "bad.keras")

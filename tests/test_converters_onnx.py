@@ -390,3 +390,25 @@ def test_torch_rnn_exports(tmp_path, nonlinearity):
                           input_names=["x"], output_names=["y", "h"])
     with pytest.raises(ConversionError, match="unrolled the recurrence"):
         converters.convert(path)
+
+
+def test_state_handed_from_one_node_to_the_next(tmp_path):
+    """An encoder LSTM's Y_h / Y_c as a decoder LSTM's initial_h / initial_c inside one graph
+    (inputs of different lengths): equal to onnxruntime."""
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(3)
+    H = 4
+    inits = []
+    for tag, I in (("e", 3), ("d", 2)):
+        inits += [numpy_helper.from_array((rng.normal(size=(1, 4 * H, I)) * 0.5).astype(np.float32), f"W{tag}"),
+                  numpy_helper.from_array((rng.normal(size=(1, 4 * H, H)) * 0.5).astype(np.float32), f"R{tag}"),
+                  numpy_helper.from_array((rng.normal(size=(1, 8 * H)) * 0.5).astype(np.float32), f"B{tag}")]
+    nodes = [helper.make_node("LSTM", ["src", "We", "Re", "Be"], ["", "hN", "cN"], hidden_size=H, name="enc"),
+             helper.make_node("LSTM", ["tgt", "Wd", "Rd", "Bd", "", "hN", "cN"], ["Y"], hidden_size=H, name="dec")]
+    g = helper.make_graph(nodes, "s2s", [helper.make_tensor_value_info("src", TensorProto.FLOAT, ["T", "B", 3]),
+                                         helper.make_tensor_value_info("tgt", TensorProto.FLOAT, ["U", "B", 2])],
+                          [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 14)])
+    feeds = {"src": rng.normal(size=(6, 2, 3)).astype(np.float32), "tgt": rng.normal(size=(4, 2, 2)).astype(np.float32)}
+    conv = from_onnx(model)
+    np.testing.assert_allclose(conv.run(feeds)["Y"], ort_run(model, feeds)["Y"], atol=ATOL, rtol=0)
