@@ -362,6 +362,15 @@ def _convert(config, version, weights, where):
                     problems.append(f"{cls} of {inner_cls} ({name!r})")
                     continue
                 if bi:
+                    back = cfg.get("backward_layer")
+                    if back:   # allowed only as the mirror of `layer` (its config is read for both)
+                        keys = ("units", "activation", "recurrent_activation", "use_bias", "reset_after",
+                                "return_sequences", "return_state", "time_major", "stateful")
+                        bc = back.get("config", {})
+                        if back.get("class_name") != inner_cls or any(bc.get(k) != inner.get(k) for k in keys):
+                            problems.append(f"Bidirectional {name!r} with a backward_layer configured "
+                                            f"differently from its forward layer")
+                            continue
                     per_dir = [weights.get(name, "forward_layer"), weights.get(name, "backward_layer")]
                     direction = "bidirectional"
                 else:

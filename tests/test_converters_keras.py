@@ -338,3 +338,20 @@ def test_initial_state_from_something_else_is_refused(tmp_path):
     keras.Model([src, tgt], dec).save(tmp_path / "bad.keras")
     with pytest.raises(ConversionError, match="dec.*initial_state"):
         converters.convert(tmp_path / "bad.keras")
+
+
+def test_bidirectional_backward_layer(tmp_path):
+    """A backward_layer that mirrors the forward one converts; one configured differently
+    (here its recurrent activation) is refused instead of being converted with the wrong math."""
+    x = np.random.default_rng(11).normal(size=(2, 5, 3)).astype(np.float32)
+    mirror = build([L.Bidirectional(L.LSTM(4, return_sequences=True),
+                                    backward_layer=L.LSTM(4, return_sequences=True, go_backwards=True))], (None, 3))
+    mirror.save(tmp_path / "ok.keras")
+    np.testing.assert_allclose(converters.convert(tmp_path / "ok.keras").run(x),
+                               np.asarray(mirror.predict(x, verbose=0)), atol=ATOL, rtol=0)
+    other = build([L.Bidirectional(L.LSTM(4, return_sequences=True),
+                                   backward_layer=L.LSTM(4, return_sequences=True, go_backwards=True,
+                                                         recurrent_activation="tanh"))], (None, 3))
+    other.save(tmp_path / "bad.keras")
+    with pytest.raises(ConversionError, match="backward_layer configured differently"):
+        converters.convert(tmp_path / "bad.keras")
