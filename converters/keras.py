@@ -376,6 +376,10 @@ def _convert(config, version, weights, where):
                 else:
                     per_dir = [weights.get(name)]
                     direction = "reverse" if inner.get("go_backwards") else "forward"
+                if inner.get("time_major"):   # an old Keras option: [T, B, F] inputs and outputs
+                    problems.append(f"{cls} {name!r} with time_major=True (lstm_rt reads Keras models "
+                                    f"batch-major)")
+                    continue
                 ret_seq = inner.get("return_sequences", False)
                 ret_state = inner.get("return_state", False)
                 layer = _recurrent(inner_cls, inner, per_dir, name, keras_major, direction)

@@ -252,6 +252,11 @@ def test_old_config_keys_are_read_anyway(tmp_path):
     x = np.random.default_rng(12).normal(size=(2, 5, 3)).astype(np.float32)
     np.testing.assert_allclose(converters.convert(tmp_path / "old.h5").run(x), np.asarray(m.predict(x, verbose=0)),
                                atol=ATOL, rtol=0)
+    with h5py.File(tmp_path / "old.h5", "a") as f:   # time_major=True changes the layout: refused
+        cfg["config"]["layers"][1]["config"]["time_major"] = True
+        f.attrs["model_config"] = json.dumps(cfg)
+    with pytest.raises(ConversionError, match="time_major=True"):
+        converters.convert(tmp_path / "old.h5")
 
 
 def test_keras3_onnx_export_is_refused_with_the_reason(tmp_path):
