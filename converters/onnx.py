@@ -18,7 +18,7 @@ import os
 
 import numpy as np
 
-from lstm_rt.layers import GRU, LSTM, RNN, Dense, Embedding, Join, activations_from_onnx
+from lstm_rt.layers import GRU, LSTM, RNN, Dense, Embedding, Join, LastState, activations_from_onnx
 from lstm_rt.model import Model, Node, Port
 
 from . import ConversionError
@@ -385,6 +385,8 @@ class _Interpreter:
         t = ins[0] if isinstance(ins[0], Tens) else None
         if op == "Gather" and isinstance(ins[0], Const) and isinstance(ins[1], Tens):
             return out(self.embedding(node, ins, attrs))
+        if op == "Gather" and isinstance(ins[0], Tens) and isinstance(ins[1], Const):
+            return out(self.last_step(node, ins[0], ins[1], attrs))
         if op == "Add" and len(ins) == 2 and any(isinstance(v, Const) for v in ins):
             return out(self.add_bias(node, ins))
         if t is None:
@@ -575,10 +577,30 @@ class _Interpreter:
         self.add_node(Embedding(name, table.astype(np.float32)), [ids.name], [name])
         return Tens(name, list(ids.labels) + ["F"], "seq", {"F": table.shape[1]})
 
+    def last_step(self, node, t, index, attrs):
+        """Gather(Y, -1) on the time axis of a forward recurrent layer's output (a classifier
+        reading the last step, `y[:, -1]`): that is the layer's final h, as a LastState."""
+        labels = self.labels(t)
+        axis = (attrs["axis"].i if "axis" in attrs else 0) % len(labels)
+        idx = np.asarray(index.value)
+        prod = self.producer(t)
+        ok = t.kind == "seq" and labels[axis] == "T" and idx.ndim == 0 and int(idx) == -1 \
+            and prod is not None and prod.layer.kind in RECURRENT and prod.layer.direction == "forward" \
+            and not any(prod.inputs[1:]) and "D" not in labels   # no lengths, masks or initial states
+        if not ok:
+            raise _Unsupported(f"Gather (node {node.name!r}) other than the last step (index -1) of a "
+                               f"forward recurrent layer's output")
+        if not prod.outputs[1]:
+            prod.outputs[1] = self.fresh(f"{prod.layer.name}/Y_h")
+        name = self.unique(node.name or "last")
+        H = prod.layer.output_size
+        self.add_node(LastState(name, 1, H), [prod.outputs[1]], [name])
+        return Tens(name, [lb for i, lb in enumerate(labels) if i != axis][:-1] + ["F"], "static", {"F": H})
+
     def dense(self, node, t, ins, attrs):
         if t.kind == "seq" and self.labels(t)[-1].startswith("?"):
             self.bind[self.labels(t)[-1]] = "F"
-        if t.kind != "seq" or self.labels(t)[-1] not in ("F", "H"):
+        if t.kind not in ("seq", "static") or self.labels(t)[-1] not in ("F", "H"):
             raise _Unsupported(f"{node.op_type} (node {node.name!r}) on axes {self.labels(t)}")
         w = self.const_of(node.input[1])
         if w is None or w.ndim != 2:
@@ -597,7 +619,7 @@ class _Interpreter:
         name = self.unique(node.name or "dense")
         layer = Dense(name, w.T.astype(np.float32), None if bias is None else bias.astype(np.float32))
         self.add_node(layer, [t.name], [name])
-        return Tens(name, self.labels(t)[:-1] + ("F",), "seq", {"F": w.shape[1]})
+        return Tens(name, self.labels(t)[:-1] + ("F",), t.kind, {"F": w.shape[1]})
 
     def producer(self, t):
         return next((n for n in self.nodes if n.outputs and n.outputs[0] == t.name), None)
@@ -727,6 +749,8 @@ class _Interpreter:
                 else "".join(self.labels(v))
             if v.kind == "state":
                 ok = lay in ("DBH", "BDH")
+            elif v.kind == "static":
+                ok = lay == "BF"
             else:
                 ok = lay in ("TBF", "BTF", "TDBH", "BTDH")
             if not ok:

@@ -412,3 +412,50 @@ def test_state_handed_from_one_node_to_the_next(tmp_path):
     feeds = {"src": rng.normal(size=(6, 2, 3)).astype(np.float32), "tgt": rng.normal(size=(4, 2, 2)).astype(np.float32)}
     conv = from_onnx(model)
     np.testing.assert_allclose(conv.run(feeds)["Y"], ort_run(model, feeds)["Y"], atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+@pytest.mark.parametrize("cell,batch_first", [("LSTM", True), ("GRU", False)])
+def test_torch_export_of_a_last_step_classifier(tmp_path, exporter, cell, batch_first):
+    """`fc(y[:, -1])` exports as Gather(Y, -1) on the time axis: converted as the layer's
+    final state (LastState); equal to PyTorch, and stepping gives the prefix's answer. Another
+    index is refused with the reason."""
+    import warnings
+    torch = pytest.importorskip("torch")
+    if exporter == "dynamo":
+        pytest.importorskip("onnxscript")
+
+    class Classifier(torch.nn.Module):
+        def __init__(self, index=-1):
+            super().__init__()
+            self.index = index
+            self.rnn = getattr(torch.nn, cell)(3, 4, batch_first=batch_first)
+            self.fc = torch.nn.Linear(4, 2)
+
+        def forward(self, x):
+            y, _ = self.rnn(x)
+            return torch.softmax(self.fc(y[:, self.index] if batch_first else y[self.index]), -1)
+
+    torch.manual_seed(0)
+    x = torch.randn((2, 5, 3) if batch_first else (5, 2, 3))
+    path = str(tmp_path / "c.onnx")
+    axes = {0: "B", 1: "T"} if batch_first else {0: "T", 1: "B"}
+    kw = {"dynamo": True} if exporter == "dynamo" else {"dynamo": False, "dynamic_axes": {"x": axes}}
+    for index in (-1, 0):
+        m = Classifier(index).eval()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(m, (x,), path, input_names=["x"], output_names=["y"], **kw)
+        if index == 0:
+            with pytest.raises(ConversionError, match="last step"):
+                converters.convert(path)
+            continue
+        conv = converters.convert(path)
+        with torch.no_grad():
+            np.testing.assert_allclose(conv.run(x.numpy()), m(x).numpy(), atol=ATOL, rtol=0)
+        s = conv.stream(batch=2)
+        for t in range(5):
+            prefix = x[:, :t + 1] if batch_first else x[:t + 1]
+            got = s.step(prefix.numpy()[:, t] if batch_first else prefix.numpy()[t])
+            with torch.no_grad():
+                np.testing.assert_allclose(got, m(prefix).numpy(), atol=ATOL, rtol=0)
