@@ -15,13 +15,11 @@ import sys
 import tempfile
 import zipfile
 
-import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from fuzz_lrt import _leaves, _set, hostile_value  # noqa: E402
-from lstm_rt.errors import LstmRtError  # noqa: E402
+from fuzz_lrt import _leaves, _set, convert_and_run, hostile_value  # noqa: E402
 
 
 def seeds(tmp):
@@ -89,7 +87,6 @@ def mutate(r: random.Random, fmt: str, data: bytes) -> bytes:
 
 
 def run(cases: int, seed: int) -> dict:
-    import converters
     tmp = tempfile.mkdtemp(prefix="keras_fuzz_")
     base = seeds(tmp)
     r = random.Random(seed)
@@ -99,26 +96,7 @@ def run(cases: int, seed: int) -> dict:
         path = os.path.join(tmp, f"case.{fmt}")
         with open(path, "wb") as f:
             f.write(mutate(r, fmt, data))
-        try:
-            m = converters.convert(path)
-        except LstmRtError:
-            outcomes["refused"] += 1
-            continue
-        except Exception as e:  # noqa: BLE001
-            findings.append(f"convert: {type(e).__name__}: {e}"[:300])
-            continue
-        outcomes["converted"] += 1
-        try:
-            feeds = {}
-            for spec in m.inputs:
-                shape = tuple(2 if d is None else d for d in spec.shape)
-                feeds[spec.name] = np.ones(shape, np.int64) if spec.dtype.startswith("int") \
-                    else np.full(shape, 0.5, np.float32)
-            m.run(feeds)
-        except LstmRtError:
-            pass
-        except Exception as e:  # noqa: BLE001
-            findings.append(f"run: {type(e).__name__}: {e}"[:300])
+        convert_and_run(path, outcomes, findings)
     return {"cases": cases, "outcomes": outcomes, "findings": findings}
 
 

@@ -158,6 +158,34 @@ def _kind_of(e: LstmRtError) -> str:
     return " ".join(w for w in msg.split()[:6] if not any(c.isdigit() for c in w))
 
 
+def sample_input(spec) -> np.ndarray:
+    """A small array fitting an input spec: dynamic dims 2; token ids 1, floats 0.5."""
+    shape = tuple(2 if d is None else d for d in spec.shape)
+    return np.ones(shape, np.int64) if spec.dtype.startswith("int") else np.full(shape, 0.5, np.float32)
+
+
+def convert_and_run(path: str, outcomes: dict, findings: list) -> None:
+    """For the converter fuzzers: converters.convert(path), then a run on sample inputs;
+    only lstm_rt errors may come out. Counts "converted" / "refused" in outcomes and appends
+    anything else to findings."""
+    import converters
+    try:
+        m = converters.convert(path)
+    except LstmRtError:
+        outcomes["refused"] += 1
+        return
+    except Exception as e:  # noqa: BLE001 - a finding, whatever it is
+        findings.append(f"convert: {type(e).__name__}: {e}"[:300])
+        return
+    outcomes["converted"] += 1
+    try:
+        m.run({spec.name: sample_input(spec) for spec in m.inputs})
+    except LstmRtError:
+        pass
+    except Exception as e:  # noqa: BLE001
+        findings.append(f"run: {type(e).__name__}: {e}"[:300])
+
+
 def check_case(path: str) -> str:
     """Load and, when that works, run; only lstm_rt errors may come out.
     Returns the outcome: 'ran' or the kind of rejection."""
@@ -168,9 +196,7 @@ def check_case(path: str) -> str:
     try:
         for spec in m.inputs:
             if None not in spec.shape[2:] and spec.name == m.inputs[0].name:
-                shape = tuple(2 if d is None else d for d in spec.shape)
-                x = np.ones(shape, np.int64) if spec.dtype.startswith("int") \
-                    else np.full(shape, 0.5, np.float32)
+                x = sample_input(spec)
                 m.run(x)
                 try:
                     s = m.stream(2)

@@ -19,7 +19,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from lstm_rt.errors import LstmRtError  # noqa: E402
+from fuzz_lrt import convert_and_run  # noqa: E402
 
 HOSTILE_INTS = [0, -1, 1, 2, 3, 7, 2**31 - 1, -2**31, 2**40, 10**9]
 
@@ -101,7 +101,6 @@ def mutate(r: random.Random, data: bytes, onnx):
 
 
 def run(cases: int, seed: int) -> dict:
-    import converters
     base, onnx = seeds()
     r = random.Random(seed)
     tmp = tempfile.mkdtemp(prefix="onnx_fuzz_")
@@ -111,24 +110,7 @@ def run(cases: int, seed: int) -> dict:
         data = mutate(r, r.choice(base), onnx)
         with open(path, "wb") as f:
             f.write(data)
-        try:
-            m = converters.convert(path)
-        except LstmRtError:
-            outcomes["refused"] += 1
-            continue
-        except Exception as e:  # noqa: BLE001
-            findings.append(f"convert: {type(e).__name__}: {e}"[:300])
-            continue
-        outcomes["converted"] += 1
-        try:
-            spec = m.inputs[0]
-            shape = tuple(2 if d is None else d for d in spec.shape)
-            x = np.ones(shape, np.int64) if spec.dtype.startswith("int") else np.full(shape, 0.5, np.float32)
-            m.run(x if len([p for p in m.inputs if p.shape and None in p.shape]) <= 1 else {spec.name: x})
-        except LstmRtError:
-            pass
-        except Exception as e:  # noqa: BLE001
-            findings.append(f"run: {type(e).__name__}: {e}"[:300])
+        convert_and_run(path, outcomes, findings)
     return {"cases": cases, "outcomes": outcomes, "findings": findings}
 
 
