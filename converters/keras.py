@@ -231,6 +231,8 @@ def _layers_and_links(config):
 def _recurrent(kind, cfg, weights, name, keras_major, direction="forward"):
     """One Keras LSTM/GRU/SimpleRNN (weights: per direction [kernel, recurrent_kernel, bias?])."""
     H = cfg["units"]
+    if isinstance(H, bool) or not isinstance(H, int) or H <= 0:
+        raise ConversionError(f"units must be a positive integer, got {H!r}")
     acts = {"LSTM": ["recurrent_activation", "activation", "activation"],
             "GRU": ["recurrent_activation", "activation"], "SimpleRNN": ["activation"]}[kind]
     act = [_recurrent_activation(cfg.get(a, "sigmoid" if a == "recurrent_activation" else "tanh"), keras_major)

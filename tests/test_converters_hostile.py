@@ -105,6 +105,23 @@ def test_malformed_keras_archives(tmp_path, members, match):
         converters.convert(p)
 
 
+@pytest.mark.parametrize("units", [0, -3, 2.5, True, "4"])
+def test_keras_recurrent_units_that_are_not_a_size(tmp_path, units):
+    """Found by tests/fuzz_keras.py: units 0 divided by zero while reading the weights."""
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    keras = pytest.importorskip("keras")
+    m = keras.Sequential([keras.Input((None, 3)), keras.layers.GRU(4, return_sequences=True)])
+    m.save(tmp_path / "m.keras")
+    with zipfile.ZipFile(tmp_path / "m.keras") as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    config = json.loads(members["config.json"])
+    config["config"]["layers"][-1]["config"]["units"] = units
+    members["config.json"] = json.dumps(config)
+    keras_zip(tmp_path / "bad.keras", members)
+    with pytest.raises(ConversionError, match="units must be a positive integer"):
+        converters.convert(tmp_path / "bad.keras")
+
+
 def test_garbage_h5(tmp_path):
     p = tmp_path / "m.h5"
     p.write_bytes(b"\x89HDF\r\n\x1a\n" + os.urandom(5000))
