@@ -13,6 +13,7 @@ cdef extern from "lrt_kernels.h" nogil:
         int dtype
         const void *data
         const float *scale
+        const int32_t *colsum
         int nblk, K, gw
     ctypedef struct lrt_cell:
         int kind
@@ -36,6 +37,8 @@ cdef extern from "lrt_kernels.h" nogil:
     double lrt_probe_fma(long iters)
     int lrt_init(const char *force)
     int lrt_cpu_has_avx2_fma()
+    int lrt_cpu_isa_level()
+    int lrt_isa_level()
     void lrt_gemm_panels_generic(int M, int K, const float *A, int lda, const float *Wp, int nblk, int gw,
                                  const float *bias, float *C, int ldc, int ncols)
     void lrt_gemm_panels_avx2(int M, int K, const float *A, int lda, const float *Wp, int nblk, int gw,
@@ -52,6 +55,7 @@ cdef extern from "lrt_kernels.h" nogil:
     size_t lrt_matmul_scratch_floats(int M, int K)
     void lrt_embed(int dtype, const void *table, const float *scale, int E, const int64_t *ids, int n,
                    float *out, int ldo)
-    void lrt_matmul_select(int avx2)
+    void lrt_matmul_select(int level)
+    void lrt_i8_colsums(const lrt_mat *W, int32_t *out)
     void lrt_dense(int M, int O, const float *x, int ldx, const lrt_mat *W, const float *bias,
                    int act, float *y, int ldy, float *scratch)

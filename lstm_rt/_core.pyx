@@ -9,6 +9,7 @@ Design:
 - Shapes are checked here, once per call, so the C kernels can trust every size.
 """
 import os
+import time
 
 import numpy as np
 cimport numpy as cnp
@@ -21,14 +22,17 @@ from lstm_rt.errors import ShapeError
 cnp.import_array()
 
 
+ISAS = ("generic", "avx2", "avx512vnni")  # kernel levels, each running on a subset of the one before
+
+
 def _select_isa():
-    """Pick the kernels once, at import; LSTM_RT_FORCE_ISA=generic|avx2 overrides detection."""
+    """Pick the kernels once, at import; LSTM_RT_FORCE_ISA=generic|avx2|avx512vnni overrides detection."""
     force = os.environ.get("LSTM_RT_FORCE_ISA", "").strip().lower()
     rc = lrt_init(force.encode())
     if rc == -1:
-        raise ImportError(f"LSTM_RT_FORCE_ISA={force!r}: expected 'generic' or 'avx2'")
+        raise ImportError(f"LSTM_RT_FORCE_ISA={force!r}: expected one of {', '.join(map(repr, ISAS))}")
     if rc == -2:
-        raise ImportError(f"LSTM_RT_FORCE_ISA={force!r}: this CPU lacks AVX2/FMA")
+        raise ImportError(f"LSTM_RT_FORCE_ISA={force!r}: this CPU lacks it (it has {ISAS[lrt_cpu_isa_level()]!r})")
 
 
 _select_isa()
@@ -40,7 +44,8 @@ _DENSE_CODES = {"linear": 0, "relu": 1, "tanh": 2, "sigmoid": 3, "softmax": 4}
 
 
 def cpu_isa():
-    """Name of the kernel implementation in use: "avx2" (AVX2 + FMA) or "generic" (portable C)."""
+    """Name of the kernels in use: "avx512vnni" (the avx2 kernels, int8 products by AVX-512
+    VNNI), "avx2" (AVX2 + FMA + F16C) or "generic" (portable C)."""
     return lrt_isa_name().decode()
 
 
@@ -95,7 +100,7 @@ cdef int _mat(lrt_mat *m, object arr, object scale, int K, int gw, list keep) ex
         want = (m.nblk, K, gw)
     elif arr.dtype == np.int8:
         m.dtype = LRT_I8
-        want = (m.nblk, (K + 1) // 2, gw, 2)
+        want = (m.nblk, (K + 3) // 4, gw, 4)
         if scale is None or scale.dtype != np.float32 or scale.shape != (m.nblk * gw,):
             raise TypeError("int8 weights need a float32 scale per output column")
         m.scale = _fptr(scale, keep)
@@ -105,6 +110,12 @@ cdef int _mat(lrt_mat *m, object arr, object scale, int K, int gw, list keep) ex
         raise ValueError(f"packed weights have shape {tuple(arr.shape)}, expected {want}")
     keep.append(arr)
     m.data = <const void *> (<size_t> arr.ctypes.data) if arr.size else NULL
+    if m.dtype == LRT_I8:
+        colsum = np.zeros(m.nblk * gw, np.int32)
+        keep.append(colsum)
+        m.colsum = <const int32_t *> (<size_t> colsum.ctypes.data)
+        if arr.size:
+            lrt_i8_colsums(m, <int32_t *> m.colsum)
     return 0
 
 
@@ -446,6 +457,11 @@ def cpu_has_avx2():
     return bool(lrt_cpu_has_avx2_fma())
 
 
+def cpu_isas():
+    """The kernel levels this CPU can run, e.g. ("generic", "avx2")."""
+    return ISAS[:lrt_cpu_isa_level() + 1]
+
+
 def _gemm_panels(const float[:, ::1] a, packed, int gates, int ncols, str isa="auto"):
     """Test hook: a [M, K] @ unpacked(packed)^T -> [M, ncols] via lrt_gemm_panels
     (isa "auto": the dispatched kernel; "generic" or "avx2": that one)."""
@@ -471,7 +487,7 @@ def _gemm_panels(const float[:, ::1] a, packed, int gates, int ncols, str isa="a
 
 def _matmul(const float[:, ::1] a, packed, scale, int gates, int ncols, str isa="auto"):
     """Test hook: a [M, K] @ W via lrt_matmul for panels of any storage (fp32 / fp16 /
-    int8 + scale); isa "generic"/"avx2" forces that implementation for this call."""
+    int8 + scale); isa (one of cpu_isas()) forces that implementation for this call."""
     cdef list keep = []
     cdef lrt_mat m
     cdef int M = a.shape[0], K = a.shape[1]
@@ -480,18 +496,39 @@ def _matmul(const float[:, ::1] a, packed, scale, int gates, int ncols, str isa=
     cdef float[:, ::1] o = out
     cdef Workspace ws = Workspace()
     cdef float *scratch = ws.need(lrt_matmul_scratch_floats(M, K))
-    if isa == "avx2" and not lrt_cpu_has_avx2_fma():
-        raise RuntimeError("this CPU lacks AVX2/FMA")
+    cdef int level = lrt_isa_level()
     if isa != "auto":
-        lrt_matmul_select(1 if isa == "avx2" else 0)
+        if isa not in cpu_isas():
+            raise RuntimeError(f"this CPU cannot run {isa!r} kernels")
+        lrt_matmul_select(ISAS.index(isa))
     try:
         if M and ncols:
             with nogil:
                 lrt_matmul(M, &a[0, 0], K, &m, NULL, &o[0, 0], ncols, ncols, scratch)
     finally:
-        if isa != "auto":
-            lrt_matmul_select(1 if lrt_isa_name() == b"avx2" else 0)
+        lrt_matmul_select(level)
     return out
+
+
+def _time_matmul(const float[:, ::1] a, packed, scale, int gates, int ncols, int reps):
+    """Benchmark hook: seconds per lrt_matmul call (the dispatched kernels), best of 5 runs
+    of `reps` calls; the weights are described once, outside the timing."""
+    cdef list keep = []
+    cdef lrt_mat m
+    cdef int M = a.shape[0], K = a.shape[1], i, r
+    _mat(&m, packed, scale, K, gates * LRT_LANES, keep)
+    out = np.zeros((M, ncols), np.float32)
+    cdef float[:, ::1] o = out
+    cdef Workspace ws = Workspace()
+    cdef float *scratch = ws.need(lrt_matmul_scratch_floats(M, K))
+    best = float("inf")
+    for r in range(5):
+        t = time.perf_counter()
+        with nogil:
+            for i in range(reps):
+                lrt_matmul(M, &a[0, 0], K, &m, NULL, &o[0, 0], ncols, ncols, scratch)
+        best = min(best, (time.perf_counter() - t) / reps)
+    return best
 
 
 def _activate(str name, float alpha, float beta, const float[::1] x):

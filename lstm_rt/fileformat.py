@@ -1,6 +1,7 @@
 """The .lrt model file: written once, then memory-mapped; the weights are never copied.
 
-Layout (version 1, little-endian):
+Layout (version 2, little-endian; version 1 differs only in how int8 weight panels group
+their rows, by two instead of four, and lstm_rt.model regroups those at load):
 
     offset 0   magic  b"LRTMODEL"                      8 bytes
            8   format version (uint32), flags (uint32, 0)
@@ -10,7 +11,7 @@ Layout (version 1, little-endian):
       end-32   trailer: b"LRTEND\\0\\0", file length (uint64), BLAKE2b-128 of every byte
                before the trailer (16 bytes)
 
-The JSON header is {"format_version": 1, "meta": {...}, "tensors": [{"name", "dtype",
+The JSON header is {"format_version": 2, "meta": {...}, "tensors": [{"name", "dtype",
 "shape", "offset", "nbytes"}, ...]}. Every number read from a file is checked against the
 file's size before it is used, so a truncated, tampered or hostile file raises
 ModelFormatError instead of crashing, hanging or allocating what it asks for. No pickle.
@@ -29,7 +30,7 @@ from .errors import ModelFormatError
 
 MAGIC = b"LRTMODEL"
 TRAILER_MAGIC = b"LRTEND\0\0"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 ALIGN = 64
 _PREFIX = struct.Struct("<8sIIQ")      # magic, version, flags, header length
 _TRAILER = struct.Struct("<8sQ16s")    # magic, file length, checksum
@@ -105,8 +106,9 @@ def write_lrt(path, meta: dict, tensors: dict[str, np.ndarray]) -> None:
 class LrtFile:
     """An open, mapped model file; arrays from it stay valid while they are referenced."""
 
-    def __init__(self, path, mm):
+    def __init__(self, path, mm, version):
         self.path = path
+        self.version = version  # the file's format version
         self._mmap = mm
 
     def close(self):
@@ -199,4 +201,4 @@ def read_lrt(path, *, verify_checksum: bool = True):
     for name, (dtype, shape, offset, count) in tensors.items():
         a = np.frombuffer(mm, dtype=np.dtype(dtype).newbyteorder("<"), count=count, offset=offset)
         arrays[name] = a.reshape(tuple(shape))
-    return header["meta"], arrays, LrtFile(path, mm)
+    return header["meta"], arrays, LrtFile(path, mm, version)

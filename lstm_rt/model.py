@@ -33,7 +33,7 @@ from .errors import LstmRtError, ModelFormatError, ShapeError, UnsupportedError
 from .layers import GLUE_KINDS, Layer, layer_from_config, validate_config
 from .packing import (OPTIONAL_PARTS, convert_packed, expected_packed_shapes, pack_layer,
                       unpack_layer_weights)
-from .quantize import WEIGHT_TYPES
+from .quantize import WEIGHT_TYPES, group_rows_by_4, ungroup_rows
 
 SEQ_LAYOUTS = ("TBF", "BTF", "TB", "BT", "TDBH", "BTDH", "BF")
 STATE_LAYOUTS = ("DBH", "BDH", "BH")
@@ -674,6 +674,8 @@ class Model:
                 kind, config = rec["kind"], rec["config"]
                 packed = {part: tensors[key] for part, key in rec["tensors"].items()}
                 weights = rec.get("weights", "fp32")
+                if handle.version < 2 and weights == "int8":
+                    packed = _regroup_v1_int8(packed)
                 _check_packed(kind, config, packed, weights)
                 nodes.append(_CompiledNode(kind, config, packed, rec["inputs"], rec["outputs"],
                                            weights=weights))
@@ -686,6 +688,13 @@ class Model:
             raise ModelFormatError(f"{path}: malformed model description ({type(e).__name__}: {e})") from None
         model._file = handle
         return model
+
+
+def _regroup_v1_int8(packed):
+    """Format version 1 grouped int8 panel rows by two ([nblk, K2, gw, 2]); the kernels now
+    take them by four. Regrouped in memory (a copy): re-save the model to map it again."""
+    return {part: group_rows_by_4(ungroup_rows(a)) if a.dtype == np.int8 and a.ndim == 4 and a.shape[-1] == 2
+            else a for part, a in packed.items()}
 
 
 def _check_packed(kind, config, packed, weights):

@@ -210,7 +210,7 @@ def expected_packed_shapes(kind: str, config: dict, weights: str = "fp32") -> di
     for key, shape in shapes.items():
         if key in matrix_parts(kind, config) and weights == "int8":
             nb, K, gw = shape
-            out[key] = ((nb, (K + 1) // 2, gw, 2), "int8")
+            out[key] = ((nb, (K + 3) // 4, gw, 4), "int8")
             out[key + ".scale"] = ((nb * gw,), "float32")
         elif key in matrix_parts(kind, config) and weights == "fp16":
             out[key] = (shape, "float16")

@@ -2,7 +2,8 @@
 
 int8 is symmetric with one scale per output column of the panel (= one per output row of
 the original weight matrix): scale = max|w| / 127, q = round(w / scale). Panel rows are
-paired ([nblk, K2, gw, 2], K padded to even) for the kernels' 16-bit pairwise multiply-add.
+grouped by four ([nblk, K4, gw, 4], K padded to a multiple of 4), the operand order of the
+kernels' 4-way byte dot product (and of two 16-bit pairwise multiply-adds).
 """
 from __future__ import annotations
 
@@ -15,23 +16,32 @@ FP16_MAX = 65504.0
 
 
 def quantize_int8(panels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """[nblk, K, gw] float32 -> (int8 [nblk, ceil(K/2), gw, 2], scale float32 [nblk*gw])."""
+    """[nblk, K, gw] float32 -> (int8 [nblk, ceil(K/4), gw, 4], scale float32 [nblk*gw])."""
     nb, K, gw = panels.shape
     amax = np.abs(panels).max(axis=1) if K else np.zeros((nb, gw), np.float32)  # [nb, gw]
     scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
     q = np.clip(np.rint(panels / scale[:, None, :]), -127, 127).astype(np.int8)
-    K2 = (K + 1) // 2
-    if K % 2:
-        q = np.concatenate([q, np.zeros((nb, 1, gw), np.int8)], axis=1)
-    q = np.ascontiguousarray(q.reshape(nb, K2, 2, gw).transpose(0, 1, 3, 2))
-    return q, np.ascontiguousarray(scale.reshape(-1))
+    return group_rows_by_4(q), np.ascontiguousarray(scale.reshape(-1))
+
+
+def group_rows_by_4(q: np.ndarray) -> np.ndarray:
+    """int8 panels [nblk, K, gw] -> [nblk, ceil(K/4), gw, 4], zero padded."""
+    nb, K, gw = q.shape
+    K4 = (K + 3) // 4
+    q = np.concatenate([q, np.zeros((nb, K4 * 4 - K, gw), np.int8)], axis=1)
+    return np.ascontiguousarray(q.reshape(nb, K4, 4, gw).transpose(0, 1, 3, 2))
+
+
+def ungroup_rows(q: np.ndarray) -> np.ndarray:
+    """int8 panels grouped n rows at a time [nblk, Kn, gw, n] -> [nblk, Kn * n, gw]."""
+    nb, Kn, gw, n = q.shape
+    return np.asarray(q).transpose(0, 1, 3, 2).reshape(nb, Kn * n, gw)
 
 
 def dequantize_int8(q: np.ndarray, scale: np.ndarray, K: int) -> np.ndarray:
     """Inverse of quantize_int8 up to rounding: float32 [nblk, K, gw]."""
-    nb, K2, gw, _ = q.shape
-    p = np.asarray(q).transpose(0, 1, 3, 2).reshape(nb, K2 * 2, gw)[:, :K].astype(np.float32)
-    return p * np.asarray(scale).reshape(nb, 1, gw)
+    nb, _, gw, _ = q.shape
+    return ungroup_rows(q)[:, :K].astype(np.float32) * np.asarray(scale).reshape(nb, 1, gw)
 
 
 def to_fp16(panels: np.ndarray, what: str = "weights") -> np.ndarray:

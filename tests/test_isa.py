@@ -19,24 +19,32 @@ def run_python(code, **env):
 
 
 def test_detected_isa_is_reported():
-    assert lstm_rt.cpu_isa() in ("avx2", "generic")
+    assert lstm_rt.cpu_isa() in _core.cpu_isas()
     if os.environ.get("LSTM_RT_FORCE_ISA") is None:
-        assert lstm_rt.cpu_isa() == ("avx2" if _core.cpu_has_avx2() else "generic")
+        assert lstm_rt.cpu_isa() == _core.cpu_isas()[-1]
 
 
 def test_force_isa_override():
-    r = run_python("import lstm_rt; print(lstm_rt.cpu_isa())", LSTM_RT_FORCE_ISA="generic")
-    assert r.stdout.strip() == "generic", r.stderr
+    for isa in _core.cpu_isas():
+        r = run_python("import lstm_rt; print(lstm_rt.cpu_isa())", LSTM_RT_FORCE_ISA=isa)
+        assert r.stdout.strip() == isa, r.stderr
     r = run_python("import lstm_rt", LSTM_RT_FORCE_ISA="sse9")
-    assert r.returncode != 0 and "expected 'generic' or 'avx2'" in r.stderr
+    assert r.returncode != 0 and "expected one of 'generic', 'avx2', 'avx512vnni'" in r.stderr
+    missing = [isa for isa in _core.ISAS if isa not in _core.cpu_isas()]
+    if missing:
+        r = run_python("import lstm_rt", LSTM_RT_FORCE_ISA=missing[0])
+        assert r.returncode != 0 and "this CPU lacks it" in r.stderr
 
 
-@pytest.mark.skipif(os.environ.get("LSTM_RT_FORCE_ISA") == "generic", reason="already the generic run")
-def test_generic_kernels_pass_the_core_tests():
-    e = dict(os.environ, LSTM_RT_FORCE_ISA="generic",
+@pytest.mark.parametrize("isa", _core.cpu_isas()[:-1])
+def test_lower_kernel_levels_pass_the_core_tests(isa):
+    """The levels below the detected one (generic C; avx2 on a VNNI CPU) run whole models too."""
+    if os.environ.get("LSTM_RT_FORCE_ISA") == isa:
+        pytest.skip(f"already the {isa} run")
+    e = dict(os.environ, LSTM_RT_FORCE_ISA=isa,
              PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     r = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
                         os.path.join(HERE, "test_core.py"), os.path.join(HERE, "test_quantize.py")],
                        capture_output=True, text=True, env=e, timeout=600, cwd=ROOT)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "lstm_rt kernels: generic" in r.stdout
+    assert f"lstm_rt kernels: {isa}" in r.stdout

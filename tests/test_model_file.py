@@ -1,5 +1,7 @@
 """Model.save / lstm_rt.load: exact round trips, zero-copy weights, and files whose model
 description lies about the weights (re-sealed, so only the model checks can catch them)."""
+import os
+
 import numpy as np
 import pytest
 
@@ -111,3 +113,22 @@ def test_load_errors_for_missing_and_foreign_files(tmp_path):
     (tmp_path / "x.lrt").write_bytes(b"hello world, I am not a model" * 10)
     with pytest.raises(ModelFormatError, match="not an lstm_rt model"):
         lstm_rt.load(tmp_path / "x.lrt")
+
+
+def test_format_v1_int8_model_loads_regrouped_and_resaves(tmp_path):
+    """tests/data/format_v1_int8_model.lrt was saved by the format-version-1 build (int8 panel
+    rows grouped by two) from a seeded PyTorch LSTM x2 -> GRU -> Linear, with the outputs that
+    build computed for x. Loading regroups the rows (by four); the results stay the same, and
+    a re-saved copy is version 2 and maps without a copy."""
+    data = os.path.join(os.path.dirname(__file__), "data")
+    want = np.load(os.path.join(data, "format_v1_int8_model_expected.npz"))
+    m = lstm_rt.load(os.path.join(data, "format_v1_int8_model.lrt"))
+    assert m._file.version == 1 and m.weights == "int8"
+    y = m.run(want["x"])
+    np.testing.assert_allclose(y, want["y"], rtol=0, atol=1e-6)
+    m.save(tmp_path / "v2.lrt")
+    m2 = lstm_rt.load(tmp_path / "v2.lrt")
+    assert m2._file.version == 2
+    np.testing.assert_array_equal(m2.run(want["x"]), y)
+    packed = m2._nodes[0].packed
+    assert packed["0.w"].shape[-1] == 4 and not packed["0.w"].flags.owndata

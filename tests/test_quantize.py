@@ -10,7 +10,7 @@ from lstm_rt.packing import pack_panels
 from lstm_rt.quantize import dequantize_int8, quantize_int8, to_fp16
 from util import random_layer, sequence_model
 
-ISAS = ["generic"] + (["avx2"] if _core.cpu_has_avx2() else [])
+ISAS = list(_core.cpu_isas())
 
 
 @pytest.mark.parametrize("K,H,G", [(1, 1, 1), (7, 13, 4), (64, 40, 3), (33, 17, 2), (16, 8, 1)])
@@ -18,7 +18,7 @@ def test_int8_round_trip_error_is_half_a_step(K, H, G):
     rng = np.random.default_rng(K)
     p = pack_panels(rng.normal(size=(G * H, K)).astype(np.float32), G)
     q, s = quantize_int8(p)
-    assert q.dtype == np.int8 and q.shape == (p.shape[0], (K + 1) // 2, G * 8, 2)
+    assert q.dtype == np.int8 and q.shape == (p.shape[0], (K + 3) // 4, G * 8, 4)
     err = np.abs(dequantize_int8(q, s, K) - p)
     assert (err <= s.reshape(p.shape[0], 1, -1) / 2 + 1e-7).all()
 
@@ -44,15 +44,38 @@ def test_int8_and_fp16_matmul_match_numpy(isa, M, K, H, G):
     np.testing.assert_allclose(_core._matmul(a, h, None, G, ncols, isa), want16, atol=1e-5, rtol=1e-5)
 
 
-def test_int8_kernels_agree_across_isas():
+@pytest.mark.parametrize("M,K,H,G", [(3, 50, 32, 3), (1, 13, 70, 1), (1, 40, 33, 4), (2, 9, 16, 2),
+                                     (5, 1537, 24, 4), (1, 700, 130, 1)])
+def test_int8_kernels_agree_across_isas(M, K, H, G):
+    """Every kernel level computes the same exact integer sums (a row of 8 panels, ragged
+    column counts, odd K, and K = 1537 where the activations get fewer bits)."""
     if len(ISAS) < 2:
         pytest.skip("this CPU has only the generic kernels")
-    rng = np.random.default_rng(1)
-    p = pack_panels(rng.normal(size=(96, 50)).astype(np.float32), 3)
+    rng = np.random.default_rng(K)
+    p = pack_panels(rng.normal(size=(G * H, K)).astype(np.float32), G)
     q, s = quantize_int8(p)
-    a = rng.normal(size=(3, 50)).astype(np.float32)
-    np.testing.assert_allclose(_core._matmul(a, q, s, 3, 96, "generic"),
-                               _core._matmul(a, q, s, 3, 96, "avx2"), rtol=1e-6, atol=1e-6)
+    a = rng.normal(size=(M, K)).astype(np.float32)
+    ncols = G * H if G == 1 else p.shape[0] * G * 8
+    got = {isa: _core._matmul(a, q, s, G, ncols, isa) for isa in ISAS}
+    for isa in ISAS[1:]:
+        np.testing.assert_allclose(got[isa], got["generic"], rtol=1e-6, atol=1e-6)
+    if "avx512vnni" in ISAS:  # the same float epilogue as avx2: bit for bit
+        np.testing.assert_array_equal(got["avx512vnni"], got["avx2"])
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("sign", [1, -1])
+def test_int8_sums_at_the_int32_limit_are_exact(isa, sign):
+    """All weights 127 (or -127) against a row at +-amax: each sum is K * 127 * qmax, as close
+    to 2^31 as lrt_matmul lets it get; the VNNI split (256 * hi + lo) must not lose it."""
+    K, G = 1536, 4
+    p = np.full((1, K, G * 8), sign, np.float32)
+    q, s = quantize_int8(p)
+    assert (q[:, :K // 4] == 127 * sign).all()
+    a = np.where(np.arange(K) % 3 == 0, -2.0, 2.0).astype(np.float32)[None].repeat(2, 0)
+    a[1] = 2.0
+    want = a.astype(np.float64) @ (np.full((K, G * 8), sign, np.float64))
+    np.testing.assert_allclose(_core._matmul(a, q, s, G, G * 8, isa), want, rtol=1e-6, atol=1e-6)
 
 
 def torch_like_lstm(I, H, rng):

@@ -81,15 +81,24 @@ void lrt_gemm_panels(int M, int K, const float *A, int lda, const float *Wp, int
 
 const char *lrt_isa_name(void) { return isa_name; }
 
+int lrt_cpu_isa_level(void)
+{
+    if (!lrt_cpu_has_avx2_fma()) return LRT_ISA_GENERIC;
+    return lrt_cpu_has_avx512vnni() ? LRT_ISA_AVX512VNNI : LRT_ISA_AVX2;
+}
+
 int lrt_init(const char *force)
 {
-    int avx2 = lrt_cpu_has_avx2_fma();
-    if (force && strcmp(force, "generic") == 0) avx2 = 0;
-    else if (force && strcmp(force, "avx2") == 0) { if (!avx2) return -2; }
-    else if (force && force[0]) return -1;
-    gemm_impl = avx2 ? lrt_gemm_panels_avx2 : lrt_gemm_panels_generic;
-    lrt_activate_select(avx2);
-    lrt_matmul_select(avx2);
-    isa_name = avx2 ? "avx2" : "generic";
+    static const char *names[] = {"generic", "avx2", "avx512vnni"};
+    int cpu = lrt_cpu_isa_level(), level = cpu;
+    if (force && force[0]) {
+        for (level = 0; level < 3 && strcmp(force, names[level]) != 0; level++) {}
+        if (level == 3) return -1;
+        if (level > cpu) return -2;
+    }
+    gemm_impl = level >= LRT_ISA_AVX2 ? lrt_gemm_panels_avx2 : lrt_gemm_panels_generic;
+    lrt_activate_select(level >= LRT_ISA_AVX2);
+    lrt_matmul_select(level);
+    isa_name = names[level];
     return 0;
 }

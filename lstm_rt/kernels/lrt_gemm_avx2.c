@@ -121,6 +121,14 @@ int lrt_cpu_has_avx2_fma(void)
            __builtin_cpu_supports("f16c");
 }
 
+/* __builtin_cpu_supports also checks (XGETBV) that the OS saves the AVX-512 registers. */
+int lrt_cpu_has_avx512vnni(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512bw");
+}
+
 #else  /* not x86-64 with GCC/Clang: the portable kernels are the only ones */
 
 void lrt_gemm_panels_avx2(int M, int K, const float *A, int lda, const float *Wp, int nblk, int gw,
@@ -130,5 +138,6 @@ void lrt_gemm_panels_avx2(int M, int K, const float *A, int lda, const float *Wp
 }
 
 int lrt_cpu_has_avx2_fma(void) { return 0; }
+int lrt_cpu_has_avx512vnni(void) { return 0; }
 
 #endif

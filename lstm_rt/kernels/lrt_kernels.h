@@ -34,15 +34,19 @@ enum { LRT_F32 = 0, LRT_F16 = 1, LRT_I8 = 2 };
 /* A packed weight matrix: nblk panels of K rows by gw (= gates * 8) columns.
  *   LRT_F32  float    [nblk][K][gw]
  *   LRT_F16  uint16_t [nblk][K][gw]       IEEE half, widened to float on the fly
- *   LRT_I8   int8_t   [nblk][K2][gw][2]   K2 = ceil(K / 2): the weights of rows 2p and
- *            2p+1 sit side by side, the operand order of a 16-bit pairwise multiply-add;
- *            scale [nblk * gw] floats, one per output column (symmetric, zero point 0).
+ *   LRT_I8   int8_t   [nblk][K4][gw][4]   K4 = ceil(K / 4): the weights of rows 4p..4p+3
+ *            sit side by side, the operand order of the 4-way byte dot product (VNNI)
+ *            and of two 16-bit pairwise multiply-adds (AVX2, generic);
+ *            scale [nblk * gw] floats, one per output column (symmetric, zero point 0);
+ *            colsum [nblk * gw] int32, each column's sum of int8 weights (the VNNI kernels
+ *            need it to undo the offset that makes activation bytes unsigned).
  * Activations meet int8 weights as int16 with one scale per row of A, chosen per call so
  * that no int32 sum can overflow (see lrt_matmul). */
 typedef struct {
     int dtype;
     const void *data;
     const float *scale;
+    const int32_t *colsum;
     int nblk, K, gw;
 } lrt_mat;
 
@@ -69,9 +73,11 @@ typedef struct {
     int zero_masked_output;  /* with a mask: masked steps output 0 instead of repeating h */
 } lrt_cell;
 
-/* Pick the kernels for this CPU, once, before any other call: "avx2" (AVX2 + FMA) when the
- * CPU has it, else "generic" (portable C). force: NULL/"" = detect, or "generic"/"avx2".
- * Returns 0, -1 for an unknown name, -2 when the CPU lacks the forced ISA. */
+/* Pick the kernels for this CPU, once, before any other call: "avx512vnni" (the AVX2 + FMA
+ * kernels, int8 products by AVX-512 VNNI byte dot products on 256-bit vectors) when the CPU
+ * has it, else "avx2" (AVX2 + FMA + F16C), else "generic" (portable C). force: NULL/"" =
+ * detect, or one of those names. Returns 0, -1 for an unknown name, -2 when the CPU lacks
+ * the forced ISA. */
 int lrt_init(const char *force);
 const char *lrt_isa_name(void);
 
@@ -85,6 +91,7 @@ int lrt_top_k(const float *scores, int n, const int64_t *ids, int k, int64_t *ou
 uint64_t lrt_probe_read(const void *buf, size_t n, int passes);
 double lrt_probe_fma(long iters);
 int lrt_cpu_has_avx2_fma(void);
+int lrt_cpu_has_avx512vnni(void);  /* with AVX-512 VL and BW, and the OS saving their state */
 
 /* C[m, j] = bias[j] + sum_k A[m, k] * panel(Wp)[k, j] for m < M and j < ncols, where the
  * panel matrix has nblk * gw columns (gw = gates * 8). bias may be NULL (zero). */
@@ -113,12 +120,25 @@ void lrt_matmul_f16_generic(int M, const float *A, int lda, const lrt_mat *W, co
                             float *C, int ldc, int ncols);
 void lrt_matmul_f16_avx2(int M, const float *A, int lda, const lrt_mat *W, const float *bias,
                          float *C, int ldc, int ncols);
-/* int8: A already quantized: q [M][K2][2] int16, ascale [M] */
+/* int8: A already quantized: q [M][K4 * 4] int16 (zero padded), ascale [M] */
 void lrt_matmul_i8_generic(int M, const int16_t *q, const float *ascale, const lrt_mat *W,
                            const float *bias, float *C, int ldc, int ncols);
 void lrt_matmul_i8_avx2(int M, const int16_t *q, const float *ascale, const lrt_mat *W,
                         const float *bias, float *C, int ldc, int ncols);
-void lrt_matmul_select(int avx2);
+/* lrt_matmul's activation quantizer and VNNI byte split with AVX2 (same results). */
+int lrt_quantize_row_avx2(const float *a, int K, double qmax, int16_t *q, float *scale);
+void lrt_split_bytes_avx2(const int16_t *q, int n, uint8_t *hi, uint8_t *lo);
+/* out [nblk * gw]: each column's sum of int8 weights (lrt_mat.colsum). */
+void lrt_i8_colsums(const lrt_mat *W, int32_t *out);
+/* VNNI: each int16 activation q = 256 * (hi - 128) + lo as two unsigned byte planes,
+ * bytes [M][2][K4 * 4] (hi plane, then lo plane, per row); exact like the others. */
+void lrt_matmul_i8_vnni(int M, const uint8_t *planes, const float *ascale, const lrt_mat *W,
+                        const float *bias, float *C, int ldc, int ncols);
+/* Kernel levels, in order: each one's CPU also runs the ones below it. */
+enum { LRT_ISA_GENERIC = 0, LRT_ISA_AVX2 = 1, LRT_ISA_AVX512VNNI = 2 };
+void lrt_matmul_select(int level);
+int lrt_isa_level(void);
+int lrt_cpu_isa_level(void);
 
 /* In-place activation of n values (sigmoid and tanh vectorized when lrt_init chose avx2). */
 void lrt_activate(lrt_act act, float *x, int n);

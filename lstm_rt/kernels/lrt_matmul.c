@@ -5,9 +5,10 @@
 #include <string.h>
 #include "lrt_kernels.h"
 
-static int use_avx2 = 0;  /* set once by lrt_init */
+static int isa_level = LRT_ISA_GENERIC;  /* set once by lrt_init */
 
-void lrt_matmul_select(int avx2) { use_avx2 = avx2; }
+void lrt_matmul_select(int level) { isa_level = level; }
+int lrt_isa_level(void) { return isa_level; }
 
 /* IEEE half -> float, bit by bit (the AVX2 path uses F16C instead). */
 static inline float half_to_float(uint16_t h)
@@ -49,23 +50,39 @@ void lrt_matmul_i8_generic(int M, const int16_t *q, const float *ascale, const l
                            const float *bias, float *C, int ldc, int ncols)
 {
     const int8_t *wd = (const int8_t *)W->data;
-    int K2 = (W->K + 1) / 2, gw = W->gw;
+    int K4 = (W->K + 3) / 4, gw = W->gw;
     int32_t acc[32];
     for (int m = 0; m < M; m++) {
-        const int16_t *qa = q + (size_t)m * K2 * 2;
+        const int16_t *qa = q + (size_t)m * K4 * 4;
         for (int blk = 0; blk < W->nblk; blk++) {
-            const int8_t *wp = wd + (size_t)blk * K2 * gw * 2;
+            const int8_t *wp = wd + (size_t)blk * K4 * gw * 4;
             for (int j = 0; j < gw; j++) acc[j] = 0;
-            for (int p = 0; p < K2; p++) {
-                const int8_t *w = wp + (size_t)p * gw * 2;
+            for (int p = 0; p < K4; p++) {
+                const int8_t *w = wp + (size_t)p * gw * 4;
+                const int16_t *a = qa + 4 * p;
                 for (int j = 0; j < gw; j++)
-                    acc[j] += (int32_t)w[2 * j] * qa[2 * p] + (int32_t)w[2 * j + 1] * qa[2 * p + 1];
+                    acc[j] += (int32_t)w[4 * j] * a[0] + (int32_t)w[4 * j + 1] * a[1] +
+                              (int32_t)w[4 * j + 2] * a[2] + (int32_t)w[4 * j + 3] * a[3];
             }
             int j0 = blk * gw, n = ncols - j0 < gw ? ncols - j0 : gw;
             for (int j = 0; j < n; j++)
                 C[(size_t)m * ldc + j0 + j] = (float)acc[j] * (ascale[m] * W->scale[j0 + j])
                                               + (bias ? bias[j0 + j] : 0.0f);
         }
+    }
+}
+
+void lrt_i8_colsums(const lrt_mat *W, int32_t *out)
+{
+    int K4 = (W->K + 3) / 4, gw = W->gw;
+    const int8_t *w = (const int8_t *)W->data;
+    int32_t acc[32 * 4];  /* a quad-row's gw * 4 bytes, summed over the quad-rows */
+    for (int blk = 0; blk < W->nblk; blk++) {
+        memset(acc, 0, sizeof(acc));
+        for (int p = 0; p < K4; p++, w += (size_t)gw * 4)
+            for (int i = 0; i < gw * 4; i++) acc[i] += w[i];
+        for (int j = 0; j < gw; j++)
+            out[(size_t)blk * gw + j] = acc[4 * j] + acc[4 * j + 1] + acc[4 * j + 2] + acc[4 * j + 3];
     }
 }
 
@@ -90,17 +107,24 @@ void lrt_embed(int dtype, const void *table, const float *scale, int E, const in
 
 size_t lrt_matmul_scratch_floats(int M, int K)
 {
-    /* int16 pairs packed two per float slot, plus one scale per row */
-    return (size_t)M * ((K + 1) / 2 + 1);
+    /* per row: K4 * 4 int16 (two per float slot), the same again for the VNNI byte
+     * planes, and one scale */
+    return (size_t)M * (4 * (size_t)((K + 3) / 4) + 1);
 }
 
-/* Quantize the rows of A to int16 with a per-row scale. The bound qmax keeps every int32
- * sum exact: K2 pairs of |w| <= 127 times |q| <= qmax stay below 2^31 (for K <= 516 that
- * allows the full 15 bits; a 1536-wide input still gets ~13.4 bits, far finer than the
- * 8-bit weights). Returns 0, or 1 if the row holds NaN/inf (its output becomes NaN). */
-static int quantize_row(const float *a, int K, int16_t *q, float *scale)
+/* The largest int16 activation for K inputs: K4 * 4 products of |w| <= 127 times |q| <=
+ * qmax stay below 2^31, so every int32 sum is exact (for K <= 516 that allows the full 15
+ * bits; a 1536-wide input still gets ~13.4 bits, far finer than the 8-bit weights). */
+static double activation_qmax(int K)
 {
-    int K2 = (K + 1) / 2;
+    double qmax = floor(2147483647.0 / (127.0 * 4.0 * ((K + 3) / 4)));
+    return qmax > 32767.0 ? 32767.0 : qmax;
+}
+
+/* Quantize a row of A to int16 with one scale: K4 * 4 values (zero padded). Returns 0, or
+ * 1 if the row holds NaN/inf (its output becomes NaN). */
+static int quantize_row(const float *a, int K, double qmax, int16_t *q, float *scale)
+{
     float amax = 0.0f;
     int bad = 0;
     for (int k = 0; k < K; k++) {
@@ -109,12 +133,10 @@ static int quantize_row(const float *a, int K, int16_t *q, float *scale)
         bad |= !(v <= FLT_MAX);  /* NaN compares false, so test it explicitly */
     }
     if (bad) return 1;
-    double qmax = floor(2147483647.0 / (127.0 * 2.0 * K2));
-    if (qmax > 32767.0) qmax = 32767.0;
     float inv = amax > 0.0f ? (float)(qmax / amax) : 0.0f;
     *scale = amax > 0.0f ? (float)(amax / qmax) : 0.0f;
     for (int k = 0; k < K; k++) q[k] = (int16_t)lrintf(a[k] * inv);
-    if (K & 1) q[K] = 0;
+    for (int k = K; k < (K + 3) / 4 * 4; k++) q[k] = 0;
     return 0;
 }
 
@@ -127,21 +149,33 @@ void lrt_matmul(int M, const float *A, int lda, const lrt_mat *W, const float *b
         lrt_gemm_panels(M, W->K, A, lda, (const float *)W->data, W->nblk, W->gw, bias, C, ldc, ncols);
         return;
     case LRT_F16:
-        if (use_avx2) lrt_matmul_f16_avx2(M, A, lda, W, bias, C, ldc, ncols);
+        if (isa_level >= LRT_ISA_AVX2) lrt_matmul_f16_avx2(M, A, lda, W, bias, C, ldc, ncols);
         else lrt_matmul_f16_generic(M, A, lda, W, bias, C, ldc, ncols);
         return;
     default: {
-        int K = W->K, K2 = (K + 1) / 2;
+        size_t n = 4 * (size_t)((W->K + 3) / 4);
+        double qmax = activation_qmax(W->K);
         float *ascale = scratch;
         int16_t *q = (int16_t *)(scratch + M);
         for (int m = 0; m < M; m++) {
-            if (quantize_row(A + (size_t)m * lda, K, q + (size_t)m * K2 * 2, ascale + m)) {
+            const float *a = A + (size_t)m * lda;
+            int bad = isa_level >= LRT_ISA_AVX2 ? lrt_quantize_row_avx2(a, W->K, qmax, q + m * n, ascale + m)
+                                                : quantize_row(a, W->K, qmax, q + m * n, ascale + m);
+            if (bad) {
                 ascale[m] = NAN;  /* NaN in, NaN out */
-                memset(q + (size_t)m * K2 * 2, 0, (size_t)K2 * 2 * sizeof(int16_t));
+                memset(q + m * n, 0, n * sizeof(int16_t));
             }
         }
-        if (use_avx2) lrt_matmul_i8_avx2(M, q, ascale, W, bias, C, ldc, ncols);
-        else lrt_matmul_i8_generic(M, q, ascale, W, bias, C, ldc, ncols);
+        if (isa_level >= LRT_ISA_AVX512VNNI) {
+            uint8_t *planes = (uint8_t *)(q + M * n);
+            for (int m = 0; m < M; m++)
+                lrt_split_bytes_avx2(q + m * n, (int)n, planes + 2 * m * n, planes + (2 * m + 1) * n);
+            lrt_matmul_i8_vnni(M, planes, ascale, W, bias, C, ldc, ncols);
+        } else if (isa_level >= LRT_ISA_AVX2) {
+            lrt_matmul_i8_avx2(M, q, ascale, W, bias, C, ldc, ncols);
+        } else {
+            lrt_matmul_i8_generic(M, q, ascale, W, bias, C, ldc, ncols);
+        }
     }
     }
 }

@@ -3,7 +3,9 @@
 #include "lrt_kernels.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <float.h>
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #define LRT_AVX2_INLINE static inline __attribute__((always_inline, target("avx2,fma,f16c")))
@@ -70,115 +72,131 @@ void lrt_matmul_f16_avx2(int M, const float *A, int lda, const lrt_mat *W, const
     }
 }
 
-/* ---- int8 weights: widen 16 int8 (8 columns x 2 rows) to int16, vpmaddwd with a
- * broadcast pair of int16 activations: 16 exact multiply-adds into 8 int32 sums ---- */
+/* ---- int8 weights, panels [K4][gw][4]: 16 bytes (4 columns x 4 rows) widen to int16 and
+ * meet the broadcast 4 int16 activations of those rows in vpmaddwd, 16 exact products into
+ * 8 int32 sums, two per column; the pairs are added once, at the end ---- */
 
-LRT_AVX2_INLINE void i8_tile(int R, int NV, int K2, const int16_t *q, const int8_t *wp,
+/* Two pair-sum vectors (columns 0-3 and 4-7 of an 8-column group) -> 8 column sums. */
+LRT_AVX2_INLINE __m256i i8_fold(__m256i lo4, __m256i hi4)
+{
+    /* hadd gives [c0 c1 c4 c5 | c2 c3 c6 c7]; the permute puts the columns in order */
+    return _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(lo4, hi4), _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7));
+}
+
+LRT_AVX2_INLINE void i8_store(__m256i sums, float ascale, const float *wscale, const float *bias, float *out)
+{
+    __m256 s = _mm256_mul_ps(_mm256_set1_ps(ascale), _mm256_loadu_ps(wscale));
+    __m256 b = bias ? _mm256_loadu_ps(bias) : _mm256_setzero_ps();
+    _mm256_storeu_ps(out, _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), s, b));
+}
+
+#define I8_W16(ptr) _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(ptr)))
+
+/* R rows of q (K4 * 4 int16 each) times NV 8-column groups of one panel: wp is the group's
+ * first column in quad-row 0, wstride the bytes from one quad-row to the next. Writes
+ * NV * 8 floats per row to out (rows ldo apart). R * NV <= 4 keeps the sums in registers. */
+LRT_AVX2_INLINE void i8_tile(int R, int NV, int K4, const int16_t *q, const int8_t *wp, size_t wstride,
                              const float *ascale, const float *wscale, const float *bias,
                              float *out, int ldo)
 {
     __m256i acc[8];
-    for (int i = 0; i < R * NV; i++) acc[i] = _mm256_setzero_si256();
-    for (int p = 0; p < K2; p++) {
-        const int8_t *w = wp + (size_t)p * NV * 16;
-        __m256i wv[4];
-        for (int v = 0; v < NV; v++) wv[v] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + 16 * v)));
+    for (int i = 0; i < 2 * R * NV; i++) acc[i] = _mm256_setzero_si256();
+    for (int p = 0; p < K4; p++) {
+        const int8_t *w = wp + (size_t)p * wstride;
+        __m256i a[2];
         for (int r = 0; r < R; r++) {
-            int32_t pair;
-            memcpy(&pair, q + (size_t)r * K2 * 2 + 2 * p, 4);
-            __m256i a = _mm256_set1_epi32(pair);
-            for (int v = 0; v < NV; v++)
-                acc[r * NV + v] = _mm256_add_epi32(acc[r * NV + v], _mm256_madd_epi16(wv[v], a));
+            int64_t quad;
+            memcpy(&quad, q + (size_t)r * K4 * 4 + 4 * p, 8);
+            a[r] = _mm256_set1_epi64x(quad);
+        }
+        for (int v = 0; v < NV; v++) {
+            __m256i w0 = I8_W16(w + 32 * v), w1 = I8_W16(w + 32 * v + 16);
+            for (int r = 0; r < R; r++) {
+                __m256i *c = acc + 2 * (r * NV + v);
+                c[0] = _mm256_add_epi32(c[0], _mm256_madd_epi16(w0, a[r]));
+                c[1] = _mm256_add_epi32(c[1], _mm256_madd_epi16(w1, a[r]));
+            }
         }
     }
     for (int r = 0; r < R; r++)
-        for (int v = 0; v < NV; v++) {
-            __m256 s = _mm256_mul_ps(_mm256_set1_ps(ascale[r]), _mm256_loadu_ps(wscale + 8 * v));
-            __m256 b = bias ? _mm256_loadu_ps(bias + 8 * v) : _mm256_setzero_ps();
-            _mm256_storeu_ps(out + (size_t)r * ldo + 8 * v,
-                             _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[r * NV + v]), s, b));
-        }
+        for (int v = 0; v < NV; v++)
+            i8_store(i8_fold(acc[2 * (r * NV + v)], acc[2 * (r * NV + v) + 1]), ascale[r], wscale + 8 * v,
+                     bias ? bias + 8 * v : NULL, out + (size_t)r * ldo + 8 * v);
 }
 
 /* One row against four 8-column panels at once (a Dense head, or any gw = 8 matrix, when
- * streaming): each broadcast pair of activations feeds four panels, so the broadcast cost
- * is shared and four independent sums are in flight. Writes 32 floats to out. Not inlined:
- * inside the tile loops the compiler ran out of ymm registers and spilled the sums. */
-LRT_AVX2_FN __attribute__((noinline)) static void i8_row4(int K2, const int16_t *q, float ascale,
+ * streaming): each broadcast quad of activations feeds four panels, so the broadcast cost
+ * is shared and eight independent sums are in flight. Writes 32 floats to out. Not
+ * inlined: inside the tile loops the compiler ran out of ymm registers and spilled. */
+LRT_AVX2_FN __attribute__((noinline)) static void i8_row4(int K4, const int16_t *q, float ascale,
                                                           const int8_t *wp, size_t panel,
                                                           const float *wscale, const float *bias, float *out)
 {
-    /* named accumulators (an array made the compiler shuffle registers every iteration),
-     * two K pairs per iteration; more accumulators than four would spill (16 ymm registers) */
+    /* named accumulators (an array made the compiler shuffle registers every iteration) */
     const int8_t *w0 = wp, *w1 = wp + panel, *w2 = wp + 2 * panel, *w3 = wp + 3 * panel;
-    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
-    int p = 0;
-#define I8_W(ptr, off) _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)((ptr) + (off))))
-#define I8_STEP(x, o)                                                   \
-    a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(I8_W(w0, o), x));       \
-    a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(I8_W(w1, o), x));       \
-    a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(I8_W(w2, o), x));       \
-    a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(I8_W(w3, o), x));
-    for (; p + 2 <= K2; p += 2) {
-        int32_t pe, po;
-        memcpy(&pe, q + 2 * p, 4);
-        memcpy(&po, q + 2 * p + 2, 4);
-        size_t o = (size_t)p * 16;
-        I8_STEP(_mm256_set1_epi32(pe), o)
-        I8_STEP(_mm256_set1_epi32(po), o + 16)
-    }
-    if (p < K2) {
-        int32_t pe;
-        memcpy(&pe, q + 2 * p, 4);
-        I8_STEP(_mm256_set1_epi32(pe), (size_t)p * 16)
-    }
+    __m256i a0 = _mm256_setzero_si256(), b0 = a0, a1 = a0, b1 = a0, a2 = a0, b2 = a0, a3 = a0, b3 = a0;
+    for (int p = 0; p < K4; p++) {
+        int64_t quad;
+        memcpy(&quad, q + 4 * p, 8);
+        __m256i x = _mm256_set1_epi64x(quad);
+        size_t o = (size_t)p * 32;
+#define I8_STEP(a, b, w)                                                    \
+        a = _mm256_add_epi32(a, _mm256_madd_epi16(I8_W16(w + o), x));      \
+        b = _mm256_add_epi32(b, _mm256_madd_epi16(I8_W16(w + o + 16), x));
+        I8_STEP(a0, b0, w0)
+        I8_STEP(a1, b1, w1)
+        I8_STEP(a2, b2, w2)
+        I8_STEP(a3, b3, w3)
 #undef I8_STEP
-#undef I8_W
-    __m256i acc[4] = {a0, a1, a2, a3};
-    for (int i = 0; i < 4; i++) {
-        __m256 s = _mm256_mul_ps(_mm256_set1_ps(ascale), _mm256_loadu_ps(wscale + 8 * i));
-        __m256 b = bias ? _mm256_loadu_ps(bias + 8 * i) : _mm256_setzero_ps();
-        _mm256_storeu_ps(out + 8 * i, _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i]), s, b));
     }
+    __m256i sums[4] = {i8_fold(a0, b0), i8_fold(a1, b1), i8_fold(a2, b2), i8_fold(a3, b3)};
+    for (int i = 0; i < 4; i++)
+        i8_store(sums[i], ascale, wscale + 8 * i, bias ? bias + 8 * i : NULL, out + 8 * i);
 }
 
 /* The tiles as functions of their own: inlined into the panel loops they spilled sums. */
 #define DEFINE_I8_TILE(R, NV)                                                                   \
 LRT_AVX2_FN __attribute__((noinline)) static void i8_tile_##R##_##NV(                           \
-    int K2, const int16_t *q, const int8_t *wp, const float *ascale, const float *wscale,       \
-    const float *bias, float *out, int ldo)                                                     \
-{ i8_tile(R, NV, K2, q, wp, ascale, wscale, bias, out, ldo); }
+    int K4, const int16_t *q, const int8_t *wp, size_t wstride, const float *ascale,            \
+    const float *wscale, const float *bias, float *out, int ldo)                                \
+{ i8_tile(R, NV, K4, q, wp, wstride, ascale, wscale, bias, out, ldo); }
 DEFINE_I8_TILE(1, 1)
-DEFINE_I8_TILE(2, 1)
 DEFINE_I8_TILE(1, 2)
-DEFINE_I8_TILE(2, 2)
 DEFINE_I8_TILE(1, 3)
-DEFINE_I8_TILE(2, 3)
 DEFINE_I8_TILE(1, 4)
-DEFINE_I8_TILE(2, 4)
+DEFINE_I8_TILE(2, 1)
+DEFINE_I8_TILE(2, 2)
 
+/* Row pairs take the panel's groups two at a time (four sums per group and row). */
 #define DEFINE_I8(NV)                                                                           \
 LRT_AVX2_FN static void i8_nv##NV(int M, const int16_t *q, const float *ascale, const lrt_mat *W, \
                                   const float *bias, float *C, int ldc, int ncols)              \
 {                                                                                               \
-    const int gw = NV * 8, K2 = (W->K + 1) / 2;                                                 \
+    const int gw = NV * 8, K4 = (W->K + 3) / 4;                                                 \
+    const size_t qs = (size_t)K4 * 4, ws = (size_t)gw * 4;                                      \
     float tmp[2 * 32];                                                                          \
     int blk = 0;                                                                                \
     if (NV == 1 && M == 1)                                                                      \
         for (; blk + 4 <= W->nblk && (blk + 4) * 8 <= ncols; blk += 4)                          \
-            i8_row4(K2, q, ascale[0], (const int8_t *)W->data + (size_t)blk * K2 * 16,          \
-                    (size_t)K2 * 16, W->scale + blk * 8, bias ? bias + blk * 8 : NULL, C + blk * 8); \
+            i8_row4(K4, q, ascale[0], (const int8_t *)W->data + (size_t)blk * K4 * 32,          \
+                    (size_t)K4 * 32, W->scale + blk * 8, bias ? bias + blk * 8 : NULL, C + blk * 8); \
     for (; blk < W->nblk; blk++) {                                                              \
-        const int8_t *wp = (const int8_t *)W->data + (size_t)blk * K2 * gw * 2;                 \
-        const float *bb = bias ? bias + blk * gw : NULL, *ws = W->scale + blk * gw;             \
+        const int8_t *wp = (const int8_t *)W->data + (size_t)blk * K4 * ws;                     \
+        const float *bb = bias ? bias + blk * gw : NULL, *sc = W->scale + blk * gw;             \
         int j0 = blk * gw, n = ncols - j0 < gw ? ncols - j0 : gw, m = 0;                        \
         for (; m + 2 <= M; m += 2) {                                                            \
-            i8_tile_2_##NV(K2, q + (size_t)m * K2 * 2, wp, ascale + m, ws, bb, tmp, gw);        \
+            for (int v = 0; v < NV; v += 2) {                                                   \
+                const float *bv = bb ? bb + 8 * v : NULL;                                       \
+                if (v + 2 <= NV)                                                                \
+                    i8_tile_2_2(K4, q + m * qs, wp + 32 * v, ws, ascale + m, sc + 8 * v, bv, tmp + 8 * v, gw); \
+                else                                                                            \
+                    i8_tile_2_1(K4, q + m * qs, wp + 32 * v, ws, ascale + m, sc + 8 * v, bv, tmp + 8 * v, gw); \
+            }                                                                                   \
             store_cols(C + (size_t)m * ldc + j0, tmp, n);                                       \
             store_cols(C + (size_t)(m + 1) * ldc + j0, tmp + gw, n);                            \
         }                                                                                       \
         for (; m < M; m++) {                                                                    \
-            i8_tile_1_##NV(K2, q + (size_t)m * K2 * 2, wp, ascale + m, ws, bb, tmp, gw);        \
+            i8_tile_1_##NV(K4, q + m * qs, wp, ws, ascale + m, sc, bb, tmp, gw);                \
             store_cols(C + (size_t)m * ldc + j0, tmp, n);                                       \
         }                                                                                       \
     }                                                                                           \
@@ -199,7 +217,73 @@ void lrt_matmul_i8_avx2(int M, const int16_t *q, const float *ascale, const lrt_
     }
 }
 
+/* ---- activation quantizer: lrt_matmul's quantize_row, 8 floats at a time (same results:
+ * the max is exact and vcvtps2dq rounds to nearest even like lrintf) ---- */
+
+LRT_AVX2_FN int lrt_quantize_row_avx2(const float *a, int K, double qmax, int16_t *q, float *scale)
+{
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)), big = _mm256_set1_ps(FLT_MAX);
+    __m256 vmax = _mm256_setzero_ps();
+    int bad = 0, k = 0, n = (K + 3) / 4 * 4;
+    for (; k + 8 <= K; k += 8) {
+        __m256 v = _mm256_and_ps(_mm256_loadu_ps(a + k), absmask);
+        bad |= _mm256_movemask_ps(_mm256_cmp_ps(v, big, _CMP_NLE_UQ));  /* inf, or NaN (unordered) */
+        vmax = _mm256_max_ps(vmax, v);
+    }
+    float lanes[8], amax = 0.0f;
+    _mm256_storeu_ps(lanes, vmax);
+    for (int i = 0; i < 8; i++) amax = lanes[i] > amax ? lanes[i] : amax;
+    for (int j = k; j < K; j++) {
+        float v = fabsf(a[j]);
+        amax = v > amax ? v : amax;
+        bad |= !(v <= FLT_MAX);
+    }
+    if (bad) return 1;
+    float inv = amax > 0.0f ? (float)(qmax / amax) : 0.0f;
+    *scale = amax > 0.0f ? (float)(amax / qmax) : 0.0f;
+    const __m256 vinv = _mm256_set1_ps(inv);
+    for (k = 0; k + 16 <= K; k += 16) {
+        __m256i lo = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(a + k), vinv));
+        __m256i hi = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(a + k + 8), vinv));
+        /* packs works per 128-bit lane; the permute restores the order */
+        _mm256_storeu_si256((__m256i *)(q + k), _mm256_permute4x64_epi64(_mm256_packs_epi32(lo, hi), 0xd8));
+    }
+    for (; k < K; k++) q[k] = (int16_t)lrintf(a[k] * inv);
+    for (; k < n; k++) q[k] = 0;
+    return 0;
+}
+
+/* q = 256 * (hi - 128) + lo, 32 values at a time (n is a multiple of 4). */
+LRT_AVX2_FN void lrt_split_bytes_avx2(const int16_t *q, int n, uint8_t *hi, uint8_t *lo)
+{
+    const __m256i off = _mm256_set1_epi16(128), low = _mm256_set1_epi16(0xff);
+    int k = 0;
+    for (; k + 32 <= n; k += 32) {
+        __m256i a = _mm256_loadu_si256((const __m256i *)(q + k)), b = _mm256_loadu_si256((const __m256i *)(q + k + 16));
+        __m256i h = _mm256_packus_epi16(_mm256_add_epi16(_mm256_srai_epi16(a, 8), off),
+                                         _mm256_add_epi16(_mm256_srai_epi16(b, 8), off));
+        __m256i l = _mm256_packus_epi16(_mm256_and_si256(a, low), _mm256_and_si256(b, low));
+        _mm256_storeu_si256((__m256i *)(hi + k), _mm256_permute4x64_epi64(h, 0xd8));
+        _mm256_storeu_si256((__m256i *)(lo + k), _mm256_permute4x64_epi64(l, 0xd8));
+    }
+    for (; k < n; k++) {
+        hi[k] = (uint8_t)((q[k] >> 8) + 128);
+        lo[k] = (uint8_t)(q[k] & 0xff);
+    }
+}
+
 #else
+
+int lrt_quantize_row_avx2(const float *a, int K, double qmax, int16_t *q, float *scale)
+{
+    (void)a; (void)K; (void)qmax; (void)q; (void)scale;
+    return -1;  /* lrt_init never selects the AVX2 kernels here */
+}
+
+void lrt_split_bytes_avx2(const int16_t *q, int n, uint8_t *hi, uint8_t *lo)
+{
+    (void)q; (void)n; (void)hi; (void)lo;
+}
 
 void lrt_matmul_f16_avx2(int M, const float *A, int lda, const lrt_mat *W, const float *bias,
                          float *C, int ldc, int ncols)

@@ -1,0 +1,217 @@
+/* int8 weights with AVX-512 VNNI on 256-bit vectors (vpdpbusd: 4 unsigned bytes times 4
+ * signed bytes, summed into an int32 lane, no intermediate saturation). Each int16
+ * activation q is split into two unsigned bytes, q = 256 * (hi - 128) + lo, so one weight
+ * load feeds two dot products and the result is as exact as the 16-bit kernels':
+ *     sum_k w q = 256 * (sum_k w hi - 128 * colsum) + sum_k w lo.
+ * Same contract as lrt_matmul_i8_avx2; run only after lrt_init chose "avx512vnni". */
+#include "lrt_kernels.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#include <string.h>
+
+#define LRT_VNNI_TARGET "avx2,fma,avx512vl,avx512bw,avx512vnni"
+#define LRT_VNNI_INLINE static inline __attribute__((always_inline, target(LRT_VNNI_TARGET)))
+#define LRT_VNNI_FN __attribute__((target(LRT_VNNI_TARGET)))
+
+/* acc + the 4-byte dot products of unsigned a and signed w in each 32-bit lane. Inline
+ * assembly, not _mm256_dpbusd_epi32: GCC 12 keeps that intrinsic's operands in ymm0-15
+ * and copied every sum in and out of ymm16-31 on each step (twice the instructions). The
+ * assembler encodes it as EVEX (AVX512-VNNI), not as the VEX form of AVX-VNNI. */
+LRT_VNNI_INLINE __m256i dpbusd(__m256i acc, __m256i a, __m256i w)
+{
+    __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(w));
+    return acc;
+}
+
+static inline void store_cols(float *dst, const float *tile, int n) { memcpy(dst, tile, (size_t)n * sizeof(float)); }
+
+/* R rows (byte planes hi, lo of qn bytes each, a row's pair 2 * qn bytes apart) times NV
+ * 8-column groups: group v's quad-row p starts at wp + v * gstride + p * wstride (32 bytes).
+ * Groups inside one panel have gstride 32; side-by-side gw = 8 panels have gstride = their
+ * size. Writes NV * 8 floats per row to out (rows ldo apart). R * NV <= 8: 16 sums, which
+ * with the broadcasts and a weight fit the 32 vector registers. */
+LRT_VNNI_INLINE void vnni_tile(int R, int NV, int K4, const uint8_t *planes, size_t qn,
+                               const int8_t *wp, size_t gstride, size_t wstride, const int32_t *colsum,
+                               const float *ascale, const float *wscale, const float *bias,
+                               float *out, int ldo)
+{
+    __m256i hi[8], lo[8];
+    for (int v = 0; v < NV; v++) {
+        /* start the hi sums at -128 * colsum: the offset of the hi bytes, undone */
+        __m256i off = _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(colsum + 8 * v)), 7);
+        for (int r = 0; r < R; r++) {
+            hi[r * NV + v] = _mm256_sub_epi32(_mm256_setzero_si256(), off);
+            lo[r * NV + v] = _mm256_setzero_si256();
+        }
+    }
+    for (int p = 0; p < K4; p++) {
+        __m256i bh[2], bl[2];
+        for (int r = 0; r < R; r++) {
+            int32_t h, l;
+            memcpy(&h, planes + 2 * qn * r + 4 * p, 4);
+            memcpy(&l, planes + 2 * qn * r + qn + 4 * p, 4);
+            bh[r] = _mm256_set1_epi32(h);
+            bl[r] = _mm256_set1_epi32(l);
+        }
+        for (int v = 0; v < NV; v++) {
+            __m256i w = _mm256_loadu_si256((const __m256i *)(wp + v * gstride + p * wstride));
+            for (int r = 0; r < R; r++) {
+                hi[r * NV + v] = dpbusd(hi[r * NV + v], bh[r], w);
+                lo[r * NV + v] = dpbusd(lo[r * NV + v], bl[r], w);
+            }
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int v = 0; v < NV; v++) {
+            /* 256 * hi may wrap, but the total fits int32 (lrt_matmul bounds q), and
+             * wrapping addition is exact modulo 2^32 */
+            __m256i sums = _mm256_add_epi32(_mm256_slli_epi32(hi[r * NV + v], 8), lo[r * NV + v]);
+            __m256 s = _mm256_mul_ps(_mm256_set1_ps(ascale[r]), _mm256_loadu_ps(wscale + 8 * v));
+            __m256 b = bias ? _mm256_loadu_ps(bias + 8 * v) : _mm256_setzero_ps();
+            _mm256_storeu_ps(out + (size_t)r * ldo + 8 * v, _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), s, b));
+        }
+}
+
+/* The tiles as functions of their own, so each keeps its sums in registers. */
+#define DEFINE_VNNI_TILE(R, NV)                                                                 \
+LRT_VNNI_FN __attribute__((noinline)) static void vnni_tile_##R##_##NV(                         \
+    int K4, const uint8_t *planes, size_t qn, const int8_t *wp, size_t gstride, size_t wstride, \
+    const int32_t *colsum, const float *ascale, const float *wscale, const float *bias,         \
+    float *out, int ldo)                                                                        \
+{ vnni_tile(R, NV, K4, planes, qn, wp, gstride, wstride, colsum, ascale, wscale, bias, out, ldo); }
+DEFINE_VNNI_TILE(2, 1)
+DEFINE_VNNI_TILE(2, 2)
+DEFINE_VNNI_TILE(2, 3)
+DEFINE_VNNI_TILE(2, 4)
+
+/* Streaming (one row): G <= 8 consecutive 8-column groups of the output per pass over the
+ * activations. Group i's weights start at w[i] (quad-rows wstride bytes apart); its 8
+ * outputs, colsums, scales and biases follow the previous group's. Named sums: with an
+ * array the compiler copied registers every step. */
+LRT_VNNI_INLINE void vnni_row(int G, int K4, const uint8_t *qhi, const uint8_t *qlo, const int8_t *const *w,
+                              size_t wstride, const int32_t *colsum, float ascale, const float *wscale,
+                              const float *bias, float *out)
+{
+    __m256i h0, h1, h2, h3, h4, h5, h6, h7, l0, l1, l2, l3, l4, l5, l6, l7;
+    const int8_t *w0 = w[0], *w1 = w[G > 1], *w2 = w[G > 2 ? 2 : 0], *w3 = w[G > 3 ? 3 : 0],
+                 *w4 = w[G > 4 ? 4 : 0], *w5 = w[G > 5 ? 5 : 0], *w6 = w[G > 6 ? 6 : 0], *w7 = w[G > 7 ? 7 : 0];
+#define START(i)                                                                                \
+    if (G > i) {                                                                                \
+        h##i = _mm256_sub_epi32(_mm256_setzero_si256(),                                         \
+                                _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(colsum + 8 * i)), 7)); \
+        l##i = _mm256_setzero_si256();                                                          \
+    }
+    START(0) START(1) START(2) START(3) START(4) START(5) START(6) START(7)
+#undef START
+    for (size_t o = 0; o < (size_t)K4 * wstride; o += wstride) {
+        int32_t hq, lq;
+        memcpy(&hq, qhi, 4);
+        memcpy(&lq, qlo, 4);
+        qhi += 4;
+        qlo += 4;
+        const __m256i bh = _mm256_set1_epi32(hq), bl = _mm256_set1_epi32(lq);
+        __m256i x;
+#define DOT(i)                                                                                  \
+        if (G > i) {                                                                            \
+            x = _mm256_loadu_si256((const __m256i *)(w##i + o));                                \
+            h##i = dpbusd(h##i, bh, x);                                            \
+            l##i = dpbusd(l##i, bl, x);                                            \
+        }
+        DOT(0) DOT(1) DOT(2) DOT(3) DOT(4) DOT(5) DOT(6) DOT(7)
+#undef DOT
+    }
+#define FINISH(i)                                                                               \
+    if (G > i) {                                                                                \
+        __m256i sums = _mm256_add_epi32(_mm256_slli_epi32(h##i, 8), l##i);                      \
+        __m256 sc = _mm256_mul_ps(_mm256_set1_ps(ascale), _mm256_loadu_ps(wscale + 8 * i));     \
+        __m256 bb = bias ? _mm256_loadu_ps(bias + 8 * i) : _mm256_setzero_ps();                 \
+        _mm256_storeu_ps(out + 8 * i, _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), sc, bb));       \
+    }
+    FINISH(0) FINISH(1) FINISH(2) FINISH(3) FINISH(4) FINISH(5) FINISH(6) FINISH(7)
+#undef FINISH
+}
+
+#define DEFINE_VNNI_ROW(G)                                                                      \
+LRT_VNNI_FN __attribute__((noinline)) static void vnni_row_##G(                                 \
+    int K4, const uint8_t *qhi, const uint8_t *qlo, const int8_t *const *w, size_t wstride,     \
+    const int32_t *colsum, float ascale, const float *wscale, const float *bias, float *out)    \
+{ vnni_row(G, K4, qhi, qlo, w, wstride, colsum, ascale, wscale, bias, out); }
+DEFINE_VNNI_ROW(8)
+DEFINE_VNNI_ROW(4)
+DEFINE_VNNI_ROW(2)
+DEFINE_VNNI_ROW(1)
+
+/* One row of A against every column: 8-column groups in passes of 8, 4, 2, 1; a ragged
+ * last group goes through a buffer. */
+static void vnni_one_row(const uint8_t *planes, size_t qn, float ascale, const lrt_mat *W,
+                         const float *bias, float *C, int ncols)
+{
+    const int gw = W->gw, NV = gw / 8, K4 = (W->K + 3) / 4;
+    const size_t ws = (size_t)gw * 4, panel = (size_t)K4 * ws;
+    const int8_t *wd = (const int8_t *)W->data;
+    int ngroups = (ncols + 7) / 8, g = 0, v = 0;  /* group g is group v of its panel */
+    const int8_t *next = wd;                        /* its weights */
+    while (g < ngroups) {
+        int left = ngroups - g, G = left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 2 : 1;
+        int full = 8 * (g + G) <= ncols;
+        if (!full) G = 1;  /* only the last group can be ragged */
+        const int8_t *w[8];
+        for (int i = 0; i < G; i++) {
+            w[i] = next;
+            next += 32;
+            if (++v == NV) {  /* on to the next panel */
+                v = 0;
+                next += panel - ws;
+            }
+        }
+        float tmp[8], *out = full ? C + 8 * g : tmp;
+        const float *b = bias ? bias + 8 * g : NULL;
+        const int32_t *cs = W->colsum + 8 * g;
+        switch (G) {
+        case 8: vnni_row_8(K4, planes, planes + qn, w, ws, cs, ascale, W->scale + 8 * g, b, out); break;
+        case 4: vnni_row_4(K4, planes, planes + qn, w, ws, cs, ascale, W->scale + 8 * g, b, out); break;
+        case 2: vnni_row_2(K4, planes, planes + qn, w, ws, cs, ascale, W->scale + 8 * g, b, out); break;
+        default: vnni_row_1(K4, planes, planes + qn, w, ws, cs, ascale, W->scale + 8 * g, b, out); break;
+        }
+        if (!full) store_cols(C + 8 * g, tmp, ncols - 8 * g);
+        g += G;
+    }
+}
+
+typedef void (*vnni_tile_fn)(int, const uint8_t *, size_t, const int8_t *, size_t, size_t,
+                             const int32_t *, const float *, const float *, const float *, float *, int);
+
+void lrt_matmul_i8_vnni(int M, const uint8_t *planes, const float *ascale, const lrt_mat *W,
+                        const float *bias, float *C, int ldc, int ncols)
+{
+    static const vnni_tile_fn pair[4] = {vnni_tile_2_1, vnni_tile_2_2, vnni_tile_2_3, vnni_tile_2_4};
+    const int gw = W->gw, K4 = (W->K + 3) / 4;
+    const size_t qn = (size_t)K4 * 4, ws = (size_t)gw * 4, panel = (size_t)K4 * ws;
+    float tmp[2 * 32];
+    for (int blk = 0; blk < W->nblk && M >= 2; blk++) {
+        const int8_t *wp = (const int8_t *)W->data + blk * panel;
+        const float *bb = bias ? bias + blk * gw : NULL, *sc = W->scale + blk * gw;
+        int j0 = blk * gw, n = ncols - j0 < gw ? ncols - j0 : gw;
+        for (int m = 0; m + 2 <= M; m += 2) {
+            pair[gw / 8 - 1](K4, planes + 2 * qn * m, qn, wp, 32, ws, W->colsum + j0, ascale + m, sc, bb, tmp, gw);
+            store_cols(C + (size_t)m * ldc + j0, tmp, n);
+            store_cols(C + (size_t)(m + 1) * ldc + j0, tmp + gw, n);
+        }
+    }
+    if (M % 2) {  /* one row (streaming), or the last of an odd batch */
+        int m = M - 1;
+        vnni_one_row(planes + 2 * qn * m, qn, ascale[m], W, bias, C + (size_t)m * ldc, ncols);
+    }
+}
+
+#else
+
+/* lrt_init never selects the VNNI kernels here */
+void lrt_matmul_i8_vnni(int M, const uint8_t *planes, const float *ascale, const lrt_mat *W,
+                        const float *bias, float *C, int ldc, int ncols)
+{
+    (void)M; (void)planes; (void)ascale; (void)W; (void)bias; (void)C; (void)ldc; (void)ncols;
+}
+
+#endif
