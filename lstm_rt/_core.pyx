@@ -22,7 +22,7 @@ from lstm_rt.errors import ShapeError
 cnp.import_array()
 
 
-ISAS = ("generic", "avx2", "avx512vnni")  # kernel levels, each running on a subset of the one before
+ISAS = ("generic", "avx2", "avx512vnni")  # kernel levels; each needs the CPU features of those before it
 
 
 def _select_isa():

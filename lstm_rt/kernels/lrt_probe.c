@@ -73,7 +73,7 @@ static volatile float probe_sink;   /* keeps the FMA chains' result alive */
 uint64_t lrt_probe_read(const void *buf, size_t n, int passes)
 {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-    if (strcmp(lrt_isa_name(), "avx2") == 0)
+    if (lrt_isa_level() >= LRT_ISA_AVX2)
         return read_avx2((const uint8_t *)buf, n & ~(size_t)127, passes);
 #endif
     return read_generic((const uint8_t *)buf, n & ~(size_t)31, passes);
@@ -82,7 +82,7 @@ uint64_t lrt_probe_read(const void *buf, size_t n, int passes)
 double lrt_probe_fma(long iters)
 {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-    if (strcmp(lrt_isa_name(), "avx2") == 0) {
+    if (lrt_isa_level() >= LRT_ISA_AVX2) {
         probe_sink = fma_avx2(iters);
         return 192.0 * (double)iters;
     }
