@@ -146,6 +146,15 @@ void lrt_activate_select(int avx2);
 void lrt_sigmoid_avx2(float *x, int n);
 void lrt_tanh_avx2(float *x, int n);
 
+/* The fused AVX2 cell updates (lrt_cell_avx2.c) for one row of a step, and whether a cell
+ * can use them. xp, pr: gate-blocked W x + b and R h (+ b); outputs padded to whole blocks. */
+int lrt_cell_fused_ok(const lrt_cell *cl);
+void lrt_lstm_cell_avx2(const lrt_cell *cl, const float *xp, const float *pr, float *c, float *h);
+void lrt_gru_cell_a_avx2(const lrt_cell *cl, const float *xp, const float *pr, const float *h,
+                         float *z, float *rh, float *hnew);
+void lrt_gru_cell_b_avx2(const lrt_cell *cl, const float *xp, const float *hn, const float *z,
+                         const float *h, float *hnew);
+
 /* Floats of workspace lrt_recurrent_sequence needs for T steps of B rows. */
 size_t lrt_workspace_floats(const lrt_cell *cell, int T, int B);
 

@@ -167,6 +167,7 @@ void lrt_recurrent_sequence(const lrt_cell *cl, int T, int B, const float *x, in
     lrt_matmul(T * B, x, ldx, &cl->w, cl->bias, xproj, width, width, quant);
 
     int gru_split = cl->kind == LRT_CELL_GRU && !cl->linear_before_reset;
+    int fused = lrt_cell_fused_ok(cl);
     for (int s = 0; s < steps; s++) {
         /* R h for every row (rows past their length compute too; their result is dropped) */
         lrt_matmul(B, h, Hr, &cl->r, gru_split ? NULL : cl->bias_rh, pre, width,
@@ -177,12 +178,15 @@ void lrt_recurrent_sequence(const lrt_cell *cl, int T, int B, const float *x, in
             if (t < 0) { if (gru_split) memset(hc + (size_t)b * Hp, 0, (size_t)H * sizeof(float)); continue; }
             const float *xp = xproj + ((size_t)t * B + b) * width, *pr = pre + (size_t)b * width;
             float *hb = h + (size_t)b * Hr, *hnb = hnew + (size_t)b * L.hs;
+            float *cb = c + (size_t)b * H, *zb = zbuf + (size_t)b * Hp, *hcb = hc + (size_t)b * Hp;
             switch (cl->kind) {
             case LRT_CELL_LSTM:
-                lstm_row(cl, xp, pr, c + (size_t)b * H, cl->proj.data ? hc + (size_t)b * Hp : hnb, tmp);
+                if (fused) lrt_lstm_cell_avx2(cl, xp, pr, cb, cl->proj.data ? hcb : hnb);
+                else lstm_row(cl, xp, pr, cb, cl->proj.data ? hcb : hnb, tmp);
                 break;
             case LRT_CELL_GRU:
-                gru_row_a(cl, xp, pr, hb, zbuf + (size_t)b * Hp, hc + (size_t)b * Hp, hnb, tmp);
+                if (fused) lrt_gru_cell_a_avx2(cl, xp, pr, hb, zb, hcb, hnb);
+                else gru_row_a(cl, xp, pr, hb, zb, hcb, hnb, tmp);
                 break;
             default:
                 rnn_row(cl, xp, pr, hnb);
@@ -205,9 +209,12 @@ void lrt_recurrent_sequence(const lrt_cell *cl, int T, int B, const float *x, in
                 continue;
             }
             float *hb = h + (size_t)b * Hr, *hnb = hnew + (size_t)b * L.hs;
-            if (gru_split)
-                gru_row_b(cl, xproj + ((size_t)t * B + b) * width, hn + (size_t)b * Hp,
-                          zbuf + (size_t)b * Hp, hb, hnb, tmp);
+            if (gru_split) {
+                const float *xp = xproj + ((size_t)t * B + b) * width, *hnr = hn + (size_t)b * Hp,
+                            *zb = zbuf + (size_t)b * Hp;
+                if (fused) lrt_gru_cell_b_avx2(cl, xp, hnr, zb, hb, hnb);
+                else gru_row_b(cl, xp, hnr, zb, hb, hnb, tmp);
+            }
             memcpy(hb, hnb, (size_t)Hr * sizeof(float));
             if (y) memcpy(y + ((size_t)t * B + b) * ldy, hnb, (size_t)Hr * sizeof(float));
         }

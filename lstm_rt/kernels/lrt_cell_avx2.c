@@ -1,0 +1,141 @@
+/* The elementwise part of an LSTM or GRU step, fused: one pass over 8-unit blocks reads
+ * the gate pre-activations where the matrix products left them (gate-blocked rows, see
+ * lrt_kernels.h), applies the activations in registers and writes the new state. The
+ * portable path (lrt_recurrent.c) gathers each gate into a buffer and makes a pass per
+ * activation. Only the standard cells come here (sigmoid/tanh, no clip, no peepholes, no
+ * coupled input-forget); lrt_cell_fused_ok says which. Same arithmetic as the portable
+ * path with the AVX2 activations (no fused multiply-adds), so the two agree bit for bit. */
+#include <string.h>
+#include "lrt_kernels.h"
+
+int lrt_cell_fused_ok(const lrt_cell *cl)
+{
+    if (lrt_isa_level() < LRT_ISA_AVX2 || cl->clip > 0.0f) return 0;
+    if (cl->act[0].kind != LRT_SIGMOID || cl->act[1].kind != LRT_TANH) return 0;
+    if (cl->kind == LRT_CELL_LSTM)
+        return cl->act[2].kind == LRT_TANH && !cl->peep && !cl->input_forget;
+    return cl->kind == LRT_CELL_GRU;
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include "lrt_vmath_avx2.h"
+
+#define LRT_AVX2_FN __attribute__((target("avx2,fma")))
+#define L LRT_LANES
+
+/* Blocks 0 .. full-1 work in place; a last, partial block (H % 8 units) goes through
+ * 8-float copies so that no state array is read or written past its H values. */
+#define FOR_BLOCKS(H, BODY_FULL, BODY_TAIL)                             \
+    do {                                                                \
+        int full_ = (H) / L, k;                                         \
+        for (k = 0; k < full_; k++) { BODY_FULL }                       \
+        if ((H) % L) { k = full_; BODY_TAIL }                           \
+    } while (0)
+
+LRT_AVX2_INLINE __m256 gate(const float *xp, const float *pr)
+{
+    return _mm256_add_ps(_mm256_loadu_ps(xp), _mm256_loadu_ps(pr));
+}
+
+/* gates i, o, f, c of block k at k*32 + 0, 8, 16, 24 (xp + pr); c [H] updated; h out. */
+LRT_AVX2_INLINE void lstm_block(const float *xp, const float *pr, float *c, float *h)
+{
+    __m256 i = sigmoid256(gate(xp, pr)), o = sigmoid256(gate(xp + 8, pr + 8));
+    __m256 f = sigmoid256(gate(xp + 16, pr + 16)), g = tanh256(gate(xp + 24, pr + 24));
+    __m256 cn = _mm256_add_ps(_mm256_mul_ps(f, _mm256_loadu_ps(c)), _mm256_mul_ps(i, g));
+    _mm256_storeu_ps(c, cn);
+    _mm256_storeu_ps(h, _mm256_mul_ps(tanh256(cn), o));
+}
+
+LRT_AVX2_FN void lrt_lstm_cell_avx2(const lrt_cell *cl, const float *xp, const float *pr, float *c, float *h)
+{
+    float ct[L], ht[L];
+    int n = cl->H % L;
+    FOR_BLOCKS(cl->H,
+        lstm_block(xp + k * 4 * L, pr + k * 4 * L, c + k * L, h + k * L);,
+        memcpy(ct, c + k * L, n * sizeof(float));
+        lstm_block(xp + k * 4 * L, pr + k * 4 * L, ct, ht);
+        memcpy(c + k * L, ct, n * sizeof(float));
+        memcpy(h + k * L, ht, L * sizeof(float)););  /* h has room for whole blocks */
+}
+
+/* (1 - z) n + z h */
+LRT_AVX2_INLINE __m256 gru_mix(__m256 z, __m256 n, const float *h)
+{
+    return _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_set1_ps(1.0f), z), n),
+                         _mm256_mul_ps(z, _mm256_loadu_ps(h)));
+}
+
+/* linear_before_reset: gates z, r, n of block k at k*24 + 0, 8, 16; xp holds W x + b for all
+ * three and R h + b for z and r are in pr, R_n h + b_hn in pr's n slot. */
+LRT_AVX2_INLINE void gru_lbr_block(const float *xp, const float *pr, const float *h, float *hnew)
+{
+    __m256 z = sigmoid256(gate(xp, pr)), r = sigmoid256(gate(xp + 8, pr + 8));
+    __m256 n = tanh256(_mm256_add_ps(_mm256_loadu_ps(xp + 16), _mm256_mul_ps(r, _mm256_loadu_ps(pr + 16))));
+    _mm256_storeu_ps(hnew, gru_mix(z, n, h));
+}
+
+/* without linear_before_reset, first half: z (kept) and r * h, from xp (3 gates) and
+ * pr = R_zr h (2 gates: k*16 + 0, 8) */
+LRT_AVX2_INLINE void gru_zr_block(const float *xp, const float *pr, const float *h, float *z, float *rh)
+{
+    __m256 zv = sigmoid256(gate(xp, pr)), r = sigmoid256(gate(xp + 8, pr + 8));
+    _mm256_storeu_ps(z, zv);
+    _mm256_storeu_ps(rh, _mm256_mul_ps(r, _mm256_loadu_ps(h)));
+}
+
+/* second half, after hn = R_h (r * h): n = tanh(W_n x + b + hn), the new h */
+LRT_AVX2_INLINE void gru_n_block(const float *xp, const float *hn, const float *z, const float *h, float *hnew)
+{
+    __m256 n = tanh256(_mm256_add_ps(_mm256_loadu_ps(xp + 16), _mm256_loadu_ps(hn)));
+    _mm256_storeu_ps(hnew, gru_mix(_mm256_loadu_ps(z), n, h));
+}
+
+LRT_AVX2_FN void lrt_gru_cell_a_avx2(const lrt_cell *cl, const float *xp, const float *pr, const float *h,
+                                     float *z, float *rh, float *hnew)
+{
+    float ht[L] = {0};
+    int n = cl->H % L;
+    if (cl->linear_before_reset)
+        FOR_BLOCKS(cl->H,
+            gru_lbr_block(xp + k * 3 * L, pr + k * 3 * L, h + k * L, hnew + k * L);,
+            memcpy(ht, h + k * L, n * sizeof(float));
+            gru_lbr_block(xp + k * 3 * L, pr + k * 3 * L, ht, hnew + k * L););
+    else
+        FOR_BLOCKS(cl->H,
+            gru_zr_block(xp + k * 3 * L, pr + k * 2 * L, h + k * L, z + k * L, rh + k * L);,
+            memcpy(ht, h + k * L, n * sizeof(float));
+            gru_zr_block(xp + k * 3 * L, pr + k * 2 * L, ht, z + k * L, rh + k * L););
+}
+
+LRT_AVX2_FN void lrt_gru_cell_b_avx2(const lrt_cell *cl, const float *xp, const float *hn, const float *z,
+                                     const float *h, float *hnew)
+{
+    float ht[L] = {0};
+    int n = cl->H % L;
+    FOR_BLOCKS(cl->H,
+        gru_n_block(xp + k * 3 * L, hn + k * L, z + k * L, h + k * L, hnew + k * L);,
+        memcpy(ht, h + k * L, n * sizeof(float));
+        gru_n_block(xp + k * 3 * L, hn + k * L, z + k * L, ht, hnew + k * L););
+}
+
+#else  /* lrt_cell_fused_ok is 0 here (no AVX2 level), so these are never called */
+
+void lrt_lstm_cell_avx2(const lrt_cell *cl, const float *xp, const float *pr, float *c, float *h)
+{
+    (void)cl; (void)xp; (void)pr; (void)c; (void)h;
+}
+
+void lrt_gru_cell_a_avx2(const lrt_cell *cl, const float *xp, const float *pr, const float *h,
+                         float *z, float *rh, float *hnew)
+{
+    (void)cl; (void)xp; (void)pr; (void)h; (void)z; (void)rh; (void)hnew;
+}
+
+void lrt_gru_cell_b_avx2(const lrt_cell *cl, const float *xp, const float *hn, const float *z,
+                         const float *h, float *hnew)
+{
+    (void)cl; (void)xp; (void)hn; (void)z; (void)h; (void)hnew;
+}
+
+#endif
