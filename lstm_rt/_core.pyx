@@ -12,6 +12,8 @@ import os
 import time
 
 import numpy as np
+from cpython.pythread cimport (NOWAIT_LOCK, WAIT_LOCK, PyThread_acquire_lock, PyThread_allocate_lock,
+                               PyThread_free_lock, PyThread_release_lock, PyThread_type_lock)
 cimport numpy as cnp
 from libc.stdint cimport int32_t, int64_t
 from libc.string cimport memcpy, memset
@@ -340,6 +342,44 @@ cdef class ChainStep:
     cdef Workspace ws
     cdef object _buf
     cdef float *buf
+    cdef PyThread_type_lock lock
+    cdef public object fallback  # what locked_step does with inputs that are not arrays
+
+    def __cinit__(self):
+        self.lock = PyThread_allocate_lock()
+        if self.lock == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        if self.lock != NULL:
+            PyThread_free_lock(self.lock)
+
+    cdef int _acquire(self) except -1:
+        # wait without the GIL: the holder may be in a kernel and need the GIL to finish
+        if not PyThread_acquire_lock(self.lock, NOWAIT_LOCK):
+            with nogil:
+                PyThread_acquire_lock(self.lock, WAIT_LOCK)
+        return 0
+
+    def __enter__(self):
+        """The chain is also its Stream's lock (`with stream._lock:`)."""
+        self._acquire()
+        return self
+
+    def __exit__(self, *exc):
+        PyThread_release_lock(self.lock)
+        return False
+
+    def locked_step(self, object x):
+        """step(x) holding the lock: Stream.step itself for plain chains (a Python wrapper
+        with a threading.Lock cost ~0.25 us a step). Non-array inputs go to self.fallback."""
+        if not cnp.PyArray_Check(x) and self.fallback is not None:
+            return self.fallback(x)
+        self._acquire()
+        try:
+            return self._step(x)
+        finally:
+            PyThread_release_lock(self.lock)
 
     def __init__(self, list cores, list states, int batch, int in_features):
         """cores: per node a RecurrentCore, a DenseCore or an EmbeddingCore (first only);
@@ -398,7 +438,10 @@ cdef class ChainStep:
 
     def step(self, object x):
         """x: float32 [B, F] (or integer ids [B] when the chain starts with an Embedding).
-        Returns float32 [B, F_out]."""
+        Returns float32 [B, F_out]. The caller holds the lock."""
+        return self._step(x)
+
+    cdef object _step(self, object x):
         cdef cnp.ndarray arr
         cdef int B = self.B, i, b, kind0 = self.nodes[0].kind
         cdef cnp.npy_intp dims[2]

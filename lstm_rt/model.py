@@ -755,10 +755,21 @@ class Stream:
                 f"Stream.take_state")
         self.model = model
         self.batch = int(batch)
-        self._lock = threading.Lock()
         self._ws = _core.Workspace()
         self._states = model._initial_states({}, self.batch)
+        self._bind_chain()
+
+    def _bind_chain(self):
+        """(Re)build the one-call step path over the current state arrays. One lock
+        serializes steps and state access; a chain carries its own (a C lock)."""
         self._chain = self._chain_step()
+        self._lock = self._chain if self._chain is not None else threading.Lock()
+        self.__dict__.pop("step", None)
+        if self._chain is not None and self._chain_plain:
+            # the hot path without a Python frame: an array goes straight to the chain,
+            # anything else (a dict of inputs, a wrong type) through Stream.step below
+            self._chain.fallback = functools.partial(Stream.step, self)
+            self.step = self._chain.locked_step
 
     def _chain_step(self):
         """The one-call step path (_core.ChainStep) when the model is a plain chain: one

@@ -186,7 +186,7 @@ class StreamPool:
             for i, st in self._states.items():
                 for k, a in st.items():
                     s._states[i][k] = a[:, :n]
-            s._chain = s._chain_step()
+            s._bind_chain()
             self._views[n] = s
         return s
 
