@@ -26,13 +26,12 @@ LRT_VNNI_INLINE __m256i dpbusd(__m256i acc, __m256i a, __m256i w)
 
 static inline void store_cols(float *dst, const float *tile, int n) { memcpy(dst, tile, (size_t)n * sizeof(float)); }
 
-/* R rows (byte planes hi, lo of qn bytes each, a row's pair 2 * qn bytes apart) times NV
- * 8-column groups: group v's quad-row p starts at wp + v * gstride + p * wstride (32 bytes).
- * Groups inside one panel have gstride 32; side-by-side gw = 8 panels have gstride = their
- * size. Writes NV * 8 floats per row to out (rows ldo apart). R * NV <= 8: 16 sums, which
- * with the broadcasts and a weight fit the 32 vector registers. */
+/* Batches: R rows (byte planes hi, lo of qn bytes each, a row's pair 2 * qn bytes apart)
+ * times one panel of NV 8-column groups (quad-rows wstride bytes apart, a group's 32 bytes
+ * after the previous one's). Writes NV * 8 floats per row to out (rows ldo apart).
+ * R * NV <= 8: 16 sums, which with the broadcasts and a weight fit the 32 vector registers. */
 LRT_VNNI_INLINE void vnni_tile(int R, int NV, int K4, const uint8_t *planes, size_t qn,
-                               const int8_t *wp, size_t gstride, size_t wstride, const int32_t *colsum,
+                               const int8_t *wp, size_t wstride, const int32_t *colsum,
                                const float *ascale, const float *wscale, const float *bias,
                                float *out, int ldo)
 {
@@ -55,7 +54,7 @@ LRT_VNNI_INLINE void vnni_tile(int R, int NV, int K4, const uint8_t *planes, siz
             bl[r] = _mm256_set1_epi32(l);
         }
         for (int v = 0; v < NV; v++) {
-            __m256i w = _mm256_loadu_si256((const __m256i *)(wp + v * gstride + p * wstride));
+            __m256i w = _mm256_loadu_si256((const __m256i *)(wp + 32 * v + p * wstride));
             for (int r = 0; r < R; r++) {
                 hi[r * NV + v] = dpbusd(hi[r * NV + v], bh[r], w);
                 lo[r * NV + v] = dpbusd(lo[r * NV + v], bl[r], w);
@@ -76,10 +75,10 @@ LRT_VNNI_INLINE void vnni_tile(int R, int NV, int K4, const uint8_t *planes, siz
 /* The tiles as functions of their own, so each keeps its sums in registers. */
 #define DEFINE_VNNI_TILE(R, NV)                                                                 \
 LRT_VNNI_FN __attribute__((noinline)) static void vnni_tile_##R##_##NV(                         \
-    int K4, const uint8_t *planes, size_t qn, const int8_t *wp, size_t gstride, size_t wstride, \
+    int K4, const uint8_t *planes, size_t qn, const int8_t *wp, size_t wstride,                 \
     const int32_t *colsum, const float *ascale, const float *wscale, const float *bias,         \
     float *out, int ldo)                                                                        \
-{ vnni_tile(R, NV, K4, planes, qn, wp, gstride, wstride, colsum, ascale, wscale, bias, out, ldo); }
+{ vnni_tile(R, NV, K4, planes, qn, wp, wstride, colsum, ascale, wscale, bias, out, ldo); }
 DEFINE_VNNI_TILE(2, 1)
 DEFINE_VNNI_TILE(2, 2)
 DEFINE_VNNI_TILE(2, 3)
@@ -179,7 +178,7 @@ static void vnni_one_row(const uint8_t *planes, size_t qn, float ascale, const l
     }
 }
 
-typedef void (*vnni_tile_fn)(int, const uint8_t *, size_t, const int8_t *, size_t, size_t,
+typedef void (*vnni_tile_fn)(int, const uint8_t *, size_t, const int8_t *, size_t,
                              const int32_t *, const float *, const float *, const float *, float *, int);
 
 void lrt_matmul_i8_vnni(int M, const uint8_t *planes, const float *ascale, const lrt_mat *W,
@@ -194,7 +193,7 @@ void lrt_matmul_i8_vnni(int M, const uint8_t *planes, const float *ascale, const
         const float *bb = bias ? bias + blk * gw : NULL, *sc = W->scale + blk * gw;
         int j0 = blk * gw, n = ncols - j0 < gw ? ncols - j0 : gw;
         for (int m = 0; m + 2 <= M; m += 2) {
-            pair[gw / 8 - 1](K4, planes + 2 * qn * m, qn, wp, 32, ws, W->colsum + j0, ascale + m, sc, bb, tmp, gw);
+            pair[gw / 8 - 1](K4, planes + 2 * qn * m, qn, wp, ws, W->colsum + j0, ascale + m, sc, bb, tmp, gw);
             store_cols(C + (size_t)m * ldc + j0, tmp, n);
             store_cols(C + (size_t)(m + 1) * ldc + j0, tmp + gw, n);
         }
