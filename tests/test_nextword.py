@@ -108,6 +108,12 @@ def test_top_k_equals_a_stable_full_sort(n, k):
 def test_top_k_skips_nan_and_checks_ids():
     s = np.array([np.nan, 1.0, np.nan, 3.0, -np.inf], np.float32)
     assert top_k(s, 5).tolist() == [3, 1, 4]
+    # long enough for the 8-wide scan: NaN blocks, ties across blocks, a ragged tail
+    rng = np.random.default_rng(5)
+    long = rng.integers(-9, 9, size=1003).astype(np.float32)
+    long[rng.integers(0, 1003, size=200)] = np.nan
+    want = [i for i in np.argsort(-np.nan_to_num(long, nan=-np.inf), kind="stable") if not np.isnan(long[i])]
+    assert top_k(long, 40).tolist() == want[:40]
     with pytest.raises(IndexError, match="out of range"):
         top_k(s, 2, np.array([0, 5]))
 

@@ -1,7 +1,7 @@
 /* The k largest scores of a vector, best first, in one pass: a sorted buffer of k
  * entries; a score enters only if it beats the buffer's smallest, so after the first few
- * hundred the loop is a compare and a predictable branch. Ties keep the lower index;
- * NaN never enters. Portable C. */
+ * hundred the loop is a compare and a predictable branch (with AVX2, one compare per 8
+ * scores). Ties keep the lower index; NaN never enters. */
 #include "lrt_kernels.h"
 
 /* Insert (v, id) into the sorted buffer of `have` entries (capacity k); returns the new count. */
@@ -17,6 +17,26 @@ static int insert(float v, int64_t id, int have, int k, int64_t *out, float *bes
     out[j] = id;
     return have;
 }
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+
+/* Scores i.. in blocks of 8 against the buffer's smallest; the few blocks holding a better
+ * score go through insert lane by lane, in index order, so the result is the scalar
+ * loop's. Returns where the scalar loop takes over (fewer than 8 left). */
+__attribute__((target("avx2"))) static int scan_avx2(const float *s, int i, int n, int k, int64_t *out, float *best)
+{
+    float thr = best[k - 1];
+    for (; i + 8 <= n; i += 8) {
+        int m = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(s + i), _mm256_set1_ps(thr), _CMP_GT_OQ));
+        for (; m; m &= m - 1) {
+            int j = i + __builtin_ctz((unsigned)m);
+            if (s[j] > thr) { insert(s[j], j, k, k, out, best); thr = best[k - 1]; }
+        }
+    }
+    return i;
+}
+#endif
 
 int lrt_top_k(const float *scores, int n, const int64_t *ids, int k, int64_t *out, float *best)
 {
@@ -35,6 +55,12 @@ int lrt_top_k(const float *scores, int n, const int64_t *ids, int k, int64_t *ou
             if (v > thr) { insert(v, ids[i], k, k, out, best); thr = best[k - 1]; }
         }
     } else {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+        if (lrt_isa_level() >= LRT_ISA_AVX2) {
+            i = scan_avx2(scores, i, n, k, out, best);
+            thr = best[k - 1];
+        }
+#endif
         for (; i < n; i++) {
             float v = scores[i];
             if (v > thr) { insert(v, i, k, k, out, best); thr = best[k - 1]; }
