@@ -20,6 +20,20 @@ from .quantize import convert_part, convert_table, panels_as_fp32, table_as_fp32
 LANES = 8
 
 
+def aligned(a: np.ndarray, align: int = 64) -> np.ndarray:
+    """a as a C-contiguous array at a 64-byte aligned address (a itself when it is one), as
+    tensors sit in a mapped .lrt file: the kernels' 32-byte loads never straddle a cache line
+    (numpy's 16-byte alignment cost int8 kernels 3-5% and small fp32 ones up to 15%)."""
+    a = np.ascontiguousarray(a)
+    if a.ctypes.data % align == 0:
+        return a
+    buf = np.empty(a.nbytes + align, np.uint8)
+    start = -buf.ctypes.data % align
+    out = buf[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    return out
+
+
 def nblocks(units: int) -> int:
     return -(-units // LANES)
 
@@ -110,7 +124,7 @@ def pack_layer(layer: Layer) -> dict[str, np.ndarray]:
             out[f"{d}.bias"] = pack_bias(b[:H] + b[H:], 1)
     else:
         raise TypeError(f"cannot pack {type(layer).__name__}")
-    return out
+    return {k: aligned(v) for k, v in out.items()}
 
 
 def unpack_layer_weights(kind: str, config: dict, packed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -184,13 +198,13 @@ def convert_packed(kind: str, config: dict, packed: dict, weights: str) -> dict[
     if kind in GLUE_KINDS:
         return {}
     if kind == "Embedding":
-        return {"weight" + k: v for k, v in
+        return {"weight" + k: aligned(v) for k, v in
                 convert_table(packed["weight"], weights, f"Embedding {config['name']!r}").items()}
     out = {}
     for key, arr in packed.items():
         if key in mats:
             for suffix, a in convert_part(arr, weights, f"{kind} {config['name']!r} {key}").items():
-                out[key + suffix] = a
+                out[key + suffix] = aligned(a)
         else:
             out[key] = arr
     return out
