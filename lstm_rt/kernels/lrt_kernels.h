@@ -11,6 +11,13 @@
  * - Kernels never allocate; callers hand in a workspace sized by lrt_workspace_floats.
  * - Every function here is safe to call without the GIL: no Python, no globals written
  *   after lrt_init().
+ * - Three kernel levels, picked once by lrt_init: generic (portable C, every file), avx2
+ *   (the *_avx2.c files) and avx512vnni (avx2 plus lrt_matmul_vnni.c for int8 products).
+ *
+ * Files: lrt_gemm*.c fp32 products; lrt_matmul*.c fp16/int8 products and the activation
+ * quantizer; lrt_recurrent.c a layer over a sequence (portable cell math); lrt_cell_avx2.c
+ * fused cell updates; lrt_act*.c activations (vector math in lrt_vmath_avx2.h);
+ * lrt_dense.c; lrt_topk.c; lrt_probe.c (benchmark probes).
  */
 #ifndef LRT_KERNELS_H
 #define LRT_KERNELS_H
