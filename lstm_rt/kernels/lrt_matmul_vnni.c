@@ -137,6 +137,7 @@ LRT_VNNI_FN __attribute__((noinline)) static void vnni_row_##G(                 
     const int32_t *colsum, float ascale, const float *wscale, const float *bias, float *out)    \
 { vnni_row(G, K4, qhi, qlo, w, wstride, colsum, ascale, wscale, bias, out); }
 DEFINE_VNNI_ROW(8)
+DEFINE_VNNI_ROW(6)
 DEFINE_VNNI_ROW(4)
 DEFINE_VNNI_ROW(2)
 DEFINE_VNNI_ROW(1)
@@ -152,7 +153,9 @@ static void vnni_one_row(const uint8_t *planes, size_t qn, float ascale, const l
     int ngroups = (ncols + 7) / 8, g = 0, v = 0;  /* group g is group v of its panel */
     const int8_t *next = wd;                        /* its weights */
     while (g < ngroups) {
-        int left = ngroups - g, G = left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 2 : 1;
+        /* whole panels per pass (6 groups for gw = 24): a panel split between two passes
+         * has its cache lines fetched twice, its quad-rows interleaving the groups */
+        int left = ngroups - g, G = left >= 8 / NV * NV ? 8 / NV * NV : left >= 4 ? 4 : left >= 2 ? 2 : 1;
         int full = 8 * (g + G) <= ncols;
         if (!full) G = 1;  /* only the last group can be ragged */
         const int8_t *w[8];
@@ -169,6 +172,7 @@ static void vnni_one_row(const uint8_t *planes, size_t qn, float ascale, const l
         const int32_t *cs = W->colsum + 8 * g;
         switch (G) {
         case 8: vnni_row_8(K4, planes, planes + qn, w, ws, cs, ascale, W->scale + 8 * g, b, out); break;
+        case 6: vnni_row_6(K4, planes, planes + qn, w, ws, cs, ascale, W->scale + 8 * g, b, out); break;
         case 4: vnni_row_4(K4, planes, planes + qn, w, ws, cs, ascale, W->scale + 8 * g, b, out); break;
         case 2: vnni_row_2(K4, planes, planes + qn, w, ws, cs, ascale, W->scale + 8 * g, b, out); break;
         default: vnni_row_1(K4, planes, planes + qn, w, ws, cs, ascale, W->scale + 8 * g, b, out); break;
