@@ -1,4 +1,4 @@
-"""Streaming latency: one time step per call, batch 1, state carried; lstm_rt vs onnxruntime.
+"""Streaming latency: one time step per call, batch 1, state carried; lstm_rt vs onnxruntime and PyTorch.
 
     taskset -c 0 python bench/bench_step.py            # the full table (~1 minute)
     taskset -c 0 python bench/bench_step.py --quick    # a smoke run
@@ -7,7 +7,8 @@ Both runtimes get the same weights (an ONNX LSTM/GRU node; lstm_rt converts it) 
 same inputs; their outputs are compared before anything is timed. onnxruntime runs
 single-threaded, fed through io binding (the cheapest way to call it per step); its
 state is copied from the outputs back into the bound inputs between steps.
-Each figure is the median over repeats of the mean step time; p99 over single steps.
+Each figure is the median over repeats (interleaved across runtimes) of the mean step time;
+p99 over single steps.
 """
 from __future__ import annotations
 
@@ -205,33 +206,42 @@ class Bounds:
         return max(compute, nbytes / (self.bandwidth(nbytes) * 1e3))
 
 
-def time_steps(step, xs, repeats, n):
-    """(median over repeats of the mean step time, p99 of single steps), microseconds.
-    The means come from loops with no per-step clock reads (those cost ~0.1 µs each);
-    the p99 from one separately instrumented pass."""
+def time_steps(steppers, xs, repeats, n):
+    """{name: (median over repeats of the mean step time, p99 of single steps)}, µs.
+    Repeats are interleaved across the steppers (in a rotating order), so a busy moment of
+    the shared machine falls on every runtime alike instead of on one. The means come from
+    loops with no per-step clock reads (those cost ~0.1 µs each); the p99 from one
+    separately instrumented pass."""
     inputs = [xs[i % len(xs)] for i in range(n)]
-    for x in inputs[:200]:
-        step(x)
     clock = time.perf_counter_ns
-    means = []
-    for _ in range(repeats):
-        t_start = clock()
-        for x in inputs:
+    for step in steppers.values():
+        for x in inputs[:200]:
             step(x)
-        means.append((clock() - t_start) / n)
-    singles = []
-    for x in inputs:
-        t0 = clock()
-        step(x)
-        singles.append(clock() - t0)
-    return np.median(means) / 1e3, np.percentile(singles, 99) / 1e3
+    names = list(steppers)
+    means = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            step = steppers[name]
+            t_start = clock()
+            for x in inputs:
+                step(x)
+            means[name].append((clock() - t_start) / n)
+    out = {}
+    for name, step in steppers.items():
+        singles = []
+        for x in inputs:
+            t0 = clock()
+            step(x)
+            singles.append(clock() - t0)
+        out[name] = (np.median(means[name]) / 1e3, np.percentile(singles, 99) / 1e3)
+    return out
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cells", default="LSTM,GRU")
     ap.add_argument("--sizes", default=",".join(f"{i}x{h}" for i, h in SIZES), help="IxH,IxH,...")
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--plot", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "step_latency.png"),
                     help="PNG to write (needs matplotlib); '' for none")
     ap.add_argument("--quick", action="store_true", help="tiny run for smoke testing")
@@ -296,11 +306,10 @@ def main(argv=None):
                              else TorchStepper(cell, W, R, B).step)
                     diff = max(diff, max(float(np.abs(fresh(xs[i]).reshape(-1) - outs[i].reshape(-1)).max())
                                          for i in range(20)))
-            timed = {}
-            for name in cols:
-                if steppers[name] is not None:
-                    timed[name] = time_steps(steppers[name], xs, args.repeats, n)
-                    results[(cell, I, H, name)] = timed[name][0]
+            timed = time_steps({name: steppers[name] for name in cols if steppers[name] is not None},
+                               xs, args.repeats, n)
+            for name, (mean, _) in timed.items():
+                results[(cell, I, H, name)] = mean
             rows.append((cell, I, H, timed, diff))
             bounds.refresh(bounds.footprints(cell, I, H))
     bounds.refresh()
