@@ -144,12 +144,17 @@ def main(argv=None):
 
     bounds = Bounds()
     macs = 4 * H * (E + H) + H * V
-    for w, nbytes in (("fp32", 4 * macs + 4 * E), ("int8", macs + E)):
+    footprint = {"fp32": 4 * macs + 4 * E, "int8": macs + E}
+    for nbytes in footprint.values():
+        bounds.bandwidth(nbytes)
+    for _ in range(2):   # the machine is shared: each rate keeps its best probe
+        bounds.refresh()
+    for w, nbytes in footprint.items():
         compute = 2 * macs / (bounds.fma * 1e3) / (1 if w == "fp32" else 2)
         bound[w] = max(compute, nbytes / (bounds.bandwidth(nbytes) * 1e3))
-    print(f"bounds (FMA peak {bounds.fma:.1f} GFLOP/s; read bandwidth {bounds.bandwidth(4 * macs):.0f} GB/s "
-          f"at {4 * macs / 2**20:.1f} MiB, {bounds.bandwidth(macs):.0f} GB/s at {macs / 2**20:.1f} MiB): "
-          f"fp32 {bound['fp32']:.1f} µs, int8 {bound['int8']:.1f} µs per token\n")
+    print(f"bounds (best of 3 probes: FMA peak {bounds.fma:.1f} GFLOP/s; read bandwidth "
+          + ", ".join(f"{bounds.bandwidth(n):.0f} GB/s at {n / 2**20:.1f} MiB" for n in footprint.values())
+          + f"): fp32 {bound['fp32']:.1f} µs, int8 {bound['int8']:.1f} µs per token\n")
     print("| runtime | µs per token | x bound | top-1 agree | top-3 set agree |")
     print("|---|---|---|---|---|")
     for label, us, out in rows:

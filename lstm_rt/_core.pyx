@@ -250,8 +250,9 @@ cdef class DenseCore:
         self._keep = []
         self.in_features = config["in_features"]
         self.out_features = config["out_features"]
-        _mat(&self.w, packed["weight"], packed.get("weight.scale"), self.in_features, 8, self._keep)
-        if self.w.nblk != (self.out_features + LRT_LANES - 1) // LRT_LANES:
+        # 32-wide panels (packing.DENSE_LANES)
+        _mat(&self.w, packed["weight"], packed.get("weight.scale"), self.in_features, 32, self._keep)
+        if self.w.nblk != (self.out_features + 31) // 32:
             raise ValueError("packed weights disagree with out_features")
         self.b = _fptr(packed.get("bias"), self._keep)
         self.act = _DENSE_CODES[config["activation"]]

@@ -1,7 +1,8 @@
 """The .lrt model file: written once, then memory-mapped; the weights are never copied.
 
-Layout (version 2, little-endian; version 1 differs only in how int8 weight panels group
-their rows, by two instead of four, and lstm_rt.model regroups those at load):
+Layout (version 3, little-endian). Older versions differ only in how weights are packed,
+and lstm_rt.model repacks those at load: version 1 grouped int8 panel rows by two (now
+four), versions 1-2 gave Dense layers 8-wide panels (now 32):
 
     offset 0   magic  b"LRTMODEL"                      8 bytes
            8   format version (uint32), flags (uint32, 0)
@@ -11,7 +12,7 @@ their rows, by two instead of four, and lstm_rt.model regroups those at load):
       end-32   trailer: b"LRTEND\\0\\0", file length (uint64), BLAKE2b-128 of every byte
                before the trailer (16 bytes)
 
-The JSON header is {"format_version": 2, "meta": {...}, "tensors": [{"name", "dtype",
+The JSON header is {"format_version": 3, "meta": {...}, "tensors": [{"name", "dtype",
 "shape", "offset", "nbytes"}, ...]}. Every number read from a file is checked against the
 file's size before it is used, so a truncated, tampered or hostile file raises
 ModelFormatError instead of crashing, hanging or allocating what it asks for. No pickle.
@@ -30,7 +31,7 @@ from .errors import ModelFormatError
 
 MAGIC = b"LRTMODEL"
 TRAILER_MAGIC = b"LRTEND\0\0"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 ALIGN = 64
 _PREFIX = struct.Struct("<8sIIQ")      # magic, version, flags, header length
 _TRAILER = struct.Struct("<8sQ16s")    # magic, file length, checksum

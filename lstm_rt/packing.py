@@ -4,7 +4,9 @@ A matrix M [G*H, K] of G gates with H units each is packed into panels
 [nblk, K, G*8] (nblk = ceil(H/8)): for each 8-unit block, every k holds the 8
 weights of each gate side by side, so a kernel streams a block's weights once and
 ends holding all gates of 8 units. Gate-blocked vectors (biases) use [nblk, G, 8].
-Units past H in the last block are zero padding.
+Units past H in the last block are zero padding. Dense layers (no gates to keep together)
+use 32-wide panels [ceil(O/32), K, 32]: a streamed row then reads each panel as one
+contiguous stream, which the prefetchers serve better than four 8-wide ones.
 
 pack_* turn a layer spec (canonical ONNX layout) into named packed arrays; these are
 what the .lrt file stores and what the Cython core reads in place. unpack_* invert
@@ -18,6 +20,7 @@ from .layers import GLUE_KINDS, GRU, LSTM, RNN, Dense, Embedding, Layer
 from .quantize import convert_part, convert_table, panels_as_fp32, table_as_fp32
 
 LANES = 8
+DENSE_LANES = 32  # the panel width of Dense weights (lstm_rt/_core.pyx DenseCore agrees)
 
 
 def aligned(a: np.ndarray, align: int = 64) -> np.ndarray:
@@ -34,41 +37,60 @@ def aligned(a: np.ndarray, align: int = 64) -> np.ndarray:
     return out
 
 
-def nblocks(units: int) -> int:
-    return -(-units // LANES)
+def nblocks(units: int, lanes: int = LANES) -> int:
+    return -(-units // lanes)
 
 
-def pack_panels(m: np.ndarray, gates: int) -> np.ndarray:
-    """[G*H, K] -> [nblk, K, G*8] float32."""
+def pack_panels(m: np.ndarray, gates: int, lanes: int = LANES) -> np.ndarray:
+    """[G*H, K] -> [nblk, K, G*lanes] float32."""
     GH, K = m.shape
     H = GH // gates
-    nb = nblocks(H)
-    t = np.zeros((gates, nb * LANES, K), np.float32)
+    nb = nblocks(H, lanes)
+    t = np.zeros((gates, nb * lanes, K), np.float32)
     t[:, :H] = m.reshape(gates, H, K)
     return np.ascontiguousarray(
-        t.reshape(gates, nb, LANES, K).transpose(1, 3, 0, 2).reshape(nb, K, gates * LANES))
+        t.reshape(gates, nb, lanes, K).transpose(1, 3, 0, 2).reshape(nb, K, gates * lanes))
 
 
-def unpack_panels(p: np.ndarray, gates: int, units: int) -> np.ndarray:
-    """[nblk, K, G*8] -> [G*H, K] (inverse of pack_panels)."""
+def unpack_panels(p: np.ndarray, gates: int, units: int, lanes: int = LANES) -> np.ndarray:
+    """[nblk, K, G*lanes] -> [G*H, K] (inverse of pack_panels)."""
     nb, K, _ = p.shape
-    t = np.asarray(p).reshape(nb, K, gates, LANES).transpose(2, 0, 3, 1).reshape(gates, nb * LANES, K)
+    t = np.asarray(p).reshape(nb, K, gates, lanes).transpose(2, 0, 3, 1).reshape(gates, nb * lanes, K)
     return np.ascontiguousarray(t[:, :units].reshape(gates * units, K))
 
 
-def pack_bias(v: np.ndarray, gates: int) -> np.ndarray:
-    """[G*H] -> [nblk*G*8] float32, gate-blocked."""
+def pack_bias(v: np.ndarray, gates: int, lanes: int = LANES) -> np.ndarray:
+    """[G*H] -> [nblk*G*lanes] float32, gate-blocked."""
     H = v.shape[0] // gates
-    nb = nblocks(H)
-    t = np.zeros((gates, nb * LANES), np.float32)
+    nb = nblocks(H, lanes)
+    t = np.zeros((gates, nb * lanes), np.float32)
     t[:, :H] = v.reshape(gates, H)
-    return np.ascontiguousarray(t.reshape(gates, nb, LANES).transpose(1, 0, 2).reshape(-1))
+    return np.ascontiguousarray(t.reshape(gates, nb, lanes).transpose(1, 0, 2).reshape(-1))
 
 
-def unpack_bias(p: np.ndarray, gates: int, units: int) -> np.ndarray:
-    nb = p.shape[0] // (gates * LANES)
-    t = np.asarray(p).reshape(nb, gates, LANES).transpose(1, 0, 2).reshape(gates, nb * LANES)
+def unpack_bias(p: np.ndarray, gates: int, units: int, lanes: int = LANES) -> np.ndarray:
+    nb = p.shape[0] // (gates * lanes)
+    t = np.asarray(p).reshape(nb, gates, lanes).transpose(1, 0, 2).reshape(gates, nb * lanes)
     return np.ascontiguousarray(t[:, :units].reshape(-1))
+
+
+def widen_dense_panels(packed: dict, out_features: int) -> dict:
+    """A Dense layer's arrays from 8-wide panels (format versions 1-2) to today's 32-wide
+    ones: the same columns in the same order, zero padded to whole panels."""
+    nb8 = nblocks(out_features)
+    nb = nblocks(out_features, DENSE_LANES)
+    out = dict(packed)
+    w = np.asarray(packed["weight"])
+    if w.shape[:1] != (nb8,) or w.shape[2:3] != (LANES,):
+        return out  # not 8-wide panels of this layer: the shape check reports it
+    pad = np.zeros((nb * 4 - nb8,) + w.shape[1:], w.dtype)
+    w = np.concatenate([w, pad]).reshape((nb, 4) + w.shape[1:])
+    out["weight"] = aligned(np.swapaxes(w, 1, 2).reshape((nb, w.shape[2], DENSE_LANES) + w.shape[4:]))
+    for part, fill in (("weight.scale", 1.0), ("bias", 0.0)):
+        if part in packed:
+            v = np.asarray(packed[part])
+            out[part] = aligned(np.concatenate([v, np.full(nb * DENSE_LANES - v.shape[0], fill, v.dtype)]))
+    return out
 
 
 def _bias(layer, d: int, n: int) -> np.ndarray:
@@ -84,9 +106,9 @@ def pack_layer(layer: Layer) -> dict[str, np.ndarray]:
     elif isinstance(layer, Embedding):
         out["weight"] = layer.weight
     elif isinstance(layer, Dense):
-        out["weight"] = pack_panels(layer.weight, 1)
+        out["weight"] = pack_panels(layer.weight, 1, DENSE_LANES)
         if layer.bias is not None:
-            out["bias"] = pack_bias(layer.bias, 1)
+            out["bias"] = pack_bias(layer.bias, 1, DENSE_LANES)
     elif isinstance(layer, LSTM):
         H = layer.hidden_size
         for d in range(layer.num_directions):
@@ -137,9 +159,9 @@ def unpack_layer_weights(kind: str, config: dict, packed: dict[str, np.ndarray])
     packed = {**packed, **{k: panels_as_fp32(packed, k, K) for k, K in mats.items() if k in packed}}
     if kind == "Dense":
         O = config["out_features"]
-        w = {"weight": unpack_panels(packed["weight"], 1, O)}
+        w = {"weight": unpack_panels(packed["weight"], 1, O, DENSE_LANES)}
         if "bias" in packed:
-            w["bias"] = unpack_bias(packed["bias"], 1, O)
+            w["bias"] = unpack_bias(packed["bias"], 1, O, DENSE_LANES)
         return w
     H = config["hidden_size"]
     D = 2 if config["direction"] == "bidirectional" else 1
@@ -239,8 +261,8 @@ def _fp32_shapes(kind: str, config: dict) -> dict[str, tuple[int, ...]]:
     if kind == "Embedding":
         return {"weight": (config["vocab_size"], config["embedding_size"])}
     if kind == "Dense":
-        nb = nblocks(config["out_features"])
-        return {"weight": (nb, config["in_features"], LANES), "bias": (nb * LANES,)}
+        nb = nblocks(config["out_features"], DENSE_LANES)
+        return {"weight": (nb, config["in_features"], DENSE_LANES), "bias": (nb * DENSE_LANES,)}
     H, I = config["hidden_size"], config["input_size"]
     Hr = config.get("proj_size") or H
     nb = nblocks(H)

@@ -7,6 +7,7 @@ import pytest
 
 import lstm_rt
 from lstm_rt.errors import ModelFormatError
+from lstm_rt.fileformat import FORMAT_VERSION
 from lstm_rt.layers import Dense, Embedding
 from lstm_rt.model import Model, Node, Port
 from lrt_tamper import rebuild
@@ -115,20 +116,29 @@ def test_load_errors_for_missing_and_foreign_files(tmp_path):
         lstm_rt.load(tmp_path / "x.lrt")
 
 
-def test_format_v1_int8_model_loads_regrouped_and_resaves(tmp_path):
-    """tests/data/format_v1_int8_model.lrt was saved by the format-version-1 build (int8 panel
-    rows grouped by two) from a seeded PyTorch LSTM x2 -> GRU -> Linear, with the outputs that
-    build computed for x. Loading regroups the rows (by four); the results stay the same, and
-    a re-saved copy is version 2 and maps without a copy."""
+@pytest.mark.parametrize("name,version,weights", [
+    ("format_v1_int8_model", 1, "int8"), ("format_v2_dense_fp32", 2, "fp32"),
+    ("format_v2_dense_fp16", 2, "fp16"), ("format_v2_dense_int8", 2, "int8")])
+def test_older_format_versions_load_repacked_and_resave(tmp_path, name, version, weights):
+    """Files saved by earlier builds, with the outputs that build computed (tests/data):
+    format_v1_int8_model (a seeded PyTorch LSTM x2 -> GRU -> Linear; int8 panel rows grouped
+    by two) and format_v2_dense_* (Embedding -> LSTM -> Dense 37 + softmax; Dense in 8-wide
+    panels). Loading repacks them; the results stay the same, and a re-saved copy is the
+    current version and maps without a copy."""
     data = os.path.join(os.path.dirname(__file__), "data")
-    want = np.load(os.path.join(data, "format_v1_int8_model_expected.npz"))
-    m = lstm_rt.load(os.path.join(data, "format_v1_int8_model.lrt"))
-    assert m._file.version == 1 and m.weights == "int8"
-    y = m.run(want["x"])
-    np.testing.assert_allclose(y, want["y"], rtol=0, atol=1e-6)
-    m.save(tmp_path / "v2.lrt")
-    m2 = lstm_rt.load(tmp_path / "v2.lrt")
-    assert m2._file.version == 2
-    np.testing.assert_array_equal(m2.run(want["x"]), y)
-    packed = m2._nodes[0].packed
-    assert packed["0.w"].shape[-1] == 4 and not packed["0.w"].flags.owndata
+    if name.startswith("format_v1"):
+        want = np.load(os.path.join(data, "format_v1_int8_model_expected.npz"))
+        x, y_want = want["x"], want["y"]
+    else:
+        want = np.load(os.path.join(data, "format_v2_dense_expected.npz"))
+        x, y_want = want["ids"], want[weights]
+    m = lstm_rt.load(os.path.join(data, name + ".lrt"))
+    assert m._file.version == version and m.weights == weights
+    y = m.run(x)
+    np.testing.assert_allclose(y, y_want, rtol=0, atol=1e-6)
+    m.save(tmp_path / "now.lrt")
+    m2 = lstm_rt.load(tmp_path / "now.lrt")
+    assert m2._file.version == FORMAT_VERSION
+    np.testing.assert_array_equal(m2.run(x), y)
+    head = m2._nodes[-1].packed["weight"]
+    assert head.shape[2] == 32 and not head.flags.owndata
