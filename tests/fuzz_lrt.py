@@ -61,6 +61,10 @@ def seeds(tmp) -> list[bytes]:
         m.save(p)
         with open(p, "rb") as f:
             out.append(f.read())
+    # files of older format versions, whose weights the loader repacks
+    for name in ("format_v1_int8_model.lrt", "format_v2_dense_fp32.lrt", "format_v2_dense_int8.lrt"):
+        with open(os.path.join(HERE, "data", name), "rb") as f:
+            out.append(f.read())
     return out
 
 
