@@ -6,7 +6,6 @@ file is cut short. Each case must convert (and then run) or raise ConversionErro
 """
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
@@ -19,7 +18,7 @@ import zipfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from fuzz_lrt import _leaves, _set, convert_and_run, hostile_value  # noqa: E402
+from fuzz_lrt import _leaves, _set, convert_and_run, converter_fuzz_main, hostile_value  # noqa: E402
 
 
 def seeds(tmp):
@@ -101,13 +100,7 @@ def run(cases: int, seed: int) -> dict:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--cases", type=int, default=1000)
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
-    res = run(args.cases, args.seed)
-    print(json.dumps(res, indent=1))
-    return 1 if res["findings"] else 0
+    return converter_fuzz_main(run, __doc__, 1000, argv)
 
 
 if __name__ == "__main__":

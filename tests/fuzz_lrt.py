@@ -244,6 +244,18 @@ def run(cases: int, seed: int, save_dir: str | None, time_limit: float = 1e9) ->
             "outcomes": dict(outcomes.most_common())}
 
 
+def converter_fuzz_main(run, doc: str, default_cases: int, argv=None) -> int:
+    """The command line of the converter fuzzers (fuzz_onnx.py, fuzz_keras.py): run(cases,
+    seed) -> report; prints it, exits 1 on findings."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--cases", type=int, default=default_cases)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    res = run(args.cases, args.seed)
+    print(json.dumps(res, indent=1))
+    return 1 if res["findings"] else 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cases", type=int, default=10000)

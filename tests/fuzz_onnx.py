@@ -7,8 +7,6 @@ raise ConversionError; anything else is a finding.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import random
 import sys
@@ -19,7 +17,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from fuzz_lrt import convert_and_run  # noqa: E402
+from fuzz_lrt import convert_and_run, converter_fuzz_main  # noqa: E402
 
 HOSTILE_INTS = [0, -1, 1, 2, 3, 7, 2**31 - 1, -2**31, 2**40, 10**9]
 
@@ -115,13 +113,7 @@ def run(cases: int, seed: int) -> dict:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--cases", type=int, default=2000)
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
-    res = run(args.cases, args.seed)
-    print(json.dumps(res, indent=1))
-    return 1 if res["findings"] else 0
+    return converter_fuzz_main(run, __doc__, 2000, argv)
 
 
 if __name__ == "__main__":
