@@ -32,8 +32,8 @@ from . import _core
 from .errors import LstmRtError, ModelFormatError, ShapeError, UnsupportedError
 from .layers import GLUE_KINDS, Layer, layer_from_config, validate_config
 from .packing import (OPTIONAL_PARTS, convert_packed, expected_packed_shapes, pack_layer,
-                      unpack_layer_weights, widen_dense_panels)
-from .quantize import WEIGHT_TYPES, group_rows_by_4, ungroup_rows
+                      repack_older_format, unpack_layer_weights)
+from .quantize import WEIGHT_TYPES
 
 SEQ_LAYOUTS = ("TBF", "BTF", "TB", "BT", "TDBH", "BTDH", "BF")
 STATE_LAYOUTS = ("DBH", "BDH", "BH")
@@ -674,10 +674,7 @@ class Model:
                 kind, config = rec["kind"], rec["config"]
                 packed = {part: tensors[key] for part, key in rec["tensors"].items()}
                 weights = rec.get("weights", "fp32")
-                if handle.version < 2 and weights == "int8":
-                    packed = _regroup_v1_int8(packed)
-                if handle.version < 3 and kind == "Dense":
-                    packed = widen_dense_panels(packed, config["out_features"])
+                packed = repack_older_format(kind, config, weights, packed, handle.version)
                 _check_packed(kind, config, packed, weights)
                 nodes.append(_CompiledNode(kind, config, packed, rec["inputs"], rec["outputs"],
                                            weights=weights))
@@ -690,14 +687,6 @@ class Model:
             raise ModelFormatError(f"{path}: malformed model description ({type(e).__name__}: {e})") from None
         model._file = handle
         return model
-
-
-def _regroup_v1_int8(packed):
-    """Format version 1 grouped int8 panel rows by two ([nblk, K2, gw, 2]); the kernels now
-    take them by four. Regrouped in memory (a copy), like the 8-wide Dense panels of versions
-    1-2 (packing.widen_dense_panels): re-save such a model to map it again."""
-    return {part: group_rows_by_4(ungroup_rows(a)) if a.dtype == np.int8 and a.ndim == 4 and a.shape[-1] == 2
-            else a for part, a in packed.items()}
 
 
 def _check_packed(kind, config, packed, weights):

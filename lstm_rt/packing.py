@@ -17,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 
 from .layers import GLUE_KINDS, GRU, LSTM, RNN, Dense, Embedding, Layer
-from .quantize import convert_part, convert_table, panels_as_fp32, table_as_fp32
+from .quantize import (convert_part, convert_table, group_rows_by_4, panels_as_fp32, table_as_fp32,
+                       ungroup_rows)
 
 LANES = 8
 DENSE_LANES = 32  # the panel width of Dense weights (lstm_rt/_core.pyx DenseCore agrees)
@@ -74,17 +75,30 @@ def unpack_bias(p: np.ndarray, gates: int, units: int, lanes: int = LANES) -> np
     return np.ascontiguousarray(t[:, :units].reshape(-1))
 
 
-def widen_dense_panels(packed: dict, out_features: int) -> dict:
-    """A Dense layer's arrays from 8-wide panels (format versions 1-2) to today's 32-wide
-    ones: the same columns in the same order, zero padded to whole panels."""
+def repack_older_format(kind: str, config: dict, weights: str, packed: dict, version: int) -> dict:
+    """A layer's arrays as a file of format `version` stored them -> today's layout (a copy;
+    re-save the model to map it again). Version 1 grouped int8 panel rows by two (now four);
+    versions 1-2 gave Dense layers 8-wide panels (now 32). Arrays that are not what the
+    old layout implies pass through unchanged: the shape check reports them."""
+    if version < 2 and weights == "int8":
+        packed = {part: group_rows_by_4(ungroup_rows(a)) if a.dtype == np.int8 and a.ndim == 4 and a.shape[-1] == 2
+                  else a for part, a in packed.items()}
+    if version < 3 and kind == "Dense" and "weight" in packed:
+        packed = _widen_dense_panels(packed, config["out_features"])
+    return packed
+
+
+def _widen_dense_panels(packed: dict, out_features: int) -> dict:
+    """8-wide Dense panels -> 32-wide: the same columns in the same order, zero padded."""
+    per = DENSE_LANES // LANES   # 8-wide panels per 32-wide one
     nb8 = nblocks(out_features)
     nb = nblocks(out_features, DENSE_LANES)
     out = dict(packed)
     w = np.asarray(packed["weight"])
     if w.shape[:1] != (nb8,) or w.shape[2:3] != (LANES,):
-        return out  # not 8-wide panels of this layer: the shape check reports it
-    pad = np.zeros((nb * 4 - nb8,) + w.shape[1:], w.dtype)
-    w = np.concatenate([w, pad]).reshape((nb, 4) + w.shape[1:])
+        return out
+    pad = np.zeros((nb * per - nb8,) + w.shape[1:], w.dtype)
+    w = np.concatenate([w, pad]).reshape((nb, per) + w.shape[1:])
     out["weight"] = aligned(np.swapaxes(w, 1, 2).reshape((nb, w.shape[2], DENSE_LANES) + w.shape[4:]))
     for part, fill in (("weight.scale", 1.0), ("bias", 0.0)):
         if part in packed:
