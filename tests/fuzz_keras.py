@@ -18,7 +18,7 @@ import zipfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from fuzz_lrt import _leaves, _set, convert_and_run, converter_fuzz_main, hostile_value  # noqa: E402
+from fuzz_lrt import _leaves, _set, converter_fuzz_main, fuzz_converter, hostile_value  # noqa: E402
 
 
 def seeds(tmp):
@@ -88,15 +88,11 @@ def mutate(r: random.Random, fmt: str, data: bytes) -> bytes:
 def run(cases: int, seed: int) -> dict:
     tmp = tempfile.mkdtemp(prefix="keras_fuzz_")
     base = seeds(tmp)
-    r = random.Random(seed)
-    findings, outcomes = [], {"converted": 0, "refused": 0}
-    for i in range(cases):
+
+    def case(r):
         fmt, data = r.choice(base)
-        path = os.path.join(tmp, f"case.{fmt}")
-        with open(path, "wb") as f:
-            f.write(mutate(r, fmt, data))
-        convert_and_run(path, outcomes, findings)
-    return {"cases": cases, "outcomes": outcomes, "findings": findings}
+        return fmt, mutate(r, fmt, data)
+    return fuzz_converter(cases, seed, tmp, case)
 
 
 def main(argv=None):

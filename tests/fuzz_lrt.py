@@ -190,6 +190,20 @@ def convert_and_run(path: str, outcomes: dict, findings: list) -> None:
         findings.append(f"run: {type(e).__name__}: {e}"[:300])
 
 
+def fuzz_converter(cases: int, seed: int, tmp: str, make_case) -> dict:
+    """The converter fuzzers' loop: make_case(random) -> (file suffix, bytes) of a mutated
+    model, written into tmp and given to convert_and_run; returns the report."""
+    r = random.Random(seed)
+    findings, outcomes = [], {"converted": 0, "refused": 0}
+    for _ in range(cases):
+        suffix, data = make_case(r)
+        path = os.path.join(tmp, f"case.{suffix}")
+        with open(path, "wb") as f:
+            f.write(data)
+        convert_and_run(path, outcomes, findings)
+    return {"cases": cases, "outcomes": outcomes, "findings": findings}
+
+
 def check_case(path: str) -> str:
     """Load and, when that works, run; only lstm_rt errors may come out.
     Returns the outcome: 'ran' or the kind of rejection."""

@@ -17,7 +17,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from fuzz_lrt import convert_and_run, converter_fuzz_main  # noqa: E402
+from fuzz_lrt import converter_fuzz_main, fuzz_converter  # noqa: E402
 
 HOSTILE_INTS = [0, -1, 1, 2, 3, 7, 2**31 - 1, -2**31, 2**40, 10**9]
 
@@ -100,16 +100,8 @@ def mutate(r: random.Random, data: bytes, onnx):
 
 def run(cases: int, seed: int) -> dict:
     base, onnx = seeds()
-    r = random.Random(seed)
-    tmp = tempfile.mkdtemp(prefix="onnx_fuzz_")
-    path = os.path.join(tmp, "case.onnx")
-    findings, outcomes = [], {"converted": 0, "refused": 0}
-    for _ in range(cases):
-        data = mutate(r, r.choice(base), onnx)
-        with open(path, "wb") as f:
-            f.write(data)
-        convert_and_run(path, outcomes, findings)
-    return {"cases": cases, "outcomes": outcomes, "findings": findings}
+    return fuzz_converter(cases, seed, tempfile.mkdtemp(prefix="onnx_fuzz_"),
+                          lambda r: ("onnx", mutate(r, r.choice(base), onnx)))
 
 
 def main(argv=None):
