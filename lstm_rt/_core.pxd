@@ -47,7 +47,8 @@ cdef extern from "lrt_kernels.h" nogil:
                          const float *bias, float *C, int ldc, int ncols)
     void lrt_activate(lrt_act act, float *x, int n)
     size_t lrt_workspace_floats(const lrt_cell *cell, int T, int B)
-    void lrt_recurrent_sequence(const lrt_cell *cell, int T, int B, const float *x, int ldx,
+    enum: LRT_OK, LRT_ERR_LENS
+    int lrt_recurrent_sequence(const lrt_cell *cell, int T, int B, const float *x, int ldx,
                                 const int32_t *lens, const uint8_t *mask, int reverse, float *h, float *c,
                                 float *y, int ldy, float *ws)
     void lrt_matmul(int M, const float *A, int lda, const lrt_mat *W, const float *bias,

@@ -16,7 +16,8 @@ import zipfile
 
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+# this tree's lstm_rt (e.g. the AddressSanitizer build of .ci/asan), not an installed one
+sys.path[:0] = [HERE, os.path.dirname(HERE)]
 
 from fuzz_lrt import _leaves, _set, converter_fuzz_main, fuzz_converter, hostile_value  # noqa: E402
 

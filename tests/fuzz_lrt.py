@@ -34,7 +34,8 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+# this tree's lstm_rt (e.g. the AddressSanitizer build of .ci/asan), not an installed one
+sys.path[:0] = [HERE, os.path.dirname(HERE)]
 
 import lstm_rt  # noqa: E402
 from lrt_tamper import _PREFIX, _TRAILER, rebuild, seal, split  # noqa: E402

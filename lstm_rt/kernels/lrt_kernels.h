@@ -174,8 +174,11 @@ size_t lrt_workspace_floats(const lrt_cell *cell, int T, int B);
  *   reverse  walk each sequence from its last valid step to its first
  *   h      [B][Hr] initial state in, final state out;  c [B][H] likewise (LSTM; else NULL)
  *   y      row (t, b) at y + (t*B + b) * ldy receives h_t (Hr floats); may be NULL
- *   ws     lrt_workspace_floats(cell, T, B) floats */
-void lrt_recurrent_sequence(const lrt_cell *cell, int T, int B, const float *x, int ldx,
+ *   ws     lrt_workspace_floats(cell, T, B) floats
+ * Returns 0, or LRT_ERR_LENS (nothing computed, nothing written) when a length is negative
+ * or past T: the lengths come from user input and are never trusted as loop bounds. */
+enum { LRT_OK = 0, LRT_ERR_LENS = -1 };
+int lrt_recurrent_sequence(const lrt_cell *cell, int T, int B, const float *x, int ldx,
                             const int32_t *lens, const uint8_t *mask, int reverse, float *h, float *c,
                             float *y, int ldy, float *ws);
 

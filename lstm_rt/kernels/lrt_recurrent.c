@@ -144,10 +144,14 @@ static inline int step_time(int s, int b, int T, int B, const int32_t *lens, con
     return reverse ? len - 1 - s : s;
 }
 
-void lrt_recurrent_sequence(const lrt_cell *cl, int T, int B, const float *x, int ldx,
-                            const int32_t *lens, const uint8_t *mask, int reverse, float *h, float *c,
-                            float *y, int ldy, float *ws)
+int lrt_recurrent_sequence(const lrt_cell *cl, int T, int B, const float *x, int ldx,
+                           const int32_t *lens, const uint8_t *mask, int reverse, float *h, float *c,
+                           float *y, int ldy, float *ws)
 {
+    if (lens && !mask)
+        for (int b = 0; b < B; b++)
+            if (lens[b] < 0 || lens[b] > T) return LRT_ERR_LENS;
+
     ws_layout L = layout_of(cl, T, B);
     int H = cl->H, Hr = cl->Hr, Hp = cl->nblk * LRT_LANES, G8 = cl->gates * LRT_LANES;
     int width = cl->nblk * G8;           /* floats per gate-blocked row */
@@ -225,4 +229,5 @@ void lrt_recurrent_sequence(const lrt_cell *cl, int T, int B, const float *x, in
                 memset(h + (size_t)b * Hr, 0, (size_t)Hr * sizeof(float));
                 if (c) memset(c + (size_t)b * H, 0, (size_t)H * sizeof(float));
             }
+    return LRT_OK;
 }
