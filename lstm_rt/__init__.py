@@ -7,9 +7,9 @@
 """
 from ._core import cpu_isa
 from .errors import LstmRtError, ModelFormatError, ShapeError, UnsupportedError
-from .model import Model, Node, Port, Stream, TensorSpec, load
+from .model import Model, Node, Port, Stream, TensorSpec, load, load_bytes
 
 __version__ = "0.1.0"
 
-__all__ = ["load", "Model", "Stream", "Node", "Port", "TensorSpec", "cpu_isa",
+__all__ = ["load", "load_bytes", "Model", "Stream", "Node", "Port", "TensorSpec", "cpu_isa",
            "LstmRtError", "ModelFormatError", "ShapeError", "UnsupportedError", "__version__"]

@@ -16,10 +16,11 @@ from cpython.pythread cimport (NOWAIT_LOCK, WAIT_LOCK, PyThread_acquire_lock, Py
                                PyThread_free_lock, PyThread_release_lock, PyThread_type_lock)
 cimport numpy as cnp
 from libc.stdint cimport int32_t, int64_t
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.string cimport memcpy, memset
 
 from lstm_rt._core cimport *
-from lstm_rt.errors import ShapeError
+from lstm_rt.errors import LstmRtError, ShapeError
 
 cnp.import_array()
 
@@ -49,6 +50,25 @@ def cpu_isa():
     """Name of the kernels in use: "avx512vnni" (the avx2 kernels, int8 products by AVX-512
     VNNI), "avx2" (AVX2 + FMA + F16C) or "generic" (portable C)."""
     return lrt_isa_name().decode()
+
+
+cdef class Lifetime:
+    """Whether a Model is still open: shared by the model and the step paths of its streams,
+    which check it on every step (one load and branch)."""
+    cdef readonly bint closed
+    cdef str message
+
+    def __cinit__(self, str message):
+        self.closed = False
+        self.message = message
+
+    def close(self):
+        self.closed = True
+
+    cdef int check(self) except -1:
+        if self.closed:
+            raise LstmRtError(self.message)
+        return 0
 
 
 cdef class Workspace:
@@ -186,7 +206,7 @@ cdef class RecurrentCore:
         (IN/OUT, c None for GRU/RNN) and writing y [T, B, D*Hr] (OUT, or None).
         lens: int32 [B] (each <= T) or None; mask: uint8 [T, B] or None (Keras masking)."""
         cdef int T = x.shape[0], B = x.shape[1], D = self.num_directions, Hr = self.output_size
-        cdef int d
+        cdef int d, b, rc = 0
         cdef const int32_t[::1] lens_mv
         cdef float[:, :, ::1] c_mv
         cdef float[:, :, ::1] y_mv
@@ -214,6 +234,10 @@ cdef class RecurrentCore:
             lens_mv = lens
             if lens_mv.shape[0] != B:
                 raise ValueError(f"lens must have {B} entries, got {lens_mv.shape[0]}")
+            for b in range(B):
+                if lens_mv[b] < 0 or lens_mv[b] > T:
+                    raise ShapeError(f"sequence length {lens_mv[b]} is outside [0, {T}] (the "
+                                     f"{T} time steps of this layer's input)")
             if B > 0:
                 lens_p = &lens_mv[0]
         if mask is not None:
@@ -233,9 +257,11 @@ cdef class RecurrentCore:
             h_p = &h[d, 0, 0]
             c_p = &c_mv[d, 0, 0] if self.has_cell_state else NULL
             with nogil:
-                lrt_recurrent_sequence(&self.cells[d], T, B, x_p, self.input_size, lens_p, mask_p,
-                                       self.reverse[d], h_p, c_p,
-                                       (y_p + d * Hr) if y_p != NULL else NULL, D * Hr, ws_p)
+                rc = lrt_recurrent_sequence(&self.cells[d], T, B, x_p, self.input_size, lens_p, mask_p,
+                                            self.reverse[d], h_p, c_p,
+                                            (y_p + d * Hr) if y_p != NULL else NULL, D * Hr, ws_p)
+            if rc != LRT_OK:  # the kernel's own check (lens is read-only here, so unreachable)
+                raise ShapeError(f"sequence lengths outside [0, {T}]")
 
 
 cdef class DenseCore:
@@ -314,7 +340,6 @@ cdef class EmbeddingCore:
 
 
 cdef enum:
-    CHAIN_MAX = 32
     NODE_RECURRENT = 0
     NODE_DENSE = 1
     NODE_EMBEDDING = 2
@@ -337,8 +362,9 @@ cdef class ChainStep:
     one Python call plus the kernels (the general graph path costs ~4 us more per step).
 
     Built by Stream for models of that shape; states are the Stream's arrays, updated in place."""
-    cdef chain_node nodes[CHAIN_MAX]
+    cdef chain_node *nodes
     cdef int n, B, max_f
+    cdef Lifetime life
     cdef list _keep
     cdef Workspace ws
     cdef object _buf
@@ -347,11 +373,13 @@ cdef class ChainStep:
     cdef public object fallback  # what locked_step does with inputs that are not arrays
 
     def __cinit__(self):
+        self.nodes = NULL
         self.lock = PyThread_allocate_lock()
         if self.lock == NULL:
             raise MemoryError()
 
     def __dealloc__(self):
+        PyMem_Free(self.nodes)
         if self.lock != NULL:
             PyThread_free_lock(self.lock)
 
@@ -382,16 +410,20 @@ cdef class ChainStep:
         finally:
             PyThread_release_lock(self.lock)
 
-    def __init__(self, list cores, list states, int batch, int in_features):
+    def __init__(self, list cores, list states, int batch, int in_features, Lifetime life):
         """cores: per node a RecurrentCore, a DenseCore or an EmbeddingCore (first only);
-        states: per node (h [1, B, Hr], c [1, B, H] or None) or None."""
+        states: per node (h [1, B, Hr], c [1, B, H] or None) or None; life: the model's."""
         cdef int i
         cdef chain_node *nd
         cdef RecurrentCore rc
         cdef DenseCore dc
         cdef EmbeddingCore ec
-        if len(cores) > CHAIN_MAX:
-            raise ValueError("chain too long for the step fast path")
+        if not cores or self.nodes != NULL:
+            raise ValueError("a chain needs at least one node (and is built once)")
+        self.nodes = <chain_node *> PyMem_Malloc(len(cores) * sizeof(chain_node))
+        if self.nodes == NULL:
+            raise MemoryError()
+        self.life = life
         self._keep = [cores, states]
         self.n = len(cores)
         self.B = batch
@@ -451,14 +483,18 @@ cdef class ChainStep:
         cdef float *ws
         cdef chain_node *nd
         cdef int64_t tok
+        self.life.check()
         if not cnp.PyArray_Check(x):
             raise ShapeError(f"expected a numpy array, got {type(x).__name__}")
         arr = <cnp.ndarray> x
         if kind0 == NODE_EMBEDDING:
-            if arr.ndim != 1 or arr.shape[0] != B or cnp.PyArray_TYPE(arr) not in (cnp.NPY_INT64, cnp.NPY_INT32):
-                raise ShapeError(f"expected int64 or int32 token ids of shape ({B},), "
-                                 f"got {x.dtype} {x.shape}")
-            arr = np.ascontiguousarray(arr, dtype=np.int64)
+            # any integer dtype and byte order, as Model.run takes them; uint64 ids past the
+            # int64 range wrap negative and fail the range check below
+            if arr.ndim != 1 or arr.shape[0] != B or not cnp.PyArray_ISINTEGER(arr):
+                raise ShapeError(f"expected integer token ids of shape ({B},), got {x.dtype} {x.shape}")
+            if cnp.PyArray_TYPE(arr) != cnp.NPY_INT64 or not cnp.PyArray_ISNOTSWAPPED(arr) \
+                    or not cnp.PyArray_IS_C_CONTIGUOUS(arr):
+                arr = np.ascontiguousarray(arr).astype(np.int64, casting="unsafe")
             nd = &self.nodes[0]
             for b in range(B):
                 tok = (<int64_t *> cnp.PyArray_DATA(arr))[b]
@@ -473,8 +509,8 @@ cdef class ChainStep:
                     or cnp.PyArray_TYPE(arr) != cnp.NPY_FLOAT32:
                 raise ShapeError(f"expected float32 of shape ({B}, {self.nodes[0].in_f}), "
                                  f"got {x.dtype} {x.shape}")
-            if not cnp.PyArray_IS_C_CONTIGUOUS(arr):
-                arr = np.ascontiguousarray(arr)
+            if not cnp.PyArray_IS_C_CONTIGUOUS(arr) or not cnp.PyArray_ISNOTSWAPPED(arr):
+                arr = np.ascontiguousarray(arr, dtype=np.float32)   # native byte order
             src = <const float *> cnp.PyArray_DATA(arr)
             i = 0
         dims[0] = B

@@ -40,11 +40,27 @@ STATE_LAYOUTS = ("DBH", "BDH", "BH")
 LAYOUTS = SEQ_LAYOUTS + STATE_LAYOUTS + ("B",)
 
 
-class TensorSpec(NamedTuple):
-    """An input or output of a model: name, shape (None = dynamic) and dtype name."""
+class _Spec(NamedTuple):
     name: str
     shape: tuple
     dtype: str
+
+
+class TensorSpec(_Spec):
+    """An input or output of a model: name, shape (None = dynamic) and dtype name, and
+    `axes`, one letter per axis of shape: T time steps, B batch (sequences), D directions,
+    F features, H units of a recurrent layer; e.g. "BTF" for batch-first sequences, "TDBH"
+    for an ONNX LSTM's Y, "DBH" for a state, "B" for sequence lengths. A step's inputs and
+    outputs are the sequences' without T. The spec unpacks and compares as the 3-tuple
+    (name, shape, dtype)."""
+
+    def __new__(cls, name, shape, dtype, axes=""):
+        self = super().__new__(cls, name, tuple(shape), dtype)
+        self.axes = axes
+        return self
+
+    def __repr__(self):
+        return f"TensorSpec(name={self.name!r}, shape={self.shape!r}, dtype={self.dtype!r}, axes={self.axes!r})"
 
 
 @dataclass
@@ -145,6 +161,18 @@ def _as_array(name, value):
     return value
 
 
+def _native_float32(name, a):
+    """a as native-order float32: float32 of either byte order is accepted (a big-endian
+    .npy file holds the same numbers), any other dtype is refused."""
+    if a.dtype.kind != "f" or a.dtype.itemsize != 4:
+        raise ShapeError(f"input {name!r}: expected dtype float32, got {a.dtype}")
+    return a if a.dtype.isnative else a.astype(np.float32)
+
+
+#: the largest batch (or time steps x batch) the kernels index with 32-bit ints
+MAX_ROWS = 2**31 - 1
+
+
 class Model:
     """A runnable network: `run` whole sequences, `stream` step by step, `save` to .lrt.
 
@@ -168,6 +196,7 @@ class Model:
         self.name = str(name)
         self.metadata = dict(metadata or {})
         self._closed = False
+        self._life = _core.Lifetime(f"model {self.name!r} is closed")
         self._check_graph()
 
     # ------------------------------------------------------------ graph checks
@@ -300,6 +329,7 @@ class Model:
                 for t, form in zip(n.outputs, forms):
                     if t:
                         info[t] = form
+        self._lens_limits = self._lengths_and_their_inputs()
         for p in self._inputs:
             for t in p.tensors:
                 if info[t][0] == "pending":
@@ -324,11 +354,33 @@ class Model:
             if p.layout in ("TDBH", "BTDH") and form[1] % p.groups:
                 raise ShapeError(f"output {p.name!r}: {form[1]} features do not split into {p.groups} groups")
 
+    def _lengths_and_their_inputs(self) -> dict:
+        """lengths tensor -> names of the sequence inputs whose time steps the recurrent layers
+        reading those lengths walk: each length must fit every one of them (sequence inputs may
+        differ in length, and a length past a layer's own input would be read as a loop bound)."""
+        sources = {p.tensor: {p.name} for p in self._inputs if p.is_sequence}
+        limits = {}
+        for n in self._nodes:
+            if n.kind in ("LastState", "SelectDirection"):
+                continue   # their outputs are states or last outputs: no time axis
+            src = set().union(*(sources.get(t, set()) for t in n.inputs if t))
+            for t in n.outputs:
+                if t:
+                    sources[t] = src
+            if n.recurrent and n.inputs[1]:
+                limits.setdefault(n.inputs[1], set()).update(sources.get(n.inputs[0], set()))
+        return limits
+
     # ------------------------------------------------------------- public info
+
+    def _check_open(self):
+        if self._closed:
+            raise LstmRtError(f"model {self.name!r} is closed")
 
     @property
     def layers(self) -> list[Layer]:
         """The layer specs, in execution order."""
+        self._check_open()
         return [n.layer for n in self._nodes]
 
     def _state_form(self, p: Port):
@@ -359,7 +411,7 @@ class Model:
             shape = (B, form[1])
         else:
             shape = (B,)
-        return TensorSpec(p.name, shape, p.dtype)
+        return TensorSpec(p.name, shape, p.dtype, p.layout)
 
     @property
     def inputs(self) -> list[TensorSpec]:
@@ -377,8 +429,10 @@ class Model:
 
     def _bind_feeds(self, x, *, streaming: bool):
         """dict of external name -> array, validated; a bare array binds the only sequence input."""
-        if self._closed:
-            raise LstmRtError(f"model {self.name!r} is closed")
+        self._check_open()
+        f = getattr(self, "_file", None)
+        if f is not None:
+            f.check_unchanged()
         if isinstance(x, dict):
             feeds = dict(x)
             known = {p.name for p in self._inputs}
@@ -429,8 +483,7 @@ class Model:
                                          f"got values in [{a.min()}, {a.max()}]")
                     a = a.astype(np.int64, copy=False)
                 else:
-                    if a.dtype != np.float32:
-                        raise ShapeError(f"input {p.name!r}: expected dtype float32, got {a.dtype}")
+                    a = _native_float32(p.name, a)
                     if a.shape[-1] != form[1]:
                         raise ShapeError(f"input {p.name!r}: expected {form[1]} features on the last axis, "
                                          f"got shape {a.shape}")
@@ -443,6 +496,9 @@ class Model:
                 T = a.shape[0] if T is None else max(T, a.shape[0])
                 B = agree(p.name, "the batch size", B, a.shape[1])
                 env[p.tensor] = np.ascontiguousarray(a)
+        if T is not None and T * B > MAX_ROWS:
+            raise ShapeError(f"{T} time steps x {B} sequences is more rows than the kernels index "
+                             f"({MAX_ROWS}); run the sequences in several calls")
         for p in self._inputs:
             if p.name not in feeds or p.is_sequence:
                 continue
@@ -452,13 +508,17 @@ class Model:
                     raise ShapeError(f"input {p.name!r}: expected a 1-d integer array of lengths, got "
                                      f"shape {a.shape} dtype {a.dtype}")
                 B = agree(p.name, "the batch size", B, a.shape[0])
-                if a.size and (a.min() < 0 or a.max() > T):
-                    raise ShapeError(f"input {p.name!r}: lengths must be in [0, {T}] (the number of "
-                                     f"time steps), got values in [{a.min()}, {a.max()}]")
-                env[p.tensor] = np.ascontiguousarray(a, dtype=np.int32)
+                for src in sorted(self._lens_limits.get(p.tensor, ())):
+                    t_src = env[self._seq_port(src).tensor].shape[0] if src in feeds else T
+                    if a.size and (a.min() < 0 or a.max() > t_src):
+                        raise ShapeError(f"input {p.name!r}: lengths must be in [0, {t_src}] (the "
+                                         f"time steps of input {src!r}), got values in "
+                                         f"[{a.min()}, {a.max()}]")
+                # a copy: the kernels read the lengths after this check, and the caller's array
+                # could change in between (another thread)
+                env[p.tensor] = np.array(a, dtype=np.int32)
             else:
-                if a.dtype != np.float32:
-                    raise ShapeError(f"input {p.name!r}: expected dtype float32, got {a.dtype}")
+                a = _native_float32(p.name, a)
                 _, D, H = self._state_form(p)
                 want = {"DBH": (D, B, H), "BDH": (B, D, H), "BH": (B, H)}[p.layout]
                 if a.shape != want:
@@ -470,6 +530,9 @@ class Model:
                     env[t] = np.ascontiguousarray(a[d0:d0 + d])
                     d0 += d
         return env, T, B
+
+    def _seq_port(self, name) -> Port:
+        return next(p for p in self._inputs if p.name == name)
 
     def _to_external(self, env, *, time_axis: bool, single: bool):
         out = {}
@@ -503,12 +566,15 @@ class Model:
 
     # ------------------------------------------------------------ execution
 
-    def _execute(self, env, T, B, states, ws):
-        """Run every node. states: node index -> {"h": [D,B,Hr], "c": ...}, updated in place."""
-        for i, n in enumerate(self._nodes):
+    def _execute(self, nodes, env, T, B, states, ws):
+        """Run every node (`nodes`: this model's, read once by the caller, so a close()
+        during the run does not pull them away). states: node index -> {"h": [D,B,Hr],
+        "c": ...}, updated in place."""
+        for i, n in enumerate(nodes):
             x = env[n.inputs[0]]
             if n.kind == "Embedding":
-                env[n.outputs[0]] = n.core.lookup(x.reshape(-1)).reshape(x.shape[0], x.shape[1], -1)
+                env[n.outputs[0]] = n.core.lookup(x.reshape(-1)).reshape(
+                    x.shape[0], x.shape[1], n.config["embedding_size"])
             elif n.kind == "Dense":
                 lead = x.shape[:-1]  # (T, B) for sequences, (B,) for last outputs
                 y = np.empty(lead + (n.core.out_features,), np.float32)
@@ -570,9 +636,9 @@ class Model:
                         env[t] = y if key is None else st[key].copy()
         return env
 
-    def _initial_states(self, env, B):
+    def _initial_states(self, env, B, nodes=None):
         states = {}
-        for i, n in enumerate(self._nodes):
+        for i, n in enumerate(self._nodes if nodes is None else nodes):
             if not n.recurrent:
                 continue
             st = {k: np.zeros(s, np.float32) for k, s in n.state_shapes(B).items()}
@@ -590,14 +656,19 @@ class Model:
             left out: lengths default to the full T, states to zeros.
         Returns one array when the model has one output, else a dict keyed by output name.
         """
+        nodes = self._nodes
         feeds = self._bind_feeds(x, streaming=False)
         env, T, B = self._to_internal(feeds, time_axis=True)
-        states = self._initial_states(env, B)
-        self._execute(env, T, B, states, _core.Workspace())
+        states = self._initial_states(env, B, nodes)
+        self._execute(nodes, env, T, B, states, _core.Workspace())
         return self._to_external(env, time_axis=True, single=not isinstance(x, dict))
 
     def stream(self, batch: int = 1) -> "Stream":
         """A Stream of `batch` independent sequences, starting from zero state."""
+        self._check_open()
+        f = getattr(self, "_file", None)
+        if f is not None:
+            f.check_unchanged()
         return Stream(self, batch)
 
     # ------------------------------------------------------------ files
@@ -605,6 +676,7 @@ class Model:
     @property
     def weights(self) -> str:
         """How the weight matrices are stored: "fp32", "fp16", "int8" (or "mixed")."""
+        self._check_open()
         kinds = {n.weights for n in self._nodes}
         return kinds.pop() if len(kinds) == 1 else "mixed"
 
@@ -613,6 +685,7 @@ class Model:
         int8 (int8: symmetric, one scale per output row / embedding row; activations meet
         int8 weights as int16, quantized per row inside the kernels). Biases and peepholes
         stay fp32."""
+        self._check_open()
         if weights not in WEIGHT_TYPES:
             raise ShapeError(f"weights must be one of {WEIGHT_TYPES}, got {weights!r}")
         nodes = []
@@ -627,10 +700,11 @@ class Model:
         return m
 
     def close(self):
-        """Release the model: it can no longer run, and its file is unmapped as soon as no
-        Stream made from it is alive (a Stream keeps the weights it steps with)."""
+        """Release the model: every method of it and of its Streams raises LstmRtError from
+        now on, and its memory (or file mapping) is freed once no call in flight uses it."""
         self._closed = True
-        self._nodes = []
+        self._life.close()     # streams' C step paths check this flag
+        self._nodes = []       # rebinding, not clearing: a run in flight keeps its own list
         f = getattr(self, "_file", None)
         if f is not None:
             f.close()
@@ -645,11 +719,27 @@ class Model:
     def save(self, path, weights: str | None = None):
         """Write the model to a .lrt file. weights: None keeps the model's storage; "fp32",
         "fp16" or "int8" converts first (from an fp32 model)."""
+        self._check_open()
         model = self if weights is None or weights == self.weights else self.quantized(weights)
         model._save(path)
 
     def _save(self, path):
         from .fileformat import write_lrt
+        write_lrt(os.fspath(path), *self._file_content())
+
+    def to_bytes(self) -> bytes:
+        """The model as the bytes of a .lrt file (what `save` writes); `lstm_rt.load_bytes`
+        reads them back. This is how a Model pickles: as data, checked on arrival like a
+        file, never as code."""
+        from .fileformat import lrt_bytes
+        self._check_open()
+        return lrt_bytes(*self._file_content())
+
+    def __reduce__(self):
+        return (load_bytes, (self.to_bytes(),))
+
+    def _file_content(self):
+        """(meta, tensors) of the model file."""
         tensors, nodes = {}, []
         for i, n in enumerate(self._nodes):
             parts = {}
@@ -662,12 +752,15 @@ class Model:
         meta = {"name": self.name, "metadata": self.metadata, "nodes": nodes,
                 "inputs": [p.to_dict() for p in self._inputs],
                 "outputs": [p.to_dict() for p in self._outputs]}
-        write_lrt(os.fspath(path), meta, tensors)
+        return meta, tensors
 
     @classmethod
-    def _from_file(cls, path) -> "Model":
+    def _from_file(cls, path, mmap=False) -> "Model":
         from .fileformat import read_lrt
-        meta, tensors, handle = read_lrt(os.fspath(path))
+        return cls._from_content(os.fspath(path), *read_lrt(os.fspath(path), mmap=mmap))
+
+    @classmethod
+    def _from_content(cls, path, meta, tensors, handle) -> "Model":
         try:
             nodes = []
             for rec in meta["nodes"]:
@@ -725,11 +818,11 @@ class Stream:
     """
 
     def __init__(self, model: Model, batch: int = 1):
-        if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
-            raise ShapeError(f"batch must be a positive integer, got {batch!r}")
-        if model._closed:
-            raise LstmRtError(f"model {model.name!r} is closed")
-        for n in model._nodes:
+        if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or not 1 <= batch <= MAX_ROWS:
+            raise ShapeError(f"batch must be a positive integer <= {MAX_ROWS}, got {batch!r}")
+        model._check_open()
+        nodes = model._nodes
+        for n in nodes:
             if n.recurrent and n.config["direction"] != "forward":
                 raise UnsupportedError(
                     f"{n.kind} {n.name!r} is {n.config['direction']}: its backward direction starts "
@@ -747,9 +840,22 @@ class Stream:
                 f"Stream.take_state")
         self.model = model
         self.batch = int(batch)
+        self._nodes = nodes
         self._ws = _core.Workspace()
-        self._states = model._initial_states({}, self.batch)
+        try:
+            self._states = model._initial_states({}, self.batch, nodes)
+        except MemoryError:
+            raise LstmRtError(f"batch {batch}: not enough memory for the state of "
+                              f"{self.batch} streams") from None
         self._bind_chain()
+
+    def _check_open(self):
+        self.model._check_open()
+
+    def __reduce__(self):
+        raise LstmRtError("a Stream does not pickle: send the Model (it pickles as its .lrt "
+                          "bytes) and the stream's state (Stream.state, a dict of arrays), then "
+                          "`s = model.stream(batch); s.state = state` on the other side")
 
     def _bind_chain(self):
         """(Re)build the one-call step path over the current state arrays. One lock
@@ -774,7 +880,7 @@ class Stream:
         if len(seq_in) != 1:
             return None
         cores, states, tensor, state_of = [], [], seq_in[0].tensor, {}
-        for i, n in enumerate(m._nodes):
+        for i, n in enumerate(self._nodes):
             if n.inputs[0] != tensor or any(n.inputs[1:]) or (n.kind == "Embedding" and i) \
                     or n.kind not in ("LSTM", "GRU", "RNN", "Dense", "Embedding"):
                 return None
@@ -799,7 +905,7 @@ class Stream:
         # the common case, one output that is the step's result as is: no re-layout at all
         self._chain_plain = self._chain_out == [None] and m._outputs[0].layout not in ("TDBH", "BTDH")
         in_f = m._info[seq_in[0].tensor][1]
-        return _core.ChainStep(cores, states, self.batch, in_f)
+        return _core.ChainStep(cores, states, self.batch, in_f, m._life)
 
     def _chain_result(self, y, dict_in):
         """The ChainStep's y [B, F] and the states, laid out as the model's outputs."""
@@ -820,6 +926,7 @@ class Stream:
 
     def reset(self):
         """Back to zero state, as a fresh stream."""
+        self._check_open()
         with self._lock:
             for st in self._states.values():
                 for a in st.values():
@@ -832,11 +939,12 @@ class Stream:
         if B != self.batch:
             raise ShapeError(f"this stream has batch {self.batch}, got inputs with batch {B}")
         with self._lock:
-            m._execute(env, T, B, self._states, self._ws)
+            m._execute(self._nodes, env, T, B, self._states, self._ws)
         return m._to_external(env, time_axis=time_axis, single=not isinstance(x, dict))
 
     def step(self, x_t):
         """One time step: x_t [B, I] (or a dict). Returns the outputs of that step."""
+        self._check_open()
         if self._chain is not None:
             if not isinstance(x_t, dict):
                 with self._lock:
@@ -855,11 +963,12 @@ class Stream:
     @property
     def state(self) -> dict:
         """A copy of the recurrent state: {"<layer>/h": [D, B, Hr], "<layer>/c": [D, B, H]}."""
+        self._check_open()
         out = {}
         with self._lock:
             for i, st in self._states.items():
                 for k, v in st.items():
-                    out[f"{self.model._nodes[i].name}/{k}"] = v.copy()
+                    out[f"{self._nodes[i].name}/{k}"] = v.copy()
         return out
 
     @state.setter
@@ -868,15 +977,15 @@ class Stream:
         if not isinstance(value, dict) or set(value) != set(current):
             got = sorted(value) if isinstance(value, dict) else type(value).__name__
             raise ShapeError(f"state must be a dict with keys {sorted(current)}, got {got}")
+        value = {key: _native_float32(f"state {key}", np.asarray(arr)) for key, arr in value.items()}
         for key, arr in value.items():
-            arr = np.asarray(arr)
-            if arr.shape != current[key].shape or arr.dtype != np.float32:
+            if arr.shape != current[key].shape:
                 raise ShapeError(f"state {key!r}: expected {current[key].shape} float32, "
                                  f"got {arr.shape} {arr.dtype}")
         with self._lock:
             for i, st in self._states.items():
                 for k in st:
-                    st[k][...] = value[f"{self.model._nodes[i].name}/{k}"]
+                    st[k][...] = value[f"{self._nodes[i].name}/{k}"]
 
     def take_state(self, other: "Stream"):
         """Continue from another stream's state (the seq2seq handoff: an encoder's final
@@ -884,24 +993,26 @@ class Stream:
         in order and must have the same state shapes; this stream's state is overwritten."""
         if not isinstance(other, Stream):
             raise ShapeError(f"take_state needs a Stream, got {type(other).__name__}")
+        self._check_open()
         if other is self:
             return
         mine, theirs = list(self._states.items()), list(other._states.items())
-        names = lambda s, items: [s.model._nodes[i].name for i, _ in items]  # noqa: E731
+        names = lambda s, items: [s._nodes[i].name for i, _ in items]  # noqa: E731
         if len(mine) != len(theirs):
             raise ShapeError(f"take_state: this stream has {len(mine)} recurrent layers "
                              f"{names(self, mine)}, the other {len(theirs)} {names(other, theirs)}")
         for (i, st), (j, src) in zip(mine, theirs):
-            a, b = self.model._nodes[i], other.model._nodes[j]
+            a, b = self._nodes[i], other._nodes[j]
             shapes = {k: v.shape for k, v in st.items()}
             if shapes != {k: v.shape for k, v in src.items()}:
-                raise ShapeError(f"take_state: {a.kind} {a.name!r} has state "
-                                 f"{ {k: v.shape for k, v in st.items()} }, but {b.kind} {b.name!r} has "
-                                 f"{ {k: v.shape for k, v in src.items()} }")
-        with self._lock, other._lock:
-            for (_, st), (_, src) in zip(mine, theirs):
-                for k in st:
-                    st[k][...] = src[k]
+                raise ShapeError(f"take_state: {a.kind} {a.name!r} has state {shapes}, but {b.kind} "
+                                 f"{b.name!r} has { {k: v.shape for k, v in src.items()} }")
+        # a snapshot under the other stream's lock, then a write under ours: never both
+        # locks at once, so a.take_state(b) and b.take_state(a) in two threads cannot deadlock
+        snapshot = list(other.state.values())
+        with self._lock:
+            for dst, src in zip((a for _, st in mine for a in st.values()), snapshot):
+                dst[...] = src
 
     def fork(self) -> "Stream":
         """An independent copy of this stream, state included."""
@@ -910,12 +1021,16 @@ class Stream:
         return s
 
 
-def load(path) -> Model:
-    """Load a model: a .lrt file is memory-mapped (weights are not copied); .onnx, .keras,
-    .h5 and .pt files are converted on the fly when the converters' dependencies are installed."""
+def load(path, *, mmap: bool = False) -> Model:
+    """Load a model. A .lrt file is read into memory once (default), so the model never
+    depends on the file again: replacing or truncating the file while the model is in use
+    is safe. mmap=True maps the file instead (no copy; pages shared between processes):
+    the file must then not be modified in place while the model is alive (write a new file
+    and rename it over the old one, as Model.save does). .onnx, .keras, .h5 and .pt files
+    are converted on the fly when the converters' dependencies are installed."""
     p = os.fspath(path)
     if p.lower().endswith(".lrt"):
-        return Model._from_file(p)
+        return Model._from_file(p, mmap=bool(mmap))
     if not os.path.exists(p):
         raise FileNotFoundError(p)
     try:
@@ -924,3 +1039,12 @@ def load(path) -> Model:
         raise LstmRtError(f"{p}: converting this file needs the converters package "
                           f"(pip install 'lstm_rt[onnx]')") from None
     return converters.convert(p)
+
+
+def load_bytes(data) -> Model:
+    """A Model from the bytes of a .lrt file (Model.to_bytes), checked exactly like a file:
+    magic, version, checksum, every offset and shape."""
+    from .fileformat import read_lrt_bytes
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ModelFormatError(f"load_bytes needs bytes, got {type(data).__name__}")
+    return Model._from_content("<bytes>", *read_lrt_bytes(data))

@@ -28,8 +28,11 @@ def good(tmp_path):
     return p
 
 
-def test_round_trip_is_zero_copy_and_read_only(good):
-    meta, arrays, handle = read_lrt(good)
+@pytest.mark.parametrize("mmap", [False, True])
+def test_round_trip_is_zero_copy_and_read_only(good, mmap):
+    """Arrays are read-only views of one buffer: the mapping (mmap=True) or the one copy of
+    the file's bytes in memory (the default), never a copy per tensor."""
+    meta, arrays, handle = read_lrt(good, mmap=mmap)
     assert meta == {"name": "x", "nested": {"a": [1, 2]}}
     want = sample_tensors()
     assert set(arrays) == set(want)
@@ -37,14 +40,20 @@ def test_round_trip_is_zero_copy_and_read_only(good):
         assert arrays[k].dtype == v.dtype and arrays[k].shape == v.shape
         np.testing.assert_array_equal(arrays[k], v)
         assert not arrays[k].flags.writeable
-    base = arrays["w"]
-    while isinstance(base, np.ndarray):
-        base = base.base
-    if isinstance(base, memoryview):
-        base = base.obj
-    assert type(base).__name__ == "mmap"  # a view of the mapped file, not a copy
+        assert arrays[k].ctypes.data % ALIGN == 0
+    bases = set()
+    for a in arrays.values():
+        base = a
+        while isinstance(base, np.ndarray) and base.base is not None:
+            base = base.base
+        if isinstance(base, memoryview):
+            base = base.obj
+        bases.add(id(base))
+        assert (type(base).__name__ == "mmap") == mmap
+    assert len(bases) == 1
+    assert handle.mapped == mmap
     handle.close()
-    np.testing.assert_array_equal(arrays["w"], want["w"])  # arrays keep the mapping alive
+    np.testing.assert_array_equal(arrays["w"], want["w"])  # arrays keep their bytes alive
 
 
 def test_offsets_are_aligned_and_output_is_deterministic(good, tmp_path):

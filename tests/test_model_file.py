@@ -59,7 +59,7 @@ def test_onnx_style_models_round_trip(tmp_path, kind, kw):
 def test_loaded_weights_are_the_mapped_file(tmp_path):
     m = language_model(np.random.default_rng(2))
     m.save(tmp_path / "lm.lrt")
-    loaded = lstm_rt.load(tmp_path / "lm.lrt")
+    loaded = lstm_rt.load(tmp_path / "lm.lrt", mmap=True)
     w = loaded._nodes[1].packed["0.w"]
     assert not w.flags.writeable
     base = w
@@ -142,3 +142,113 @@ def test_older_format_versions_load_repacked_and_resave(tmp_path, name, version,
     np.testing.assert_array_equal(m2.run(x), y)
     head = m2._nodes[-1].packed["weight"]
     assert head.shape[2] == 32 and not head.flags.owndata
+
+
+def _two_models(tmp_path):
+    """Two different models; the second one's file is smaller than the first's."""
+    rng = np.random.default_rng(11)
+    big, small = language_model(rng), onnx_style_model(random_layer("GRU", 3, 4, rng=rng))
+    path, other = tmp_path / "m.lrt", tmp_path / "other.lrt"
+    big.save(path)
+    small.save(other)
+    assert os.path.getsize(other) < os.path.getsize(path)
+    return big, path, other
+
+
+@pytest.mark.parametrize("replace", ["truncate", "cp_smaller", "same_size_overwrite"])
+def test_a_loaded_model_survives_its_file_being_replaced_in_place(tmp_path, replace):
+    """The default load reads the file once: redeploying by overwriting the file (cp,
+    truncation, writing into it) can neither crash (SIGBUS) nor silently change a model
+    in use."""
+    big, path, other = _two_models(tmp_path)
+    ids = np.array([[1, 2, 3]])
+    m = lstm_rt.load(path)
+    s = m.stream()
+    want, want_step = m.run(ids), s.step(np.array([4]))
+    if replace == "truncate":
+        with open(path, "r+b") as f:
+            f.truncate(100)
+    elif replace == "cp_smaller":
+        with open(path, "wb") as f:                 # what `cp other.lrt m.lrt` does
+            f.write(other.read_bytes())
+    else:
+        data = bytearray(path.read_bytes())
+        data[-200:-40] = bytes(160)                 # same size, weights overwritten
+        with open(path, "r+b") as f:
+            f.write(data)
+    np.testing.assert_array_equal(m.run(ids), want)
+    s.reset()
+    np.testing.assert_array_equal(s.step(np.array([4])), want_step)
+    np.testing.assert_array_equal(m.stream().step(np.array([4])), want_step)
+
+
+def test_a_mapped_model_notices_an_in_place_change_and_survives_a_rename(tmp_path):
+    big, path, other = _two_models(tmp_path)
+    ids = np.array([[1, 2, 3]])
+    m = lstm_rt.load(path, mmap=True)
+    want = m.run(ids)
+    big.save(path)                  # a new file renamed over the old: the mapping keeps the old inode
+    np.testing.assert_array_equal(m.run(ids), want)
+    m2 = lstm_rt.load(path, mmap=True)
+    with open(path, "r+b") as f:    # written in place: noticed before the next run or stream
+        f.write(b"X")
+    with pytest.raises(ModelFormatError, match="modified in place"):
+        m2.run(ids)
+    with pytest.raises(ModelFormatError, match="modified in place"):
+        m2.stream()
+
+
+def test_non_regular_files_are_refused_without_hanging(tmp_path):
+    fifo = tmp_path / "pipe.lrt"
+    os.mkfifo(fifo)
+    with pytest.raises(ModelFormatError, match="FIFO"):
+        lstm_rt.load(fifo)                  # opening a FIFO must not wait for a writer
+    folder = tmp_path / "folder.lrt"
+    folder.mkdir()
+    with pytest.raises(ModelFormatError, match="is a directory"):
+        lstm_rt.load(folder)
+    device = tmp_path / "zero.lrt"
+    device.symlink_to("/dev/zero")
+    with pytest.raises(ModelFormatError, match="device"):
+        lstm_rt.load(device)
+
+
+def test_save_to_a_directory_is_refused_and_leaves_nothing_behind(tmp_path):
+    m = onnx_style_model(random_layer("RNN", 2, 3, rng=np.random.default_rng(12)))
+    d = tmp_path / "out"
+    d.mkdir()
+    with pytest.raises(ModelFormatError, match="is a directory"):
+        m.save(d)
+    with pytest.raises(OSError):
+        m.save(tmp_path / "missing_folder" / "m.lrt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert list(d.iterdir()) == []
+
+
+def test_models_pickle_as_their_file_bytes_and_streams_say_how_to_ship_state():
+    import pickle
+    m = language_model(np.random.default_rng(13)).quantized("int8")
+    data = pickle.dumps(m)
+    assert len(data) < len(m.to_bytes()) + 200         # the .lrt bytes and a call, nothing else
+    m2 = pickle.loads(data)
+    ids = np.array([[1, 5, 7]])
+    np.testing.assert_array_equal(m2.run(ids), m.run(ids))
+    assert m2.weights == "int8" and m2.metadata == m.metadata
+    s = m.stream()
+    with pytest.raises(lstm_rt.LstmRtError, match="Stream.state"):
+        pickle.dumps(s)
+    s.step(np.array([3]))
+    s2 = m2.stream()
+    s2.state = pickle.loads(pickle.dumps(s.state))
+    np.testing.assert_array_equal(s2.step(np.array([4])), s.step(np.array([4])))
+
+
+def test_load_bytes_checks_like_a_file():
+    raw = bytearray(onnx_style_model(random_layer("LSTM", 2, 3, rng=np.random.default_rng(14))).to_bytes())
+    raw[len(raw) // 2] ^= 1
+    with pytest.raises(ModelFormatError, match="checksum"):
+        lstm_rt.load_bytes(bytes(raw))
+    with pytest.raises(ModelFormatError, match="too short"):
+        lstm_rt.load_bytes(b"LRTMODEL")
+    with pytest.raises(ModelFormatError, match="needs bytes"):
+        lstm_rt.load_bytes("model.lrt")

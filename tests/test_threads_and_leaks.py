@@ -88,3 +88,70 @@ def test_ten_thousand_load_close_cycles_keep_rss_flat(tmp_path):
         m.run(x)
     with pytest.raises(LstmRtError, match="closed"):
         m.stream()
+
+
+def test_crossed_take_state_in_two_threads_does_not_deadlock():
+    m = sequence_model(random_layer("LSTM", 3, 4, rng=np.random.default_rng(1)))
+    a, b = m.stream(), m.stream()
+    a.step(np.ones((1, 3), np.float32))
+    errors = []
+
+    def swap(dst, src):
+        try:
+            for _ in range(2000):
+                dst.take_state(src)
+        except Exception as e:   # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=swap, args=(a, b), daemon=True),
+               threading.Thread(target=swap, args=(b, a), daemon=True)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads), "take_state deadlocked"
+    assert not errors
+
+
+def test_a_closed_model_and_its_streams_refuse_everything(tmp_path):
+    path = tmp_path / "m.lrt"
+    lm = language_model(["<unk>", ".", "a", "b"], kind="GRU")
+    lm.save(path)
+    with lstm_rt.load(path) as m:
+        plain = m.stream()                     # a plain chain: steps in C
+        plain.step(np.array([1]))
+        general = m.stream()
+    before = path.read_bytes()
+    calls = [lambda: m.save(path), lambda: m.save(tmp_path / "other.lrt"), lambda: m.quantized("int8"),
+             lambda: m.run(np.array([[1]])), lambda: m.stream(), lambda: m.layers, lambda: m.weights,
+             lambda: m.to_bytes()]
+    for s in (plain, general):
+        calls += [lambda s=s: s.step(np.array([1])), lambda s=s: s.step({"ids": np.array([1])}),
+                  lambda s=s: s.feed(np.array([[1]])), lambda s=s: s.state, lambda s=s: s.fork(),
+                  lambda s=s: s.reset(), lambda s=s: setattr(s, "state", {}),
+                  lambda s=s: lm.stream().take_state(s), lambda s=s: s.take_state(lm.stream())]
+    for call in calls:
+        with pytest.raises(LstmRtError, match="is closed"):
+            call()
+    assert path.read_bytes() == before       # save over the file wrote nothing
+    assert not (tmp_path / "other.lrt").exists()
+
+
+def test_a_run_racing_close_finishes_or_says_closed():
+    lm = language_model(["<unk>", ".", "a", "b"], H=64)
+    x = np.ones((300, 4), np.int64)
+    for _ in range(20):
+        m = lstm_rt.load_bytes(lm.to_bytes())
+        results = []
+
+        def run():
+            try:
+                results.append(m.run(x).shape)
+            except LstmRtError as e:
+                results.append(str(e))
+
+        t = threading.Thread(target=run)
+        t.start()
+        m.close()
+        t.join()
+        assert results[0] == (300, 4, 4) or "is closed" in results[0], results
