@@ -41,14 +41,85 @@ def test_malformed_onnx(tmp_path, make, match):
         converters.convert(p)
 
 
-def test_onnx_initializer_claiming_absurd_dims_without_data(tmp_path):
-    t = TensorProto(name="W", data_type=TensorProto.FLOAT, dims=[1, 2**40, 3])
+@pytest.mark.parametrize("dims", [[1, 2**40, 3], [2**63 - 1, 0], [-1, 0], [-(2**63), 0], [2**62, 2**62, 0]])
+def test_onnx_initializer_claiming_absurd_dims_without_data(tmp_path, dims):
+    t = TensorProto(name="W", data_type=TensorProto.FLOAT, dims=dims)
     m = lstm_onnx()
     m.graph.initializer[0].CopyFrom(t)
     p = tmp_path / "m.onnx"
     onnx.save(m, p)
     with pytest.raises(ConversionError, match="W"):
         converters.convert(p)
+
+
+def _saved(p, m):
+    onnx.save(m, p)
+    return p
+
+
+def external_weights_onnx(tmp_path, dims=(1, 16, 3), data_type=TensorProto.FLOAT, **entries):
+    """lstm_onnx() with W in w.bin beside it (the right bytes for [1, 16, 3] floats), its
+    external_data entries (location, offset, length) replaced by `entries`."""
+    m = lstm_onnx()
+    w = m.graph.initializer[0]
+    (tmp_path / "w.bin").write_bytes(numpy_helper.to_array(w).tobytes())
+    w.ClearField("raw_data")
+    w.ClearField("float_data")
+    del w.dims[:]
+    w.dims.extend(dims)
+    w.data_type = data_type
+    w.data_location = TensorProto.EXTERNAL
+    for key, value in {"location": "w.bin", **entries}.items():
+        e = w.external_data.add()
+        e.key, e.value = key, value
+    p = tmp_path / "m.onnx"
+    onnx.save(m, p)
+    return p
+
+
+def test_onnx_external_weights_honest(tmp_path):
+    np.testing.assert_array_equal(converters.convert(external_weights_onnx(tmp_path)).layers[0].w,
+                                  converters.convert(_saved(tmp_path / "in.onnx", lstm_onnx())).layers[0].w)
+
+
+@pytest.mark.parametrize("entries, match", [
+    ({"offset": "abc"}, "offset 'abc' is not a byte count"),
+    ({"offset": "1e3"}, "offset '1e3' is not a byte count"),
+    ({"offset": "-5"}, "offset '-5' is not a byte count"),
+    ({"offset": " 0"}, "offset ' 0' is not a byte count"),
+    ({"offset": "\u0661"}, "is not a byte count"),          # int() reads Arabic-Indic digits
+    ({"length": "abc"}, "length 'abc' is not a byte count"),
+    ({"length": "1e3"}, "length '1e3' is not a byte count"),
+    ({"length": "-5"}, "length '-5' is not a byte count"),
+    ({"location": "w.bin\0.txt"}, "NUL"),
+], ids=["offset-abc", "offset-1e3", "offset-negative", "offset-space", "offset-arabic-digit", "length-abc",
+        "length-1e3", "length-negative", "location-nul"])
+def test_onnx_external_data_entries_that_are_not_a_byte_range(tmp_path, entries, match):
+    with pytest.raises(ConversionError, match=f"initializer 'W'.*{match}"):
+        converters.convert(external_weights_onnx(tmp_path, **entries))
+
+
+@pytest.mark.parametrize("dims, data_type, match", [
+    ([-1, 16, 3], TensorProto.FLOAT, "negative"),          # read() of a negative length: the whole file
+    ([-1, -16, 3], TensorProto.FLOAT, "negative"),
+    ([2**63 - 1, 0], TensorProto.FLOAT, "dims"),
+    ([0, 2**62, 2**62], TensorProto.FLOAT, "dims"),
+    ([1, 16, 3], 999, "data type 999"),
+], ids=["negative", "two-negative", "huge-times-zero", "zero-times-huge", "unknown-type"])
+def test_onnx_external_tensor_with_impossible_dims_or_type(tmp_path, dims, data_type, match):
+    with pytest.raises(ConversionError, match=f"initializer 'W'.*{match}"):
+        converters.convert(external_weights_onnx(tmp_path, dims, data_type))
+
+
+def test_onnx_constant_of_shape_declaring_absurd_size(tmp_path):
+    """A 32-byte shape asking for 32 TiB of zeros: refused before allocating."""
+    m = lstm_onnx()
+    m.graph.initializer.append(numpy_helper.from_array(np.array([2**40, 4], np.int64), "shape"))
+    m.graph.node.insert(0, helper.make_node("ConstantOfShape", ["shape"], ["zeros"], name="zeros"))
+    m.graph.node.append(helper.make_node("Add", ["Y", "zeros"], ["Y2"]))
+    m.graph.output[0].name = "Y2"
+    with pytest.raises(ConversionError, match="'zeros'.*4398046511104 values"):
+        converters.convert(_saved(tmp_path / "m.onnx", m))
 
 
 def keras_zip(path, members):
