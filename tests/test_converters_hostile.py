@@ -4,6 +4,9 @@ import io
 import json
 import os
 import pickle
+import re
+import subprocess
+import sys
 import warnings
 import zipfile
 
@@ -12,6 +15,8 @@ import pytest
 
 import converters
 from converters import ConversionError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
@@ -198,6 +203,233 @@ def test_garbage_h5(tmp_path):
     p.write_bytes(b"\x89HDF\r\n\x1a\n" + os.urandom(5000))
     with pytest.raises(ConversionError):
         converters.convert(p)
+
+
+# -------------------------------------------- Keras weight files that read outside themselves
+
+
+@pytest.fixture(scope="module")
+def keras_lstm_files(tmp_path_factory):
+    """{"keras" | "h5": file bytes} of one model, LSTM(4) -> Dense(2) over 3 features."""
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    keras = pytest.importorskip("keras")
+    pytest.importorskip("h5py")
+    keras.utils.set_random_seed(0)
+    m = keras.Sequential([keras.Input((None, 3)), keras.layers.LSTM(4, return_sequences=True),
+                          keras.layers.Dense(2)])
+    tmp = tmp_path_factory.mktemp("keras_lstm")
+    files = {}
+    for fmt in ("keras", "h5"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # "HDF5 is a legacy format"
+            m.save(tmp / f"m.{fmt}")
+        files[fmt] = (tmp / f"m.{fmt}").read_bytes()
+    return files
+
+
+def _dataset_path(f, shape):
+    """The path of the (one) dataset of this shape in h5py file f."""
+    import h5py
+    found = []
+    f.visititems(lambda name, obj: found.append(name) if isinstance(obj, h5py.Dataset) and obj.shape == shape
+                 else None)
+    assert len(found) == 1, found
+    return found[0]
+
+
+def edited_keras_file(tmp_path, files, fmt, edit, edit_config=None):
+    """The model file in format fmt, with edit(h5py file, path of the LSTM kernel [3, 16])
+    applied to its weights (the .h5 itself, or the model.weights.h5 inside the .keras) and
+    edit_config(model config dict) to its config."""
+    import h5py
+    p = tmp_path / f"m.{fmt}"
+    if fmt == "h5":
+        p.write_bytes(files["h5"])
+        weights_file = p
+    else:
+        with zipfile.ZipFile(io.BytesIO(files["keras"])) as z:
+            members = {n: z.read(n) for n in z.namelist()}
+        weights_file = tmp_path / "model.weights.h5"
+        weights_file.write_bytes(members["model.weights.h5"])
+    with h5py.File(weights_file, "a") as f:
+        edit(f, _dataset_path(f, (3, 16)))
+        if edit_config and fmt == "h5":
+            config = json.loads(f.attrs["model_config"])
+            edit_config(config)
+            f.attrs["model_config"] = json.dumps(config)
+    if fmt == "keras":
+        members["model.weights.h5"] = weights_file.read_bytes()
+        if edit_config:
+            config = json.loads(members["config.json"])
+            edit_config(config)
+            members["config.json"] = json.dumps(config)
+        keras_zip(p, members)
+    return p
+
+
+def _replace(f, path, **create):
+    """Dataset `path` of f replaced by create_dataset(path, **create); its old data."""
+    old = f[path][()]
+    del f[path]
+    f.create_dataset(path, **create)
+    return old
+
+
+def _external_storage(target):
+    def edit(f, kernel, tmp_path):
+        old = f[kernel][()]
+        path = target if target.startswith("/") else str(tmp_path / target)
+        if not target.startswith("/"):
+            old.tofile(path)   # the right bytes: converting would give the model's own weights
+        _replace(f, kernel, shape=old.shape, dtype=old.dtype, external=[(path, 0, old.nbytes)])
+        return [kernel, "external file", target]
+    return edit
+
+
+def _virtual_dataset(f, kernel, tmp_path):
+    import h5py
+    old = f[kernel][()]
+    with h5py.File(tmp_path / "source.h5", "w") as src:
+        src["kernel"] = old
+    layout = h5py.VirtualLayout(shape=old.shape, dtype=old.dtype)
+    layout[:] = h5py.VirtualSource(str(tmp_path / "source.h5"), "kernel", shape=old.shape)
+    del f[kernel]
+    f.create_virtual_dataset(kernel, layout)
+    return [kernel, "virtual dataset", "source.h5"]
+
+
+def _external_link(f, kernel, tmp_path):
+    import h5py
+    with h5py.File(tmp_path / "other.h5", "w") as other:
+        other["kernel"] = f[kernel][()]
+    del f[kernel]
+    f[kernel] = h5py.ExternalLink(str(tmp_path / "other.h5"), "/kernel")
+    return [kernel, "external link", "other.h5"]
+
+
+def _external_link_to_layer_group(f, kernel, tmp_path):
+    """The LSTM's whole group ("model_weights/lstm" / "layers/lstm") moved to another file."""
+    import h5py
+    group = "/".join(kernel.split("/")[:2])
+    with h5py.File(tmp_path / "other.h5", "w") as other:
+        f.copy(f[group], other, "moved")
+    del f[group]
+    f[group] = h5py.ExternalLink(str(tmp_path / "other.h5"), "/moved")
+    return [group, "external link", "other.h5"]
+
+
+def _soft_link_to_external_link(f, kernel, tmp_path):
+    import h5py
+    _external_link(f, kernel, tmp_path)
+    del f[kernel]
+    f["elsewhere"] = h5py.ExternalLink(str(tmp_path / "other.h5"), "/kernel")
+    f[kernel] = h5py.SoftLink("/elsewhere")
+    return [kernel, "soft link"]
+
+
+@pytest.mark.parametrize("fmt", ["keras", "h5"])
+@pytest.mark.parametrize("edit", [_external_storage("weights.bin"), _external_storage("/dev/zero"),
+                                  _virtual_dataset, _external_link, _external_link_to_layer_group,
+                                  _soft_link_to_external_link],
+                         ids=["external-storage-beside", "external-storage-dev-zero", "virtual-dataset",
+                              "external-link", "external-link-to-group", "soft-link-to-external-link"])
+def test_keras_weights_stored_outside_the_model_file_are_refused(tmp_path, keras_lstm_files, fmt, edit):
+    """HDF5 reads a dataset from another file when the dataset says so (external storage,
+    virtual datasets, external links): refused, naming the dataset, before anything is read.
+    The other file holds the model's own weights, so only a refusal shows it was not used."""
+    named = []
+    p = edited_keras_file(tmp_path, keras_lstm_files, fmt, lambda f, k: named.extend(edit(f, k, tmp_path)))
+    with pytest.raises(ConversionError) as e:
+        converters.convert(p)
+    for name in named:
+        assert name in str(e.value)
+
+
+def test_keras_files_as_saved_still_convert(tmp_path, keras_lstm_files):
+    for fmt, data in keras_lstm_files.items():
+        (tmp_path / f"m.{fmt}").write_bytes(data)
+        assert converters.convert(tmp_path / f"m.{fmt}").outputs[0].shape[-1] == 2
+
+
+def test_keras_weights_past_the_conversion_cap(tmp_path, keras_lstm_files, monkeypatch):
+    """The most weight data one conversion reads: the LSTM's 512 bytes pass a 500-byte cap."""
+    import converters.keras as keras_converter
+    monkeypatch.setattr(keras_converter, "MAX_WEIGHT_BYTES", 500)
+    (tmp_path / "m.h5").write_bytes(keras_lstm_files["h5"])
+    with pytest.raises(ConversionError, match="lstm_cell/bias.*500 bytes, the most a conversion reads"):
+        converters.convert(tmp_path / "m.h5")
+
+
+# A child process with 1.5 GiB of address space converts each file; its outcomes and peak RSS.
+CONVERT_UNDER_LIMIT = """
+import json, resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (1536 << 20, 1536 << 20))
+import converters
+out = {}
+for name, path in json.loads(sys.argv[1]).items():
+    try:
+        converters.convert(path)
+        out[name] = "converted"
+    except converters.ConversionError as e:
+        out[name] = f"ConversionError: {e}"
+    except BaseException as e:
+        out[name] = f"{type(e).__name__}: {e}"
+with open("/proc/self/status") as f:   # VmHWM: ru_maxrss would count the parent's RSS at fork
+    out["peak MiB"] = next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+print(json.dumps(out))
+"""
+
+
+def _declare(shape, **create):
+    """An edit replacing the LSTM kernel by a dataset of that shape that stores (almost) nothing."""
+    def edit(f, kernel):
+        _replace(f, kernel, shape=shape, dtype="float32", **create)
+        if create.get("chunks"):
+            f[kernel][(0,) * len(shape)] = 0.5   # one chunk written: compressed data, not only a fill value
+    return edit
+
+
+def _dense_of_1_gib(f, kernel):
+    dense = _dataset_path(f, (4, 2))   # the Dense kernel; the config below says 2**26 units
+    bias = _dataset_path(f, (2,))
+    _replace(f, dense, shape=(4, 2**26), dtype="float32")
+    _replace(f, bias, shape=(2**26,), dtype="float32")
+
+
+def _dense_units(config):
+    config["config"]["layers"][-1]["config"]["units"] = 2**26
+
+
+@pytest.mark.parametrize("fmt", ["keras", "h5"])
+def test_keras_huge_declared_datasets_fail_fast(tmp_path, keras_lstm_files, fmt):
+    """Datasets that declare 1 GiB ... 512 GiB in a small file are refused from their
+    declared shape and stored size, before any allocation: in 1.5 GiB of address space, with
+    the peak RSS of a conversion of the honest file."""
+    cases = {  # name -> (edit, edit_config, dataset named in the refusal, reason)
+        "fill-only-1GiB": (_declare((2**24, 16)), None, "lstm_cell/kernel|cell/vars/0", "stores 0 bytes"),
+        "chunked-gzip-1GiB": (_declare((2**24, 16), chunks=(4096, 16), compression="gzip"), None,
+                              "lstm_cell/kernel|cell/vars/0", "over-compressed"),
+        "chunked-gzip-512GiB": (_declare((2**33, 16), chunks=(2**16, 16), compression="gzip"), None,
+                                "lstm_cell/kernel|cell/vars/0", "over-compressed"),
+        "not-the-config-shape-3GiB": (_declare((3, 2**28), chunks=(3, 2**16), compression="gzip"), None,
+                                      "lstm_cell/kernel|cell/vars/0", r"the layer config implies \('any', 16\)"),
+        "config-implies-1GiB": (_dense_of_1_gib, _dense_units, "dense/kernel|dense/vars/0", "stores 0 bytes"),
+        "honest": (lambda f, k: None, None, None, None),
+    }
+    paths = {}
+    for name, (edit, edit_config, _, _) in cases.items():
+        (tmp_path / name).mkdir()
+        paths[name] = str(edited_keras_file(tmp_path / name, keras_lstm_files, fmt, edit, edit_config))
+        assert os.path.getsize(paths[name]) < 100_000
+    run = subprocess.run([sys.executable, "-c", CONVERT_UNDER_LIMIT, json.dumps(paths)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = json.loads(run.stdout.splitlines()[-1])
+    assert out.pop("honest") == "converted"
+    for name, (_, _, dataset, reason) in cases.items():
+        if dataset:
+            assert re.match(f"ConversionError: .*({dataset}).*{reason}", out[name]), (name, out[name][:500])
+    assert out["peak MiB"] < 400, out
 
 
 class _Payload:
