@@ -345,6 +345,22 @@ def test_keras_weights_stored_outside_the_model_file_are_refused(tmp_path, keras
         assert name in str(e.value)
 
 
+def _plugin_filter(f, kernel):
+    """The kernel compressed with filter 32013, which is no filter HDF5 or h5py has built in:
+    reading its chunk makes HDF5 dlopen every library in its plugin folder to find one."""
+    old = f[kernel][()]
+    _replace(f, kernel, shape=old.shape, dtype=old.dtype, chunks=old.shape, compression=32013,
+             allow_unknown_filter=True)
+    f[kernel].id.write_direct_chunk((0, 0), old.tobytes(), filter_mask=0)   # mask 0: "filtered"
+
+
+@pytest.mark.parametrize("fmt", ["keras", "h5"])
+def test_keras_weights_behind_a_filter_plugin_are_refused(tmp_path, keras_lstm_files, fmt):
+    p = edited_keras_file(tmp_path, keras_lstm_files, fmt, _plugin_filter)
+    with pytest.raises(ConversionError, match="(lstm_cell/kernel|cell/vars/0).* HDF5 filter 32013"):
+        converters.convert(p)
+
+
 def test_keras_files_as_saved_still_convert(tmp_path, keras_lstm_files):
     for fmt, data in keras_lstm_files.items():
         (tmp_path / f"m.{fmt}").write_bytes(data)
