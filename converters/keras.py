@@ -247,6 +247,8 @@ def _open(path):
     p = os.fspath(path)
     if not os.path.exists(p):
         raise FileNotFoundError(p)
+    if not os.path.isfile(p):   # a FIFO or device would block the read or never end
+        raise ConversionError(f"{p}: not a regular file")
     if zipfile.is_zipfile(p):
         try:
             z = zipfile.ZipFile(p)

@@ -52,6 +52,8 @@ def _load(model):
         path = os.fspath(model)
         if not os.path.exists(path):
             raise FileNotFoundError(path)
+        if not os.path.isfile(path):   # a FIFO or device would block the read or never end
+            raise ConversionError(f"{path}: not a regular file")
         try:
             return onnx.load(path, load_external_data=False), path
         except Exception as e:  # protobuf decode errors have no common public base class

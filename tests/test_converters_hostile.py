@@ -448,6 +448,17 @@ def test_keras_huge_declared_datasets_fail_fast(tmp_path, keras_lstm_files, fmt)
     assert out["peak MiB"] < 400, out
 
 
+@pytest.mark.parametrize("suffix", ["onnx", "keras", "h5"])
+def test_model_path_that_is_not_a_regular_file(tmp_path, suffix):
+    """A FIFO blocks the first read forever: refused from its type, in a child process so
+    that a hang fails the test instead of stopping the suite."""
+    fifo = tmp_path / f"m.{suffix}"
+    os.mkfifo(fifo)
+    run = subprocess.run([sys.executable, "-c", "import sys, converters; converters.convert(sys.argv[1])",
+                          str(fifo)], cwd=ROOT, capture_output=True, text=True, timeout=20)
+    assert "ConversionError" in run.stderr and "not a regular file" in run.stderr, run.stderr[-1000:]
+
+
 class _Payload:
     def __init__(self, marker):
         self.marker = marker
