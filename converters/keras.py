@@ -38,6 +38,10 @@ NO_OPS = ("Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout", "Al
 DENSE_ACTS = {"linear": "linear", "relu": "relu", "tanh": "tanh", "sigmoid": "sigmoid", "softmax": "softmax"}
 MAX_MEMBER = 2 << 30          # refuse zip members that claim to inflate past 2 GiB
 MAX_RATIO = 100               # ... or that inflate a big member more than 100x (weights don't)
+MAX_WEIGHT_BYTES = 4 << 30    # the most weight data one conversion reads, all datasets together
+SMALL_DATASET = 1 << 20       # datasets past 1 MiB store at least 1/MAX_RATIO of what they declare
+HDF5_FILTERS = {1: "deflate", 2: "shuffle", 3: "fletcher32", 4: "szip", 5: "nbit", 6: "scaleoffset",
+                32000: "lzf"}  # built into HDF5 / h5py: nothing is loaded from disk to decode them
 
 
 def _h5py():
@@ -73,12 +77,19 @@ def _recurrent_activation(name, keras_major):
 
 
 class _Weights:
-    """Weights by layer name, from a .keras archive (model.weights.h5) or a legacy .h5 file."""
+    """Weights by layer name, from a .keras archive (model.weights.h5) or a legacy .h5 file.
+
+    Every dataset is checked before a byte of it is read (`_read`): it must be stored in
+    this file (no external storage, virtual dataset, external or soft link on its path),
+    declare the shape the layer's config implies, and store about as many bytes as it
+    declares; all datasets together are capped at MAX_WEIGHT_BYTES."""
 
     def __init__(self, h5file, legacy):
         self.f = h5file
         self.legacy = legacy
-        self.keys = {}  # layer name -> group name in a .keras archive
+        self.keys = {}      # layer name -> group name in a .keras archive
+        self.layers = {}    # layer name -> (class name, config), for the shapes it implies
+        self.bytes_read = 0
 
     def index(self, entries):
         """A .keras archive stores a model's layers under the snake_case class name plus a
@@ -91,27 +102,143 @@ class _Weights:
             n = seen.get(base, 0)
             seen[base] = n + 1
             self.keys[cfg["name"]] = base if n == 0 else f"{base}_{n}"
+            self.layers[cfg["name"]] = (cls, cfg)
 
     def get(self, layer_name, sub=None):
         """The layer's variables in creation order (sub: "forward_layer" / "backward_layer"
-        of a Bidirectional, "layer" of a TimeDistributed)."""
+        of a Bidirectional, "layer" of a TimeDistributed), as many as its config uses."""
+        shapes = _implied_shapes(*self.layers.get(layer_name, (None, {})))
         f = self.f
         if self.legacy:
-            g = f["model_weights"][layer_name] if "model_weights" in f else f[layer_name]
+            top = self._child(f, "model_weights", optional=True)
+            g = self._walk(f if top is None else top, layer_name)
             names = [n.decode() if isinstance(n, bytes) else n for n in g.attrs.get("weight_names", [])]
             if sub in ("forward_layer", "backward_layer"):
                 key = "/forward_" if sub == "forward_layer" else "/backward_"
                 names = [n for n in names if key in n]
-            return [np.asarray(g[n]) for n in names]
-        base = f["layers"][self.keys.get(layer_name, layer_name)]
-        if sub:
-            base = base[sub]
-        out = []
-        for path in ("cell/vars", "vars"):
-            if path in base:
-                vs = base[path]
-                out.extend(np.asarray(vs[k]) for k in sorted(vs, key=int))
-        return out
+            datasets = [self._walk(g, n) for n in names[:len(shapes) if shapes else None]]
+        else:
+            base = self._walk(self._walk(f, "layers"), self.keys.get(layer_name, layer_name))
+            if sub:
+                base = self._walk(base, sub)
+            datasets = []
+            for path in ("cell/vars", "vars"):
+                vs = self._walk(base, path, optional=True)
+                if vs is not None:
+                    datasets.extend(self._walk(vs, k) for k in sorted(vs, key=int))
+            datasets = datasets[:len(shapes) if shapes else None]
+        return [self._read(ds, shapes[i] if shapes else None) for i, ds in enumerate(datasets)]
+
+    def _child(self, group, name, optional=False):
+        """group[name], once the link is known to be a hard link: an external link makes
+        HDF5 open another file, and a soft link can lead to one. The link is read without
+        following it (h5py's `in` and multi-part paths follow links)."""
+        h5py = _h5py()
+        try:
+            link = group.get(name, getlink=True)
+        except TypeError:     # a user-defined link class
+            link = "a user-defined link"
+        where = f"{group.name.rstrip('/')}/{name}"
+        if link is None:
+            if optional:
+                return None
+            raise KeyError(where)
+        if not isinstance(link, h5py.HardLink):
+            if isinstance(link, h5py.ExternalLink):
+                kind = f"an external link to {link.path!r} in file {link.filename!r}"
+            elif isinstance(link, h5py.SoftLink):
+                kind = f"a soft link to {link.path!r}"
+            else:
+                kind = str(link)
+            raise ConversionError(f"{where!r} is {kind}: lstm_rt reads only objects stored in the model file")
+        return group[name]
+
+    def _walk(self, group, path, optional=False):
+        """group[path], one link at a time (see _child)."""
+        if path.startswith("/"):
+            group = group.file
+        for part in path.split("/"):
+            if part in ("", "."):
+                continue
+            group = self._child(group, part, optional)
+            if group is None:
+                return None
+        return group
+
+    def _read(self, ds, shape):
+        """The data of dataset ds, after checking where it is stored and how big it is
+        against `shape` (the layer config's, None for a dim it does not fix)."""
+        h5py = _h5py()
+        what = f"dataset {ds.name!r}"
+        if not isinstance(ds, h5py.Dataset):
+            raise ConversionError(f"{what} is not a dataset")
+        try:
+            plist = ds.id.get_create_plist()
+            layout = plist.get_layout()
+            if layout == h5py.h5d.VIRTUAL:
+                files = sorted({plist.get_virtual_filename(i) for i in range(plist.get_virtual_count())})
+                raise ConversionError(f"{what} is a virtual dataset whose data comes from {files}: "
+                                      f"lstm_rt reads only data stored in the model file")
+            if layout not in (h5py.h5d.COMPACT, h5py.h5d.CONTIGUOUS, h5py.h5d.CHUNKED):
+                raise ConversionError(f"{what} has HDF5 storage layout {layout}")
+            if plist.get_external_count():
+                name = plist.get_external(0)[0]
+                name = name.decode(errors="replace") if isinstance(name, bytes) else name
+                raise ConversionError(f"{what} stores its data in external file {name!r}: "
+                                      f"lstm_rt reads only data stored in the model file")
+            for i in range(plist.get_nfilters()):
+                code = plist.get_filter(i)[0]
+                if code not in HDF5_FILTERS:   # HDF5 would look for a plugin library on disk
+                    raise ConversionError(f"{what} is compressed with HDF5 filter {code} "
+                                          f"(lstm_rt reads {', '.join(HDF5_FILTERS.values())})")
+            dtype, have = ds.dtype, ds.shape
+            stored = ds.id.get_storage_size()
+        except ConversionError:
+            raise
+        except (OSError, TypeError, ValueError, KeyError) as e:
+            raise ConversionError(f"{what}: unreadable ({type(e).__name__}: {e})") from None
+        if dtype.kind not in "fiu" or dtype.shape or dtype.itemsize > 8:
+            raise ConversionError(f"{what} holds {dtype}, not numbers")
+        if have is None or (shape is not None and (
+                len(have) != len(shape) or any(w is not None and h != w for h, w in zip(have, shape)))):
+            want = "?" if shape is None else tuple("any" if w is None else w for w in shape)
+            raise ConversionError(f"{what} declares shape {have}; the layer config implies {want}")
+        nbytes = int(np.prod(have, dtype=object)) * dtype.itemsize
+        if nbytes > MAX_RATIO * stored and (stored == 0 or nbytes > SMALL_DATASET):
+            raise ConversionError(f"{what} declares {have} of {dtype} ({nbytes} bytes) but stores "
+                                  f"{stored} bytes (unwritten or over-compressed data)")
+        if self.bytes_read + nbytes > MAX_WEIGHT_BYTES:
+            raise ConversionError(f"{what} declares {have} of {dtype} ({nbytes} bytes): the weights "
+                                  f"would pass {MAX_WEIGHT_BYTES} bytes, the most a conversion reads")
+        self.bytes_read += nbytes
+        try:
+            return ds[()]
+        except (OSError, TypeError, ValueError) as e:
+            raise ConversionError(f"{what}: unreadable ({type(e).__name__}: {e})") from None
+
+
+def _implied_shapes(cls, cfg):
+    """The shapes of the variables a layer's config implies, in Keras's order (None for a
+    dim the config does not fix, e.g. a kernel's input size), or None if it implies none."""
+    def size(v):
+        return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
+
+    if cls in ("Bidirectional", "TimeDistributed"):
+        inner = cfg.get("layer")
+        if not isinstance(inner, dict) or not isinstance(inner.get("config"), dict):
+            return None
+        cls, cfg = inner.get("class_name"), inner["config"]
+    if cls == "Embedding":
+        return [(size(cfg.get("input_dim")), size(cfg.get("output_dim")))]
+    units = size(cfg.get("units"))
+    if cls == "Dense":
+        return [(None, units), (units,)] if cfg.get("use_bias", True) else [(None, units)]
+    gates = {"LSTM": 4, "GRU": 3, "SimpleRNN": 1}.get(cls)
+    if gates is None:
+        return None
+    GH = units and gates * units
+    bias = (2, GH) if cls == "GRU" and cfg.get("reset_after", True) else (GH,)
+    return [(None, GH), (units, GH), bias] if cfg.get("use_bias", True) else [(None, GH), (units, GH)]
 
 
 def _open(path):
@@ -120,6 +247,8 @@ def _open(path):
     p = os.fspath(path)
     if not os.path.exists(p):
         raise FileNotFoundError(p)
+    if not os.path.isfile(p):   # a FIFO or device would block the read or never end
+        raise ConversionError(f"{p}: not a regular file")
     if zipfile.is_zipfile(p):
         try:
             z = zipfile.ZipFile(p)

@@ -15,6 +15,7 @@ op or attribute in the graph is reported in one error.
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 
@@ -27,6 +28,7 @@ RECURRENT = {"LSTM": LSTM, "GRU": GRU, "RNN": RNN}
 JOINS = {"Add": "sum", "Sub": "sub", "Mul": "mul", "Max": "max", "Min": "min"}   # of two runtime tensors
 COMMON_ATTRS = {"activation_alpha", "activation_beta", "activations", "clip", "direction",
                 "hidden_size", "layout"}
+MAX_FOLDED_BYTES = 1 << 28    # the largest constant a shape read from the model may make (ConstantOfShape)
 EXTRA_ATTRS = {"LSTM": {"input_forget"}, "GRU": {"linear_before_reset"}, "RNN": set()}
 # input slots of each op (ONNX order)
 INPUTS = {"LSTM": ["X", "W", "R", "B", "sequence_lens", "initial_h", "initial_c", "P"],
@@ -50,11 +52,24 @@ def _load(model):
         path = os.fspath(model)
         if not os.path.exists(path):
             raise FileNotFoundError(path)
+        if not os.path.isfile(path):   # a FIFO or device would block the read or never end
+            raise ConversionError(f"{path}: not a regular file")
         try:
             return onnx.load(path, load_external_data=False), path
         except Exception as e:  # protobuf decode errors have no common public base class
             raise ConversionError(f"{path}: not a readable ONNX model ({type(e).__name__}: {e})") from None
     raise ConversionError(f"from_onnx takes a file path or an onnx.ModelProto, got {type(model).__name__}")
+
+
+def _byte_count(info, key, default, what):
+    """An external_data offset / length: ASCII digits only (int() would also take "-5",
+    " 8", "1_0" and other scripts' digits)."""
+    v = info.get(key)
+    if v is None:
+        return default
+    if not re.fullmatch("[0-9]{1,20}", v):
+        raise ConversionError(f"{what}: external data {key} {v!r} is not a byte count")
+    return int(v)
 
 
 def _external_array(t, base_dir, what):
@@ -65,6 +80,8 @@ def _external_array(t, base_dir, what):
     loc = info.get("location", "")
     if base_dir is None:
         raise ConversionError(f"{what} stores its data in an external file; pass the model's path")
+    if "\0" in loc:
+        raise ConversionError(f"{what}: external data location {loc!r} contains a NUL byte")
     if not loc or os.path.isabs(loc):
         raise ConversionError(f"{what}: external data location {loc!r} must be a relative path")
     root = os.path.realpath(base_dir)
@@ -73,18 +90,41 @@ def _external_array(t, base_dir, what):
         raise ConversionError(f"{what}: external data location {loc!r} escapes the model's folder")
     if not os.path.isfile(path):
         raise ConversionError(f"{what}: external data file {loc!r} is missing")
-    dtype = np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type)).newbyteorder("<")
-    count = int(np.prod(t.dims, dtype=object)) if t.dims else 1
-    offset = int(info.get("offset", 0))
-    length = int(info.get("length", count * dtype.itemsize))
+    try:
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type)).newbyteorder("<")
+    except (KeyError, TypeError, ValueError):
+        dtype = None
+    if dtype is None or dtype.kind not in "biufc":
+        raise ConversionError(f"{what}: external data of data type {t.data_type} (lstm_rt reads numbers)")
+    dims = list(t.dims)
+    if any(d < 0 for d in dims):
+        raise ConversionError(f"{what}: dims {dims} has a negative dim")
+    count = int(np.prod(dims, dtype=object)) if dims else 1
+    offset = _byte_count(info, "offset", 0, what)
+    length = _byte_count(info, "length", count * dtype.itemsize, what)
     size = os.path.getsize(path)
-    if offset < 0 or length != count * dtype.itemsize or offset + length > size:
+    if length != count * dtype.itemsize or offset + length > size:
         raise ConversionError(f"{what}: external data [{offset}, {offset + length}) does not fit "
-                              f"{list(t.dims)} of {dtype} in {loc!r} ({size} bytes)")
+                              f"{dims} of {dtype} in {loc!r} ({size} bytes)")
     with open(path, "rb") as f:
         f.seek(offset)
         data = f.read(length)
-    return np.frombuffer(data, dtype=dtype).reshape(tuple(t.dims)).astype(dtype.newbyteorder("="))
+    try:   # dims like [2**63 - 1, 0]: no data, and still more than numpy indexes
+        return np.frombuffer(data, dtype=dtype).reshape(tuple(dims)).astype(dtype.newbyteorder("="))
+    except ValueError as e:
+        raise ConversionError(f"{what}: dims {dims} ({e})") from None
+
+
+def _filled(shape, value, what):
+    """np.full(shape, value) for a shape read from the model (ConstantOfShape), refused
+    before allocating past MAX_FOLDED_BYTES."""
+    if any(d < 0 for d in shape):
+        raise _Unsupported(f"{what}: shape {shape} has a negative dim")
+    count = int(np.prod(shape, dtype=object))
+    if count * 8 > MAX_FOLDED_BYTES:
+        raise _Unsupported(f"{what}: shape {shape} asks for {count} values (lstm_rt folds constants "
+                           f"up to {MAX_FOLDED_BYTES} bytes)")
+    return np.full(shape, value)
 
 
 def _constants(graph, where, problems, base_dir=None):
@@ -364,7 +404,7 @@ class _Interpreter:
         if op == "ConstantOfShape":
             value = onnx_value(attrs)
             if isinstance(ins[0], Const):
-                return out(Const(np.full(_ints(ins[0], "shape"), value)))
+                return out(Const(_filled(_ints(ins[0], "shape"), value, f"ConstantOfShape {node.name!r}")))
             if isinstance(ins[0], ShapeVec) and value == 0:
                 return out(Zeros(ins[0].dims))
             raise _Unsupported(f"ConstantOfShape (node {node.name!r}) of a non-constant shape")
