@@ -18,7 +18,7 @@ import os
 
 import numpy as np
 
-from . import _core
+from . import _checks, _core
 from .errors import LstmRtError
 from .text import Tokenizer
 
@@ -26,9 +26,15 @@ from .text import Tokenizer
 def top_k(scores: np.ndarray, k: int, ids: np.ndarray | None = None) -> np.ndarray:
     """Ids of the k largest scores (best first; ties: lower id first; NaN never chosen),
     among `ids` when given: one pass in C, no sort and no softmax of the whole vector
-    (~2 µs for 10,000 scores, where numpy's argpartition takes ~70)."""
+    (~2 µs for 10,000 scores, where numpy's argpartition takes ~70).
+
+    k : int >= 0; a k past the number of candidates (e.g. 10**12) means all of them.
+    Returns int64 [min(k, candidates)].
+    """
+    k = _checks.count("k", k)
     s = np.ascontiguousarray(scores, dtype=np.float32)
-    return _core.top_k(s, int(k), None if ids is None else np.ascontiguousarray(ids, dtype=np.int64))
+    ids = None if ids is None else np.ascontiguousarray(ids, dtype=np.int64)
+    return _core.top_k(s, min(k, s.shape[0] if ids is None else ids.shape[0]), ids)
 
 
 class NextWordPredictor:
@@ -37,13 +43,18 @@ class NextWordPredictor:
     model : Model (or a path) with one input of token ids and one output of V scores per
             step (logits, or probabilities from a softmax Dense); V = len(vocabulary)
     tokenizer : defaults to the one stored in the model file's metadata
-    max_checkpoints : states kept for rewinding (one per token; older tokens keep one in 64)
+    max_checkpoints : int >= 1, states kept for rewinding (one per token; older tokens keep
+            one in 64); kept as the text grows, nothing is reserved up front
     """
 
     def __init__(self, model, tokenizer: Tokenizer | None = None, *, max_checkpoints: int = 4096):
+        from .model import Model, load
         if isinstance(model, (str, os.PathLike)):
-            from .model import load
             model = load(model)
+        if not isinstance(model, Model):
+            raise LstmRtError(f"NextWordPredictor needs a Model or a model file's path, got "
+                              f"{type(model).__name__}")
+        self.max_checkpoints = _checks.count("max_checkpoints", max_checkpoints, minimum=1)
         self.model = model
         self.tokenizer = tokenizer or Tokenizer.from_metadata(model.metadata)
         V = len(self.tokenizer)
@@ -55,7 +66,6 @@ class NextWordPredictor:
                 f"{[(s.name, s.dtype) for s in ins]} and outputs {[(s.name, s.shape) for s in outs]}")
         last = model.layers[-1]
         self._outputs_probs = getattr(last, "activation", None) == "softmax"
-        self.max_checkpoints = max(int(max_checkpoints), 1)
         self._start = self.tokenizer.index.get(self.tokenizer.start) if self.tokenizer.start else None
         if self._start is None:
             raise LstmRtError("the tokenizer's start token is not in the vocabulary; "
@@ -129,15 +139,25 @@ class NextWordPredictor:
 
     def type(self, chars: str) -> int:
         """Append typed characters; returns the number of tokens computed."""
+        if not isinstance(chars, str):
+            raise LstmRtError(f"chars must be a str, got {type(chars).__name__}")
         return self.set_text(self._text + chars)
 
     def backspace(self, n: int = 1) -> int:
-        """Delete the last n characters; returns the number of tokens computed."""
+        """Delete the last n >= 0 characters (more than the text has: all of it); returns
+        the number of tokens computed."""
+        n = _checks.count("n", n)
         return self.set_text(self._text[:max(len(self._text) - n, 0)])
 
     def feed_ids(self, ids) -> int:
         """Append token ids directly (bypassing the text); returns the number computed."""
-        ids = [int(i) for i in np.asarray(ids, np.int64).reshape(-1)]
+        try:
+            a = np.asarray(ids)
+        except (ValueError, TypeError):
+            a = None
+        if a is None or a.dtype.kind not in "iu" and not (a.dtype.kind == "f" and a.size == 0):
+            raise LstmRtError(f"token ids must be integers, got {ids!r:.80}")
+        ids = [int(i) for i in a.reshape(-1)]
         bad = [i for i in ids if not 0 <= i < len(self.tokenizer)]
         if bad:
             raise LstmRtError(f"token ids must be in [0, {len(self.tokenizer)}), got {bad[:5]}")
@@ -165,17 +185,23 @@ class NextWordPredictor:
 
     def suggest(self, k: int = 3) -> list[tuple[str, float]]:
         """The k most likely next words with their probabilities; when the text ends in a
-        partly typed word, the k most likely completions of it."""
+        partly typed word, the k most likely completions of it. k : int >= 0; a k past the
+        number of words (e.g. 10**12) gives all of them, best first."""
         if self._partial:
             return self.complete(self._partial, k)
         return self._ranked(self.tokenizer.word_ids, k)
 
     def complete(self, prefix: str, k: int = 3) -> list[tuple[str, float]]:
-        """The k most likely next words that start with `prefix`, with probabilities."""
+        """The k most likely next words that start with `prefix`, with probabilities
+        (k as in `suggest`)."""
+        if not isinstance(prefix, str):
+            raise LstmRtError(f"prefix must be a str, got {type(prefix).__name__}")
         return self._ranked(self.tokenizer.words_with_prefix(prefix), k)
 
     def probability(self, word: str) -> float:
         """p(next token = word) in the current context (0.0 for a word not in the vocabulary)."""
+        if not isinstance(word, str):
+            raise LstmRtError(f"word must be a str, got {type(word).__name__}")
         i = self.tokenizer.index.get(word.lower())
         if i is None:
             return 0.0

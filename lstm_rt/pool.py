@@ -19,7 +19,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _checks
 from .errors import LstmRtError, ShapeError
+
+# the most state memory a pool reserves at construction: `capacity` is where the pool
+# starts (it doubles as streams open), so a bigger start is a mistake, not a plan
+MAX_INITIAL_STATE_BYTES = 1 << 30
 
 
 class PooledStream:
@@ -92,17 +97,28 @@ class StreamPool:
     """Serves many streams of one model with batched steps.
 
     model : a Model with one sequence input and one output that can stream
-    capacity : initial number of slots; the pool grows when more streams are open
+    capacity : int >= 1, the initial number of slots; the pool grows when more streams are
+               open. Refused when the slots' state would take more than 1 GiB
+               (MAX_INITIAL_STATE_BYTES) up front.
     """
 
     def __init__(self, model, capacity: int = 16):
+        from .model import Model
+        if not isinstance(model, Model):
+            raise LstmRtError(f"StreamPool needs a Model, got {type(model).__name__}")
+        capacity = _checks.count("capacity", capacity, minimum=1)
         seq = [p for p in model._inputs if p.is_sequence]
         if len(seq) != 1 or len(model.outputs) != 1:
             raise LstmRtError(f"StreamPool needs a model with one sequence input and one output; "
                               f"this one has inputs {[s.name for s in model.inputs]} and outputs "
                               f"{[s.name for s in model.outputs]}")
         self.model = model
-        model.stream(1)   # raises for models that cannot stream (bidirectional)
+        per_stream = sum(a.nbytes for a in model.stream(1).state.values())   # raises for models
+        if capacity * per_stream > MAX_INITIAL_STATE_BYTES:                  # that cannot stream
+            raise LstmRtError(
+                f"capacity must be at most {MAX_INITIAL_STATE_BYTES // max(per_stream, 1):,} for this "
+                f"model: capacity={capacity} would reserve {_bytes(capacity * per_stream)} of state "
+                f"({per_stream} bytes per stream) up front; start small, the pool grows as streams open")
         spec = model.inputs[[p.name for p in model._inputs].index(seq[0].name)]
         self._ids = spec.dtype.startswith("int")
         self._dtype = np.dtype(np.int64 if self._ids else np.float32)
@@ -111,7 +127,7 @@ class StreamPool:
         self._out_shape = tuple(model.outputs[0].shape[-1:])
         self._capacity, self._states, self._free = 0, {}, []
         self._slots: list[PooledStream | None] = []
-        self._grow(max(int(capacity), 1))
+        self._grow(capacity)
         self._steppers: dict[int, object] = {}   # batch size -> Stream over gathered rows
         self._views: dict[int, object] = {}      # n -> Stream whose states are rows 0..n-1
         self.rounds = 0                          # batched steps run so far
@@ -126,20 +142,23 @@ class StreamPool:
         self._states, self._capacity, self._views = new, capacity, {}
 
     def _check_frames(self, frames) -> np.ndarray:
-        a = frames if type(frames) is np.ndarray else np.asarray(frames)
+        want = "[n] integer token ids" if self._ids else f"[n, {self._frame_shape[0]}] float32"
+        try:
+            a = frames if type(frames) is np.ndarray else np.asarray(frames)
+        except (ValueError, TypeError):   # ragged nested lists, objects numpy cannot hold
+            raise ShapeError(f"frames must be {want}, got {type(frames).__name__} {frames!r:.60}") from None
         if a.shape[1:] == self._frame_shape and a.ndim == 1 + len(self._frame_shape) and \
                 a.dtype == self._dtype:
             if self._ids and a.size and (a.min() < 0 or a.max() >= self._vocab):
                 raise ShapeError(f"token ids must be in [0, {self._vocab}), got values in "
                                  f"[{a.min()}, {a.max()}]")
             return a.copy()   # the caller may reuse its buffer
-        want = "[n] integer token ids" if self._ids else f"[n, {self._frame_shape[0]}] float32"
         if a.ndim != 1 + len(self._frame_shape) or a.shape[1:] != self._frame_shape:
             raise ShapeError(f"frames must be {want}, got shape {a.shape}")
         if self._ids and a.dtype.kind not in "iu":
-            raise ShapeError(f"frames must be integer token ids, got dtype {a.dtype}")
+            raise ShapeError(f"frames must be {want}, got dtype {a.dtype}")
         if not self._ids and a.dtype != np.float32:
-            raise ShapeError(f"frames must be float32, got dtype {a.dtype}")
+            raise ShapeError(f"frames must be {want}, got dtype {a.dtype}")
         return self._check_frames(a.astype(self._dtype))
 
     def open(self) -> PooledStream:
@@ -239,3 +258,13 @@ class StreamPool:
             if not n:
                 return total
             total += n
+
+
+
+def _bytes(n: float) -> str:
+    """1536 -> "2 KiB": sizes in error messages."""
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}"
+        n /= 1024
+    return f"{n:,.0f} TiB"

@@ -71,3 +71,44 @@ def test_bad_arguments():
         generate(m, "", 3)
     with pytest.raises(LstmRtError, match="NaN"):
         sample_next(np.array([np.nan, 1.0]), np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("kw, name", [
+    (dict(seed=-1), "seed"), (dict(seed="x"), "seed"), (dict(seed=2.5), "seed"), (dict(seed=True), "seed"),
+    (dict(temperature=None), "temperature"), (dict(temperature=float("nan")), "temperature"),
+    (dict(temperature="1"), "temperature"), (dict(temperature=True), "temperature"),
+    (dict(top_k=2.5), "top_k"), (dict(top_k="3"), "top_k"), (dict(top_k=-1), "top_k"), (dict(top_k=True), "top_k"),
+    (dict(n=None), "n"), (dict(n=True), "n"), (dict(n=2.5), "n"),
+    (dict(prompt=None), "prompt"), (dict(prompt=[1.5]), "prompt"), (dict(prompt=[[0, 1]]), "prompt"),
+    (dict(stop="zz"), "stop"), (dict(stop=99), "stop"), (dict(model=None), "model"),
+])
+def test_absurd_arguments_are_refused_naming_them(kw, name):
+    args = dict(model=language_model(CHARS, tokenizer="chars"), prompt="ab", n=3)
+    args.update(kw)
+    model, prompt, n = args.pop("model"), args.pop("prompt"), args.pop("n")
+    with pytest.raises(LstmRtError, match=rf"\b{name} must be|\b{name} .*vocabulary"):
+        generate(model, prompt, n, **args)
+
+
+def test_top_k_past_the_vocabulary_means_every_token():
+    """top_k >= V (10**12 here) samples among all tokens: the same draws as top_k=None."""
+    m = language_model(CHARS, tokenizer="chars")
+    every = generate(m, "abc", 25, temperature=1.2, seed=4)
+    assert generate(m, "abc", 25, temperature=1.2, seed=4, top_k=10**12) == every
+    assert generate(m, "abc", 25, temperature=1.2, seed=4, top_k=len(CHARS)) == every
+    s = np.array([1.0, 0.2, -0.5, 2.0], np.float32)
+    assert sample_next(s, np.random.default_rng(0), 1.0, 10**12) == sample_next(s, np.random.default_rng(0), 1.0)
+
+
+def test_a_huge_n_is_an_upper_bound_not_an_allocation():
+    """n = 10**12 with a stop token: nothing of size n is allocated; generation ends at stop."""
+    import tracemalloc
+    m = language_model(CHARS, tokenizer="chars")
+    first = generate(m, [0, 1], 1, temperature=0)[0]
+    tracemalloc.start()
+    out = generate(m, [0, 1], 10**12, temperature=0, stop=first)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert out == [first] and peak < 1 << 20
+    tok = Tokenizer(CHARS, kind="chars")
+    assert generate(m, [0, 1], 5, temperature=0, stop=tok.vocabulary[first]) == [first]   # a str stop with ids

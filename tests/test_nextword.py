@@ -134,3 +134,55 @@ def test_bad_models_and_inputs():
     p.feed_ids([4, 5])
     assert p.tokens == ["and", "the"]
     check(p, m)
+
+
+# ------------------------------------------------------------ absurd arguments
+
+@pytest.mark.parametrize("k", [-1, None, 2.5, "3", True])
+def test_a_k_that_is_no_count_is_refused_naming_k(k):
+    p = NextWordPredictor(language_model(WORDS))
+    p.set_text("and the ")
+    with pytest.raises(LstmRtError, match=r"\bk must be"):
+        p.suggest(k)
+    with pytest.raises(LstmRtError, match=r"\bk must be"):
+        p.complete("l", k)
+    with pytest.raises(LstmRtError, match=r"\bk must be"):
+        top_k(np.zeros(4, np.float32), k)
+
+
+def test_a_huge_k_means_every_candidate():
+    """k past the number of candidates (10**12 here) clamps: no overflow, no allocation."""
+    p = NextWordPredictor(language_model(WORDS))
+    p.set_text("and the ")
+    every = p.suggest(len(WORDS))
+    assert p.suggest(10**12) == every and len(every) == len(p.tokenizer.word_ids)
+    assert p.complete("l", 10**12) == p.complete("l", len(WORDS)) and len(p.complete("l", 10**12)) == 5
+    assert p.suggest(np.int64(2)) == every[:2] and p.suggest(0) == []
+    s = np.array([0.1, 3.0, -1.0], np.float32)
+    assert top_k(s, 10**12).tolist() == [1, 0, 2] and top_k(s, 2**64).tolist() == [1, 0, 2]
+
+
+@pytest.mark.parametrize("value", [-1, None, 0, 2.5, "3", True])
+def test_max_checkpoints_must_be_a_positive_count(value):
+    with pytest.raises(LstmRtError, match="max_checkpoints must be"):
+        NextWordPredictor(language_model(WORDS), max_checkpoints=value)
+    assert NextWordPredictor(language_model(WORDS), max_checkpoints=10**12).suggest(1)   # allocates nothing up front
+
+
+def test_text_arguments_of_the_wrong_kind_are_refused_naming_them():
+    p = NextWordPredictor(language_model(WORDS))
+    p.set_text("and the ")
+    for call, match in [(lambda: p.type(None), "chars must be a str"),
+                        (lambda: p.backspace(None), "n must be"),
+                        (lambda: p.backspace(-1), "n must be"),
+                        (lambda: p.backspace(1.5), "n must be"),
+                        (lambda: p.complete(None), "prefix must be a str"),
+                        (lambda: p.probability(None), "word must be a str"),
+                        (lambda: p.feed_ids(["a"]), "token ids must be integers"),
+                        (lambda: p.feed_ids([1.7]), "token ids must be integers"),
+                        (lambda: p.feed_ids(None), "token ids must be integers")]:
+        with pytest.raises(LstmRtError, match=match):
+            call()
+    assert p.text == "and the " and p.tokens == ["and", "the"]   # nothing changed on the way
+    p.backspace(10**12)                                          # more than there is: all of it
+    assert p.text == "" and p.tokens == []

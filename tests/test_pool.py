@@ -81,3 +81,30 @@ def test_bad_frames_and_models():
     assert ids.pending == 0
     with pytest.raises(Exception, match="bidirectional"):
         StreamPool(sequence_model(random_layer("GRU", 3, 4, rng=rng, direction="bidirectional")))
+
+
+@pytest.mark.parametrize("capacity", [-1, 0, 10**12, None, 2.5, "3", True])
+def test_a_capacity_that_is_no_sane_count_is_refused(capacity):
+    """Refused before anything is allocated (10**12 slots would be 15 TiB of state)."""
+    m = sequence_model(random_layer("GRU", 3, 4, rng=np.random.default_rng(0)))
+    with pytest.raises(LstmRtError, match="capacity must be"):
+        StreamPool(m, capacity=capacity)
+
+
+def test_a_capacity_past_the_memory_cap_names_the_bytes():
+    m = sequence_model(random_layer("LSTM", 3, 4, rng=np.random.default_rng(0)))   # 32 bytes per stream
+    with pytest.raises(LstmRtError, match=r"capacity=2147483648 .* 64 GiB"):
+        StreamPool(m, capacity=2**31)
+    assert StreamPool(m, capacity=1000).open() is not None
+
+
+def test_feeding_things_that_are_no_frames():
+    pool = StreamPool(sequence_model(random_layer("GRU", 3, 4, rng=np.random.default_rng(0))))
+    s = pool.open()
+    for frames in (None, "abc", [[1.0, 2.0], [3.0]], [[None, None, None]], np.zeros((2, 3, 1), np.float32),
+                   np.zeros(3, np.float32), {"x": 1}):
+        with pytest.raises(ShapeError, match=r"frames must be"):
+            s.feed(frames)
+    assert s.pending == 0
+    with pytest.raises(LstmRtError, match="StreamPool needs a Model"):
+        StreamPool(None)
