@@ -169,33 +169,33 @@ def _check_stream_feeds(m, x, given):
 
 def _stream_run(model, x):
     """Feed x step by step through a stream and stack the outputs, as run() lays them out.
-
-    Still reads the model's private ports: the public TensorSpec shape (None, None, F) does
-    not say which None is the time axis (issue 11 waits on a public attribute for it)."""
+    Each spec's `axes` says where its time axis is (a step's arrays are the same without it);
+    outputs without one (states) are the final step's, as run() returns them."""
     m = model
-    ports = {p.name: p for p in m._inputs}
-    feeds = x if isinstance(x, dict) else {next(p.name for p in m._inputs if p.is_sequence): x}
+    ins = {spec.name: spec for spec in m.inputs}
+    feeds = x if isinstance(x, dict) else {next(s.name for s in m.inputs if "T" in s.axes): x}
     for name in feeds:
-        if not ports[name].is_sequence:
+        if "T" not in ins[name].axes:
             raise ValueError(f"--stream feeds sequences only; input {name!r} cannot be streamed")
-    axis = {n: (1 if ports[n].layout[0] == "B" else 0) for n in feeds}
+    t_axis = {n: ins[n].axes.index("T") for n in feeds}
+    b_axis = {n: ins[n].axes.replace("T", "").index("B") for n in feeds}
     first = next(iter(feeds))
-    T, B = feeds[first].shape[axis[first]], feeds[first].shape[1 - axis[first]]
+    T = feeds[first].shape[t_axis[first]]
+    B = np.take(feeds[first], 0, axis=t_axis[first]).shape[b_axis[first]] if T else 0
     s = m.stream(batch=B)
     steps = []
     for t in range(T):
-        step_in = {n: np.take(a, t, axis=axis[n]) for n, a in feeds.items()}
+        step_in = {n: np.take(a, t, axis=t_axis[n]) for n, a in feeds.items()}
         steps.append(s.step(step_in if isinstance(x, dict) else step_in[first]))
-    out_axis = {p.name: (1 if p.layout[0] == "B" else 0) for p in m._outputs}
+    outs = {spec.name: spec for spec in m.outputs}
 
     def stack(name, parts):
-        if m._info[next(p for p in m._outputs if p.name == name).tensor][0] == "seq":
-            return np.stack(parts, axis=out_axis[name])
-        return parts[-1]  # states: the final one, as run() returns
+        axes = outs[name].axes
+        return np.stack(parts, axis=axes.index("T")) if "T" in axes else parts[-1]
 
     if isinstance(steps[0], dict):
         return {k: stack(k, [st[k] for st in steps]) for k in steps[0]}
-    return stack(m._outputs[0].name, steps)
+    return stack(m.outputs[0].name, steps)
 
 
 def _output_path(path, several):

@@ -72,10 +72,6 @@ def _stream_equals_run(m, tmp_path, inputs):
         np.testing.assert_allclose(got[k], want[k], atol=1e-5, rtol=0)
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason=(
-    "issue 11: _stream_run reads private port state (a list tensor crashes it); the public "
-    "TensorSpec cannot tell T from B in (None, None, F), so the rewrite waits for a public "
-    "time-axis attribute"))
 @pytest.mark.parametrize("batch_first", [False, True])
 @pytest.mark.parametrize("cls", ["LSTM", "GRU", "RNN"])
 def test_stream_of_a_converted_torch_module_equals_run(cls, batch_first, tmp_path):
