@@ -60,3 +60,25 @@ cdef extern from "lrt_kernels.h" nogil:
     void lrt_i8_colsums(const lrt_mat *W, int32_t *out)
     void lrt_dense(int M, int O, const float *x, int ldx, const lrt_mat *W, const float *bias,
                    int act, float *y, int ldy, float *scratch)
+
+cdef extern from "lrt_plan.h" nogil:
+    enum: LRT_OP_EMBED, LRT_OP_RECURRENT, LRT_OP_DENSE, LRT_OP_MERGE, LRT_OP_MASK_IDS, LRT_OP_MASK_VALUE
+    enum: LRT_OP_LAST_STATE, LRT_OP_SELECT_DIRECTION, LRT_OP_COPY_STATE, LRT_OP_REVERSE_TIME, LRT_OP_JOIN
+    ctypedef struct lrt_op:
+        int kind, time, x, y, in_f, out_f
+        int lens, mask, h, c, ndir
+        const lrt_cell *cells
+        const int *reverse
+        const lrt_mat *mat
+        const float *bias
+        int act, dtype
+        const void *table
+        const float *scale
+        int mode, parts, n_in
+        const int *ins
+        const int *in_feats
+        float value
+        int dir, mask_out
+    int lrt_plan_run(const lrt_op *ops, int nops, void *const *bufs, const int *T, int B, int bcap,
+                     float *ws, int *failed)
+    size_t lrt_plan_workspace_floats(const lrt_op *ops, int nops, const int *T, int B)

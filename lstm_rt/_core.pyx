@@ -20,7 +20,7 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.string cimport memcpy, memset
 
 from lstm_rt._core cimport *
-from lstm_rt.errors import LstmRtError, ShapeError
+from lstm_rt.errors import LstmRtError, ModelFormatError, ShapeError, UnsupportedError
 
 cnp.import_array()
 
@@ -96,7 +96,7 @@ cdef const float *_fptr(object arr, list keep) except? NULL:
     if arr is None:
         return NULL
     if arr.dtype != np.float32 or not arr.flags.c_contiguous:
-        raise TypeError("packed weights must be C-contiguous float32")
+        raise ModelFormatError("packed weights must be C-contiguous float32")
     keep.append(arr)
     if arr.size == 0:
         return NULL
@@ -110,7 +110,7 @@ cdef int _mat(lrt_mat *m, object arr, object scale, int K, int gw, list keep) ex
     if arr is None:
         return 0
     if not arr.flags.c_contiguous:
-        raise TypeError("packed weights must be C-contiguous")
+        raise ModelFormatError("packed weights must be C-contiguous")
     m.K = K
     m.gw = gw
     m.nblk = arr.shape[0]
@@ -124,12 +124,12 @@ cdef int _mat(lrt_mat *m, object arr, object scale, int K, int gw, list keep) ex
         m.dtype = LRT_I8
         want = (m.nblk, (K + 3) // 4, gw, 4)
         if scale is None or scale.dtype != np.float32 or scale.shape != (m.nblk * gw,):
-            raise TypeError("int8 weights need a float32 scale per output column")
+            raise ModelFormatError("int8 weights need a float32 scale per output column")
         m.scale = _fptr(scale, keep)
     else:
-        raise TypeError(f"unsupported weight dtype {arr.dtype}")
+        raise ModelFormatError(f"unsupported weight dtype {arr.dtype}")
     if tuple(arr.shape) != want:
-        raise ValueError(f"packed weights have shape {tuple(arr.shape)}, expected {want}")
+        raise ModelFormatError(f"packed weights have shape {tuple(arr.shape)}, expected {want}")
     keep.append(arr)
     m.data = <const void *> (<size_t> arr.ctypes.data) if arr.size else NULL
     if m.dtype == LRT_I8:
@@ -178,10 +178,10 @@ cdef class RecurrentCore:
             _mat(&cl.r_h, packed.get(f"{d}.r_h"), packed.get(f"{d}.r_h.scale"), H, 8, self._keep)
             _mat(&cl.proj, proj, packed.get(f"{d}.proj.scale"), H, 8, self._keep)
             if split and cl.r_h.data == NULL:
-                raise ValueError("a GRU without linear_before_reset needs its r_h weights")
+                raise ModelFormatError("a GRU without linear_before_reset needs its r_h weights")
             if cl.w.nblk != cl.nblk or cl.r.nblk != cl.nblk or (split and cl.r_h.nblk != cl.nblk) \
                     or (proj is not None and cl.proj.nblk != (cl.Hr + LRT_LANES - 1) // LRT_LANES):
-                raise ValueError("packed weights disagree with hidden_size / proj_size")
+                raise ModelFormatError("packed weights disagree with hidden_size / proj_size")
             cl.bias = _fptr(packed.get(f"{d}.bias"), self._keep)
             cl.bias_rh = _fptr(packed.get(f"{d}.bias_rh"), self._keep)
             cl.peep = _fptr(packed.get(f"{d}.peep"), self._keep)
@@ -200,69 +200,6 @@ cdef class RecurrentCore:
     def workspace_floats(self, int T, int B):
         return max(lrt_workspace_floats(&self.cells[d], T, B) for d in range(self.num_directions))
 
-    def run(self, const float[:, :, ::1] x, object lens, float[:, :, ::1] h, object c,
-            object y, Workspace ws, object mask=None):
-        """Run every direction over x [T, B, I] (IN), updating h [D, B, Hr] and c [D, B, H]
-        (IN/OUT, c None for GRU/RNN) and writing y [T, B, D*Hr] (OUT, or None).
-        lens: int32 [B] (each <= T) or None; mask: uint8 [T, B] or None (Keras masking)."""
-        cdef int T = x.shape[0], B = x.shape[1], D = self.num_directions, Hr = self.output_size
-        cdef int d, b, rc = 0
-        cdef const int32_t[::1] lens_mv
-        cdef float[:, :, ::1] c_mv
-        cdef float[:, :, ::1] y_mv
-        cdef const int32_t *lens_p = NULL
-        cdef const uint8_t[:, ::1] mask_mv
-        cdef const uint8_t *mask_p = NULL
-        cdef const float *x_p = NULL
-        cdef float *c_p = NULL
-        cdef float *y_p = NULL
-        cdef float *h_p
-        cdef float *ws_p
-        if x.shape[2] != self.input_size:
-            raise ValueError(f"expected {self.input_size} input features, got {x.shape[2]}")
-        if h.shape[0] != D or h.shape[1] != B or h.shape[2] != Hr:
-            raise ValueError(f"state h must be {(D, B, Hr)}, got {tuple(h.shape)[:3]}")
-        if self.has_cell_state:
-            c_mv = c
-            if c_mv.shape[0] != D or c_mv.shape[1] != B or c_mv.shape[2] != self.hidden_size:
-                raise ValueError(f"state c must be {(D, B, self.hidden_size)}, got {tuple(c_mv.shape)[:3]}")
-        if y is not None:
-            y_mv = y
-            if y_mv.shape[0] != T or y_mv.shape[1] != B or y_mv.shape[2] != D * Hr:
-                raise ValueError(f"y must be {(T, B, D * Hr)}, got {tuple(y_mv.shape)[:3]}")
-        if lens is not None:
-            lens_mv = lens
-            if lens_mv.shape[0] != B:
-                raise ValueError(f"lens must have {B} entries, got {lens_mv.shape[0]}")
-            for b in range(B):
-                if lens_mv[b] < 0 or lens_mv[b] > T:
-                    raise ShapeError(f"sequence length {lens_mv[b]} is outside [0, {T}] (the "
-                                     f"{T} time steps of this layer's input)")
-            if B > 0:
-                lens_p = &lens_mv[0]
-        if mask is not None:
-            mask_mv = mask
-            if mask_mv.shape[0] != T or mask_mv.shape[1] != B:
-                raise ValueError(f"mask must be {(T, B)}, got {tuple(mask_mv.shape)[:2]}")
-            if T > 0 and B > 0:
-                mask_p = &mask_mv[0, 0]
-        if B == 0:
-            return
-        if T > 0:
-            x_p = &x[0, 0, 0]
-            if y is not None:
-                y_p = &y_mv[0, 0, 0]
-        ws_p = ws.need(self.workspace_floats(T, B))
-        for d in range(D):
-            h_p = &h[d, 0, 0]
-            c_p = &c_mv[d, 0, 0] if self.has_cell_state else NULL
-            with nogil:
-                rc = lrt_recurrent_sequence(&self.cells[d], T, B, x_p, self.input_size, lens_p, mask_p,
-                                            self.reverse[d], h_p, c_p,
-                                            (y_p + d * Hr) if y_p != NULL else NULL, D * Hr, ws_p)
-            if rc != LRT_OK:  # the kernel's own check (lens is read-only here, so unreachable)
-                raise ShapeError(f"sequence lengths outside [0, {T}]")
-
 
 cdef class DenseCore:
     """A Dense layer over packed weights: y [M, O] = act(x [M, F] @ W^T + b)."""
@@ -279,23 +216,9 @@ cdef class DenseCore:
         # 32-wide panels (packing.DENSE_LANES)
         _mat(&self.w, packed["weight"], packed.get("weight.scale"), self.in_features, 32, self._keep)
         if self.w.nblk != (self.out_features + 31) // 32:
-            raise ValueError("packed weights disagree with out_features")
+            raise ModelFormatError("packed weights disagree with out_features")
         self.b = _fptr(packed.get("bias"), self._keep)
         self.act = _DENSE_CODES[config["activation"]]
-
-    def run(self, const float[:, ::1] x, float[:, ::1] y, Workspace ws):
-        cdef int M = x.shape[0]
-        cdef float *scratch
-        if x.shape[1] != self.in_features:
-            raise ValueError(f"expected {self.in_features} input features, got {x.shape[1]}")
-        if y.shape[0] != M or y.shape[1] != self.out_features:
-            raise ValueError(f"y must be {(M, self.out_features)}, got {tuple(y.shape)[:2]}")
-        if M == 0:
-            return
-        scratch = ws.need(lrt_matmul_scratch_floats(M, self.in_features))
-        with nogil:
-            lrt_dense(M, self.out_features, &x[0, 0], self.in_features, &self.w, self.b,
-                      self.act, &y[0, 0], self.out_features, scratch)
 
 
 cdef class EmbeddingCore:
@@ -309,7 +232,7 @@ cdef class EmbeddingCore:
     def __init__(self, dict packed):
         t = packed["weight"]
         if t.ndim != 2 or not t.flags.c_contiguous:
-            raise TypeError("an embedding table must be a C-contiguous [V, E] array")
+            raise ModelFormatError("an embedding table must be a C-contiguous [V, E] array")
         self._keep = [t]
         self.vocab_size, self.embedding_size = t.shape[0], t.shape[1]
         self.scale = NULL
@@ -321,67 +244,385 @@ cdef class EmbeddingCore:
             self.dtype = LRT_I8
             sc = packed.get("weight.scale")
             if sc is None or sc.dtype != np.float32 or sc.shape != (t.shape[0],):
-                raise TypeError("an int8 embedding table needs a float32 scale per row")
+                raise ModelFormatError("an int8 embedding table needs a float32 scale per row")
             self.scale = _fptr(sc, self._keep)
         else:
-            raise TypeError(f"unsupported embedding dtype {t.dtype}")
+            raise ModelFormatError(f"unsupported embedding dtype {t.dtype}")
         self.table = <const void *> (<size_t> t.ctypes.data)
 
-    def lookup(self, const int64_t[::1] ids):
-        """ids [N] int64, each in [0, V) (checked by the caller) -> float32 [N, E]."""
-        cdef int n = ids.shape[0]
-        out = np.empty((n, self.embedding_size), np.float32)
-        cdef float[:, ::1] o = out
-        if n:
-            with nogil:
-                lrt_embed(self.dtype, self.table, self.scale, self.embedding_size, &ids[0], n,
-                          &o[0, 0], self.embedding_size)
-        return out
 
+# ------------------------------------------------------------------ the plan executor
 
+OP_KINDS = {"embed": LRT_OP_EMBED, "recurrent": LRT_OP_RECURRENT, "dense": LRT_OP_DENSE,
+            "merge": LRT_OP_MERGE, "mask_ids": LRT_OP_MASK_IDS, "mask_value": LRT_OP_MASK_VALUE,
+            "last_state": LRT_OP_LAST_STATE, "select_direction": LRT_OP_SELECT_DIRECTION,
+            "copy_state": LRT_OP_COPY_STATE, "reverse_time": LRT_OP_REVERSE_TIME, "join": LRT_OP_JOIN}
+_BUFFER_DTYPES = {"seq": np.float32, "static": np.float32, "state": np.float32, "ids": np.int64,
+                  "mask": np.uint8, "lens": np.int32}
+_LAYOUT_CODES = {"TBF": 0, "BTF": 1, "BF": 2, "TDBH": 3, "BTDH": 4, "DBH": 5, "BDH": 6, "BH": 7}
 cdef enum:
-    NODE_RECURRENT = 0
-    NODE_DENSE = 1
-    NODE_EMBEDDING = 2
+    L_TBF = 0
+    L_BTF = 1
+    L_BF = 2
+    L_TDBH = 3
+    L_BTDH = 4
+    L_DBH = 5
+    L_BDH = 6
+    L_BH = 7
 
-ctypedef struct chain_node:
-    int kind
-    int in_f, out_f
-    lrt_cell cell          # NODE_RECURRENT (forward direction only)
-    float *h
-    float *c
-    lrt_mat mat            # NODE_DENSE weights
-    const void *table      # NODE_EMBEDDING table [V, E] as `mat.dtype`, int8 scales in `b`
-    const float *b
-    int act
+ctypedef struct out_desc:
+    int layout        # L_*
+    int buf           # the (first) buffer
+    int slot          # its time slot, -1: none (static, state)
+    int width, groups
+    int direct        # a step (or a time-major feed) may bind buf to the result array itself
+    int first, nbufs  # state ports: their buffers are sbufs[first:first + nbufs]
+    int dirs          # state ports: directions in all
 
 
-cdef class ChainStep:
-    """One time step of a chain model (one sequence input -> layers -> one sequence output)
-    in a single call: the layers run back to back in C without the GIL, so a step costs
-    one Python call plus the kernels (the general graph path costs ~4 us more per step).
+cdef class Executor:
+    """A compiled plan (lstm_rt.plan.Program) with buffers for up to `bcap` sequences and
+    tcap[slot] time steps: what a Stream (or one Model.run call) computes with.
 
-    Built by Stream for models of that shape; states are the Stream's arrays, updated in place."""
-    cdef chain_node *nodes
-    cdef int n, B, max_f
-    cdef Lifetime life
+    Buffers of the plan's inputs are bound per call (bind) to the caller's arrays, never
+    copied; state buffers persist between calls (a Stream's state); every other buffer is
+    owned here and reused. execute() runs every operation in one C call without the GIL.
+    An Executor doubles as its Stream's lock (`with executor:`); locked_step is Stream.step
+    for arrays, without a Python frame."""
+    cdef lrt_op *ops
+    cdef int nops, nbufs, nslots
+    cdef readonly int bcap
+    cdef void **bufs
+    cdef int *T
+    cdef int *tcap
+    cdef readonly object program
+    cdef list own           # per buffer: the array allocated for it, None for inputs
+    cdef list held          # per buffer: the array bufs[i] points into during a call
     cdef list _keep
     cdef Workspace ws
-    cdef object _buf
-    cdef float *buf
+    cdef Lifetime life
     cdef PyThread_type_lock lock
-    cdef public object fallback  # what locked_step does with inputs that are not arrays
+    cdef public object fallback   # what locked_step does with inputs that are not arrays
+    cdef int step_in, step_ids, step_f, step_vocab
+    cdef out_desc *outs
+    cdef int nouts
+    cdef int *sbufs         # buffers of state output ports, concatenated
+    cdef int *sdirs         # and their directions
+    cdef tuple out_names
+    cdef list results       # per output: the array a direct output is bound to during a call
+    cdef list scratch       # per state buffer: rows gathered for a step of some rows (or None)
+    cdef object seen        # uint8 [bcap]: duplicate check of those rows
 
     def __cinit__(self):
-        self.nodes = NULL
+        self.outs = NULL
+        self.sbufs = NULL
+        self.sdirs = NULL
+        self.ops = NULL
+        self.bufs = NULL
+        self.T = NULL
+        self.tcap = NULL
         self.lock = PyThread_allocate_lock()
         if self.lock == NULL:
             raise MemoryError()
 
     def __dealloc__(self):
-        PyMem_Free(self.nodes)
+        PyMem_Free(self.outs)
+        PyMem_Free(self.sbufs)
+        PyMem_Free(self.sdirs)
+        PyMem_Free(self.ops)
+        PyMem_Free(self.bufs)
+        PyMem_Free(self.T)
+        PyMem_Free(self.tcap)
         if self.lock != NULL:
             PyThread_free_lock(self.lock)
+
+    def __init__(self, program, tcaps, int bcap, Lifetime life):
+        cdef int i
+        cdef lrt_op *op
+        cdef RecurrentCore rc
+        cdef DenseCore dc
+        cdef EmbeddingCore ec
+        if self.ops != NULL:
+            raise LstmRtError("an Executor is built once")
+        self.program = program
+        self.life = life
+        self.nops, self.nbufs, self.nslots = len(program.ops), len(program.buffers), len(program.slots)
+        self.bcap = bcap
+        self.ops = <lrt_op *> PyMem_Malloc(max(self.nops, 1) * sizeof(lrt_op))
+        self.bufs = <void **> PyMem_Malloc(max(self.nbufs, 1) * sizeof(void *))
+        self.T = <int *> PyMem_Malloc(max(self.nslots, 1) * sizeof(int))
+        self.tcap = <int *> PyMem_Malloc(max(self.nslots, 1) * sizeof(int))
+        if self.ops == NULL or self.bufs == NULL or self.T == NULL or self.tcap == NULL:
+            raise MemoryError()
+        self._keep = []
+        for i in range(self.nops):
+            spec = program.ops[i]
+            op = &self.ops[i]
+            memset(op, 0, sizeof(lrt_op))
+            op.kind = OP_KINDS[spec.kind]
+            f = spec.fields
+            op.time = f.get("time", -1)
+            op.x, op.y = f.get("x", -1), f.get("y", -1)
+            op.in_f, op.out_f = f.get("in_f", 0), f.get("out_f", 0)
+            op.lens, op.mask, op.h, op.c = f.get("lens", -1), f.get("mask", -1), f.get("h", -1), f.get("c", -1)
+            op.ndir, op.dir = f.get("ndir", 1), f.get("dir", 0)
+            op.mode, op.parts = f.get("mode", 0), f.get("parts", 1)
+            op.value = f.get("value", 0.0)
+            op.mask_out = f.get("mask_out", -1)
+            if spec.kind == "recurrent":
+                rc = spec.core
+                self._keep.append(rc)
+                op.cells = &rc.cells[0]
+                op.reverse = &rc.reverse[0]
+            elif spec.kind == "dense":
+                dc = spec.core
+                self._keep.append(dc)
+                op.mat, op.bias, op.act = &dc.w, dc.b, dc.act
+            elif spec.kind == "embed":
+                ec = spec.core
+                self._keep.append(ec)
+                op.dtype, op.table, op.scale = ec.dtype, ec.table, ec.scale
+            elif spec.kind == "join":
+                ins = np.array(f["ins"], np.intc)
+                feats = np.array(f["in_feats"], np.intc)
+                self._keep += [ins, feats]
+                op.n_in = len(ins)
+                op.ins = <const int *> (<size_t> ins.ctypes.data)
+                op.in_feats = <const int *> (<size_t> feats.ctypes.data)
+        self.own = [None] * self.nbufs
+        self.held = [None] * self.nbufs
+        for i in range(self.nbufs):
+            self.bufs[i] = NULL
+        for s in range(self.nslots):
+            self.tcap[s] = 0
+        self.ws = Workspace()
+        self.scratch = [None] * self.nbufs
+        self.seen = None
+        self.reserve(tcaps)
+        # the Stream.step fast path: one sequence input, given as an array
+        self.step_in = program.step_input
+        self.step_ids = self.step_f = self.step_vocab = 0
+        if self.step_in >= 0:
+            b = program.buffers[self.step_in]
+            self.step_ids = b.kind == "ids"
+            self.step_f = b.width
+            self.step_vocab = b.vocab
+        self._describe_outputs()
+
+    cdef int _describe_outputs(self) except -1:
+        """The outputs as C descriptors, so a step lays them out without Python."""
+        cdef int i, k, n = 0
+        cdef out_desc *d
+        prog = self.program
+        self.nouts = len(prog.outputs)
+        self.out_names = tuple(o.name for o in prog.outputs)
+        self.results = [None] * self.nouts
+        nstate = sum(len(o.buffers) for o in prog.outputs)
+        self.outs = <out_desc *> PyMem_Malloc(max(self.nouts, 1) * sizeof(out_desc))
+        self.sbufs = <int *> PyMem_Malloc(max(nstate, 1) * sizeof(int))
+        self.sdirs = <int *> PyMem_Malloc(max(nstate, 1) * sizeof(int))
+        if self.outs == NULL or self.sbufs == NULL or self.sdirs == NULL:
+            raise MemoryError()
+        seen = set()
+        for i in range(self.nouts):
+            o = prog.outputs[i]
+            d = &self.outs[i]
+            buf = prog.buffers[o.buffers[0]]
+            d.layout = _LAYOUT_CODES[o.layout]
+            d.buf, d.slot, d.width, d.groups = o.buffers[0], buf.slot, buf.width, o.groups
+            d.direct = (buf.kind in ("seq", "static") and not buf.input and d.buf not in seen
+                        and o.layout in ("TBF", "BTF", "BF", "BTDH"))
+            seen.add(d.buf)
+            d.first, d.nbufs, d.dirs = n, len(o.buffers), 0
+            for k in o.buffers:
+                self.sbufs[n] = k
+                self.sdirs[n] = prog.buffers[k].dirs
+                d.dirs += self.sdirs[n]
+                n += 1
+        return 0
+
+    def reserve(self, tcaps):
+        """Buffers for up to tcaps[slot] time steps (grown, never shrunk; states kept)."""
+        cdef int i, s
+        grow = False
+        for s in range(self.nslots):
+            if tcaps[s] > self.tcap[s]:
+                self.tcap[s] = tcaps[s]
+                grow = True
+        for i in range(self.nbufs):
+            b = self.program.buffers[i]
+            if b.input or (self.own[i] is not None and not (grow and b.slot >= 0)):
+                continue
+            rows = self.bcap * (self.tcap[b.slot] if b.slot >= 0 else 1)
+            if b.kind == "state":
+                a = np.zeros(b.dirs * self.bcap * b.width, np.float32)
+            else:
+                a = np.empty(max(rows * b.width, 1), _BUFFER_DTYPES[b.kind])
+            self.own[i] = a
+            self.held[i] = a
+            self.bufs[i] = <void *> (<size_t> a.ctypes.data)
+        self.ws.need(lrt_plan_workspace_floats(self.ops, self.nops, self.tcap, self.bcap))
+
+    def state_array(self, int i):
+        """The state buffer i as [D, bcap, H] (a view: writes change the state)."""
+        b = self.program.buffers[i]
+        return self.own[i].reshape(b.dirs, self.bcap, b.width)
+
+    def bind(self, int i, object arr):
+        """Point input buffer i at arr (C-contiguous, the buffer's dtype and internal layout;
+        kept alive until the next bind) or at nothing (None: an input not given)."""
+        b = self.program.buffers[i]
+        if not b.input:
+            raise LstmRtError(f"buffer {i} ({b.tensor!r}) is not an input")
+        if arr is None:
+            self.bufs[i] = NULL
+        else:
+            if arr.dtype != _BUFFER_DTYPES[b.kind] or not arr.flags.c_contiguous:
+                raise LstmRtError(f"input buffer {b.tensor!r} needs a C-contiguous {_BUFFER_DTYPES[b.kind]} array")
+            self.bufs[i] = <void *> (<size_t> arr.ctypes.data)
+        self.held[i] = arr
+
+    def unbind_inputs(self):
+        cdef int i
+        for i in range(self.nbufs):
+            if self.program.buffers[i].input:
+                self.bufs[i] = NULL
+                self.held[i] = None
+
+    cdef int _run(self, int B, int bcap) except -1:
+        """Run every op over B rows with self.T; the inputs are bound; state buffers hold
+        bcap rows per direction."""
+        cdef int rc, failed = -1, s
+        cdef float *ws
+        for s in range(self.nslots):
+            if self.T[s] > self.tcap[s]:
+                raise LstmRtError("time steps past the executor's capacity")
+        if B > self.bcap or B < 0:
+            raise LstmRtError(f"batch {B} past the executor's {self.bcap}")
+        ws = self.ws.need(lrt_plan_workspace_floats(self.ops, self.nops, self.T, B))
+        with nogil:
+            rc = lrt_plan_run(self.ops, self.nops, self.bufs, self.T, B, bcap, ws, &failed)
+        if rc != 0:
+            name = self.program.ops[failed].name if 0 <= failed < self.nops else "?"
+            raise ShapeError(f"layer {name!r}: sequence lengths outside [0, T] (the kernel refused them)")
+        return 0
+
+    def execute(self, Ts, int B, bint time_axis=True, bint fresh=False):
+        """Run with Ts[slot] time steps and B rows over the bound inputs; returns the
+        outputs, laid out as the model's ports (time_axis False: a step's, without T).
+        fresh: the outputs may be this call's own buffers (no copy; the Executor is not
+        used again), else every output is a new array."""
+        cdef int s
+        for s in range(self.nslots):
+            self.T[s] = Ts[s]
+        if not fresh:
+            self._bind_outputs(B, time_axis)
+        self._run(B, self.bcap)
+        return [self._output(s, B, time_axis, fresh) for s in range(self.nouts)]
+
+    cdef int _bind_outputs(self, int B, bint time_axis) except -1:
+        """Point the buffers of outputs laid out like the internal form at fresh arrays in
+        their final shape, so the ops write the results in place (no copy)."""
+        cdef int i
+        cdef out_desc *d
+        cdef cnp.npy_intp dims[4]
+        cdef int nd
+        for i in range(self.nouts):
+            d = &self.outs[i]
+            self.results[i] = None
+            if not d.direct:
+                continue
+            if time_axis and d.slot >= 0 and d.layout != L_BF:
+                if d.layout != L_TBF:
+                    continue
+                dims[0], dims[1], dims[2], nd = self.T[d.slot], B, d.width, 3
+            elif d.layout == L_BTDH:
+                dims[0], dims[1], dims[2], nd = B, d.groups, d.width // d.groups, 3
+            else:
+                dims[0], dims[1], nd = B, d.width, 2
+            a = cnp.PyArray_EMPTY(nd, dims, cnp.NPY_FLOAT32, 0)
+            self.bufs[d.buf] = cnp.PyArray_DATA(<cnp.ndarray> a)
+            self.held[d.buf] = a
+            self.results[i] = a
+        return 0
+
+    cdef object _new(self, int nd, cnp.npy_intp a0, cnp.npy_intp a1, cnp.npy_intp a2, cnp.npy_intp a3):
+        cdef cnp.npy_intp dims[4]
+        dims[0], dims[1], dims[2], dims[3] = a0, a1, a2, a3
+        return cnp.PyArray_EMPTY(nd, dims, cnp.NPY_FLOAT32, 0)
+
+    cdef object _output(self, int i, int B, bint time_axis, bint fresh):
+        """Output i laid out as its port says, from the buffers of the call just run."""
+        cdef out_desc *d = &self.outs[i]
+        cdef int T = 1, F = d.width, G = d.groups, Hg, t, g, r, dd = 0, k, j, H = d.width, D = d.dirs
+        cdef char *src
+        cdef char *dst
+        cdef size_t f4 = sizeof(float), bc = self.bcap
+        cdef object res = self.results[i]
+        if res is not None:
+            self.results[i] = None
+            return res
+        if d.layout >= L_DBH:       # state ports: [D, B, H], [B, D, H] or [B, H]
+            if d.layout == L_DBH:
+                res = self._new(3, D, B, H, 0)
+            elif d.layout == L_BDH:
+                res = self._new(3, B, D, H, 0)
+            else:
+                res = self._new(2, B, H, 0, 0)
+            dst = <char *> cnp.PyArray_DATA(<cnp.ndarray> res)
+            for j in range(d.first, d.first + d.nbufs):
+                src = <char *> self.bufs[self.sbufs[j]]
+                if src == NULL:
+                    raise ShapeError(f"output {self.out_names[i]!r} is an input that was not given")
+                for k in range(self.sdirs[j]):
+                    if d.layout == L_BDH:
+                        for r in range(B):
+                            memcpy(dst + ((r * D + dd) * H) * f4, src + ((k * bc + r) * H) * f4, H * f4)
+                    else:
+                        memcpy(dst + (dd * B * H) * f4, src + (k * bc * H) * f4, B * H * f4)
+                    dd += 1
+            return res
+        if d.slot >= 0:
+            T = self.T[d.slot]
+        src = <char *> self.bufs[d.buf]
+        if src == NULL:
+            raise ShapeError(f"output {self.out_names[i]!r} is an input that was not given")
+        Hg = F // G
+        if d.slot < 0 or not time_axis or d.layout == L_BF:
+            if T != 1:
+                raise ShapeError(f"output {self.out_names[i]!r} is a single step but {T} steps were run")
+            if d.layout == L_TDBH:
+                res = self._new(3, G, B, Hg, 0)
+                dst = <char *> cnp.PyArray_DATA(<cnp.ndarray> res)
+                for g in range(G):
+                    for r in range(B):
+                        memcpy(dst + ((g * B + r) * Hg) * f4, src + (r * F + g * Hg) * f4, Hg * f4)
+                return res
+            res = self._new(3, B, G, Hg, 0) if d.layout == L_BTDH else self._new(2, B, F, 0, 0)
+            memcpy(cnp.PyArray_DATA(<cnp.ndarray> res), src, B * F * f4)
+            return res
+        if d.layout == L_TBF:
+            if fresh and self.own[d.buf] is not None:
+                return self.own[d.buf][:T * B * F].reshape(T, B, F)
+            res = self._new(3, T, B, F, 0)
+            memcpy(cnp.PyArray_DATA(<cnp.ndarray> res), src, T * B * F * f4)
+            return res
+        if d.layout == L_BTF or d.layout == L_BTDH:
+            res = self._new(3, B, T, F, 0) if d.layout == L_BTF else self._new(4, B, T, G, Hg)
+            dst = <char *> cnp.PyArray_DATA(<cnp.ndarray> res)
+            for r in range(B):
+                for t in range(T):
+                    memcpy(dst + ((r * T + t) * F) * f4, src + ((t * B + r) * F) * f4, F * f4)
+            return res
+        res = self._new(4, T, G, B, Hg)     # TDBH: [T, G, B, F/G]
+        dst = <char *> cnp.PyArray_DATA(<cnp.ndarray> res)
+        for t in range(T):
+            for g in range(G):
+                for r in range(B):
+                    memcpy(dst + (((t * G + g) * B + r) * Hg) * f4, src + ((t * B + r) * F + g * Hg) * f4, Hg * f4)
+        return res
+
+    # ---------------------------------------------------------- Stream.step without Python
 
     cdef int _acquire(self) except -1:
         # wait without the GIL: the holder may be in a kernel and need the GIL to finish
@@ -391,7 +632,6 @@ cdef class ChainStep:
         return 0
 
     def __enter__(self):
-        """The chain is also its Stream's lock (`with stream._lock:`)."""
         self._acquire()
         return self
 
@@ -399,95 +639,89 @@ cdef class ChainStep:
         PyThread_release_lock(self.lock)
         return False
 
-    def locked_step(self, object x):
-        """step(x) holding the lock: Stream.step itself for plain chains (a Python wrapper
-        with a threading.Lock cost ~0.25 us a step). Non-array inputs go to self.fallback."""
+    def locked_step(self, object x, object rows=None):
+        """Stream.step(x, rows) for an array x: the one sequence input's step [B, F] (or
+        token ids [B]); anything else goes to self.fallback. rows: step only these rows of
+        the batch (x has one row each), the others keep their state. Returns the model's
+        outputs."""
         if not cnp.PyArray_Check(x) and self.fallback is not None:
-            return self.fallback(x)
+            return self.fallback(x) if rows is None else self.fallback(x, rows)
         self._acquire()
         try:
-            return self._step(x)
+            return self._step(x, rows)
         finally:
             PyThread_release_lock(self.lock)
 
-    def __init__(self, list cores, list states, int batch, int in_features, Lifetime life):
-        """cores: per node a RecurrentCore, a DenseCore or an EmbeddingCore (first only);
-        states: per node (h [1, B, Hr], c [1, B, H] or None) or None; life: the model's."""
-        cdef int i
-        cdef chain_node *nd
-        cdef RecurrentCore rc
-        cdef DenseCore dc
-        cdef EmbeddingCore ec
-        if not cores or self.nodes != NULL:
-            raise ValueError("a chain needs at least one node (and is built once)")
-        self.nodes = <chain_node *> PyMem_Malloc(len(cores) * sizeof(chain_node))
-        if self.nodes == NULL:
-            raise MemoryError()
-        self.life = life
-        self._keep = [cores, states]
-        self.n = len(cores)
-        self.B = batch
-        self.ws = Workspace()
-        f = in_features
-        self.max_f = f
-        for i in range(self.n):
-            nd = &self.nodes[i]
-            memset(nd, 0, sizeof(chain_node))
-            core = cores[i]
-            if isinstance(core, RecurrentCore):
-                rc = core
-                nd.kind = NODE_RECURRENT
-                nd.cell = rc.cells[0]
-                nd.in_f, nd.out_f = rc.input_size, rc.output_size
-                h, c = states[i]
-                nd.h = <float *> (<size_t> h.ctypes.data)
-                nd.c = <float *> (<size_t> c.ctypes.data) if c is not None else NULL
-            elif isinstance(core, DenseCore):
-                dc = core
-                nd.kind = NODE_DENSE
-                nd.in_f, nd.out_f = dc.in_features, dc.out_features
-                nd.mat, nd.b, nd.act = dc.w, dc.b, dc.act
-            else:
-                ec = core
-                if i != 0:
-                    raise ValueError("an embedding must be the first node of a chain")
-                nd.kind = NODE_EMBEDDING
-                nd.in_f, nd.out_f = ec.vocab_size, ec.embedding_size
-                nd.table, nd.b, nd.mat.dtype = ec.table, ec.scale, ec.dtype
-            if nd.in_f != f:
-                raise ValueError(f"node {i} expects {nd.in_f} features, gets {f}")
-            f = nd.out_f
-            self.max_f = max(self.max_f, f)
-        self._buf = np.empty(2 * batch * self.max_f + 16, np.float32)
-        self.buf = <float *> (<size_t> self._buf.ctypes.data)
-        # size the workspace once: a step never allocates
-        need = 1
-        for i in range(self.n):
-            if self.nodes[i].kind == NODE_RECURRENT:
-                need = max(need, lrt_workspace_floats(&self.nodes[i].cell, 1, batch))
-            elif self.nodes[i].kind == NODE_DENSE:
-                need = max(need, lrt_matmul_scratch_floats(batch, self.nodes[i].in_f))
-        self.ws.need(need)
+    cdef object _check_rows(self, object rows):
+        """rows as a C intp array of distinct rows in [0, bcap); None when they are 0..n-1
+        (stepped in place, no gather)."""
+        cdef cnp.ndarray r
+        cdef Py_ssize_t i, n
+        cdef cnp.npy_intp v
+        cdef unsigned char *seen
+        r = np.ascontiguousarray(rows)
+        if r.ndim != 1 or not (cnp.PyArray_ISINTEGER(r) or r.size == 0):
+            raise ShapeError(f"rows must be a 1-d array of row indices, got {r.dtype} {(<object> r).shape}")
+        r = r.astype(np.intp, copy=False)
+        n = r.shape[0]
+        if self.seen is None:
+            self.seen = np.zeros(self.bcap, np.uint8)
+        seen = <unsigned char *> cnp.PyArray_DATA(<cnp.ndarray> self.seen)
+        prefix = True
+        try:
+            for i in range(n):
+                v = (<cnp.npy_intp *> cnp.PyArray_DATA(r))[i]
+                if v < 0 or v >= self.bcap:
+                    raise ShapeError(f"row {v} is out of range [0, {self.bcap})")
+                if seen[v]:
+                    raise ShapeError(f"row {v} is given twice")
+                seen[v] = 1
+                prefix = prefix and v == i
+        finally:
+            memset(seen, 0, self.bcap)
+        return None if prefix else r
 
-    def step(self, object x):
-        """x: float32 [B, F] (or integer ids [B] when the chain starts with an Embedding).
-        Returns float32 [B, F_out]. The caller holds the lock."""
-        return self._step(x)
+    cdef int _move_rows(self, cnp.ndarray rows, bint gather) except -1:
+        """Copy the given rows of every state buffer into its scratch rows 0..n-1 (gather)
+        or back (scatter)."""
+        cdef Py_ssize_t i, n = rows.shape[0]
+        cdef int d, k, W
+        cdef char *own
+        cdef char *tmp
+        cdef const cnp.npy_intp *r = <const cnp.npy_intp *> cnp.PyArray_DATA(rows)
+        cdef size_t f4 = sizeof(float)
+        for _, k in self.program.states:
+            b = self.program.buffers[k]
+            W = b.width
+            if self.scratch[k] is None:
+                self.scratch[k] = np.empty(b.dirs * self.bcap * W, np.float32)
+            own = <char *> cnp.PyArray_DATA(<cnp.ndarray> self.own[k])
+            tmp = <char *> cnp.PyArray_DATA(<cnp.ndarray> self.scratch[k])
+            for d in range(b.dirs):
+                for i in range(n):
+                    if gather:
+                        memcpy(tmp + ((d * n + i) * W) * f4, own + ((d * self.bcap + r[i]) * W) * f4, W * f4)
+                    else:
+                        memcpy(own + ((d * self.bcap + r[i]) * W) * f4, tmp + ((d * n + i) * W) * f4, W * f4)
+            self.bufs[k] = <void *> tmp if gather else <void *> own
+        return 0
 
-    cdef object _step(self, object x):
+    cdef object _step(self, object x, object rows):
         cdef cnp.ndarray arr
-        cdef int B = self.B, i, b, kind0 = self.nodes[0].kind
-        cdef cnp.npy_intp dims[2]
-        cdef const float *src
-        cdef float *dst
-        cdef float *ws
-        cdef chain_node *nd
+        cdef int B = self.bcap, s, b
         cdef int64_t tok
+        cdef const int64_t *ids
+        cdef object picked = None
         self.life.check()
+        if self.step_in < 0:
+            raise ShapeError("this model has several sequence inputs: pass a dict")
+        if rows is not None:
+            picked = self._check_rows(rows)
+            B = len(rows)
         if not cnp.PyArray_Check(x):
             raise ShapeError(f"expected a numpy array, got {type(x).__name__}")
         arr = <cnp.ndarray> x
-        if kind0 == NODE_EMBEDDING:
+        if self.step_ids:
             # any integer dtype and byte order, as Model.run takes them; uint64 ids past the
             # int64 range wrap negative and fail the range check below
             if arr.ndim != 1 or arr.shape[0] != B or not cnp.PyArray_ISINTEGER(arr):
@@ -495,42 +729,42 @@ cdef class ChainStep:
             if cnp.PyArray_TYPE(arr) != cnp.NPY_INT64 or not cnp.PyArray_ISNOTSWAPPED(arr) \
                     or not cnp.PyArray_IS_C_CONTIGUOUS(arr):
                 arr = np.ascontiguousarray(arr).astype(np.int64, casting="unsafe")
-            nd = &self.nodes[0]
+            ids = <const int64_t *> cnp.PyArray_DATA(arr)
             for b in range(B):
-                tok = (<int64_t *> cnp.PyArray_DATA(arr))[b]
-                if tok < 0 or tok >= nd.in_f:
-                    raise ShapeError(f"token id {tok} is out of range [0, {nd.in_f})")
-            lrt_embed(nd.mat.dtype, nd.table, nd.b, nd.out_f, <const int64_t *> cnp.PyArray_DATA(arr), B,
-                      self.buf + B * self.max_f, nd.out_f)
-            src = self.buf + B * self.max_f
-            i = 1
+                tok = ids[b]
+                if tok < 0 or tok >= self.step_vocab:
+                    raise ShapeError(f"token id {tok} is out of range [0, {self.step_vocab})")
         else:
-            if arr.ndim != 2 or arr.shape[0] != B or arr.shape[1] != self.nodes[0].in_f \
+            if arr.ndim != 2 or arr.shape[0] != B or arr.shape[1] != self.step_f \
                     or cnp.PyArray_TYPE(arr) != cnp.NPY_FLOAT32:
-                raise ShapeError(f"expected float32 of shape ({B}, {self.nodes[0].in_f}), "
-                                 f"got {x.dtype} {x.shape}")
+                raise ShapeError(f"expected float32 of shape ({B}, {self.step_f}), got {x.dtype} {x.shape}")
             if not cnp.PyArray_IS_C_CONTIGUOUS(arr) or not cnp.PyArray_ISNOTSWAPPED(arr):
                 arr = np.ascontiguousarray(arr, dtype=np.float32)   # native byte order
-            src = <const float *> cnp.PyArray_DATA(arr)
-            i = 0
-        dims[0] = B
-        dims[1] = self.nodes[self.n - 1].out_f
-        out = cnp.PyArray_EMPTY(2, dims, cnp.NPY_FLOAT32, 0)
-        cdef float *out_p = <float *> cnp.PyArray_DATA(<cnp.ndarray> out)
-        cdef int start = i
-        ws = self.ws.ptr
-        with nogil:
-            for i in range(start, self.n):
-                nd = &self.nodes[i]
-                # ping-pong between the two halves of buf; the last node writes the result
-                dst = out_p if i == self.n - 1 else self.buf + ((i + 1) % 2) * B * self.max_f
-                if nd.kind == NODE_RECURRENT:
-                    lrt_recurrent_sequence(&nd.cell, 1, B, src, nd.in_f, NULL, NULL, 0, nd.h, nd.c,
-                                           dst, nd.out_f, ws)
-                else:
-                    lrt_dense(B, nd.out_f, src, nd.in_f, &nd.mat, nd.b, nd.act, dst, nd.out_f, ws)
-                src = dst
-        return out
+        self.bufs[self.step_in] = cnp.PyArray_DATA(arr)
+        self.held[self.step_in] = arr
+        for s in range(self.nslots):
+            self.T[s] = 1
+        try:
+            self._bind_outputs(B, False)
+            if picked is None:
+                self._run(B, self.bcap)
+            else:
+                self._move_rows(picked, True)
+                try:
+                    self._run(B, B)
+                    self._move_rows(picked, False)
+                finally:
+                    for _, s in self.program.states:
+                        self.bufs[s] = <void *> (<size_t> self.own[s].ctypes.data)
+            if self.nouts == 1:
+                return self._output(0, B, False, False)
+            res = {}
+            for s in range(self.nouts):
+                res[self.out_names[s]] = self._output(s, B, False, False)
+            return res
+        finally:
+            self.bufs[self.step_in] = NULL
+            self.held[self.step_in] = None
 
 
 def cpu_has_avx2():
@@ -546,7 +780,7 @@ def _gemm_panels(const float[:, ::1] a, packed, int gates, int ncols, str isa="a
     """Test hook: a [M, K] @ unpacked(packed)^T -> [M, ncols] via lrt_gemm_panels
     (isa "auto": the dispatched kernel; "generic" or "avx2": that one)."""
     if isa == "avx2" and not lrt_cpu_has_avx2_fma():
-        raise RuntimeError("this CPU lacks AVX2/FMA")
+        raise UnsupportedError("this CPU lacks AVX2/FMA")
     cdef list keep = []
     cdef const float *wp = _fptr(packed, keep)
     cdef int M = a.shape[0], K = a.shape[1], nblk = packed.shape[0]
@@ -579,7 +813,7 @@ def _matmul(const float[:, ::1] a, packed, scale, int gates, int ncols, str isa=
     cdef int level = lrt_isa_level()
     if isa != "auto":
         if isa not in cpu_isas():
-            raise RuntimeError(f"this CPU cannot run {isa!r} kernels")
+            raise UnsupportedError(f"this CPU cannot run {isa!r} kernels")
         lrt_matmul_select(ISAS.index(isa))
     try:
         if M and ncols:
@@ -633,11 +867,11 @@ def top_k(const float[::1] scores, int k, const int64_t[::1] ids=None):
     cdef int n = scores.shape[0] if ids is None else ids.shape[0]
     cdef int i, got
     if k < 0:
-        raise ValueError(f"k must be >= 0, got {k}")
+        raise ShapeError(f"k must be >= 0, got {k}")
     if ids is not None:
         for i in range(n):
             if ids[i] < 0 or ids[i] >= scores.shape[0]:
-                raise IndexError(f"id {ids[i]} is out of range [0, {scores.shape[0]})")
+                raise ShapeError(f"id {ids[i]} is out of range [0, {scores.shape[0]})")
     k = min(k, n)
     out = np.empty(k, np.int64)
     best = np.empty(k, np.float32)

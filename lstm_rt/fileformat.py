@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import mmap
 import os
 import stat
 import struct
@@ -220,7 +219,7 @@ def read_lrt(path, *, mmap: bool = False, verify_checksum: bool = True):
             raise ModelFormatError(f"{path}: file is {size} bytes, too short to be an lstm_rt "
                                    f"model (truncated?)")
         if mmap:
-            import mmap as _mmap
+            import mmap as _mmap  # (the parameter shadows the module)
             buf = _mmap.mmap(fd, 0, access=_mmap.ACCESS_READ)
             identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         else:

@@ -9,9 +9,11 @@
 
 Each round of `run` takes the next pending frame of every stream that has one and runs
 them as one batched step (the weights are read once for the whole batch), so the cost of
-a step is shared by all the streams that are talking. Every stream's state lives in the
-pool, in rows of [D, capacity, H] arrays; a round gathers the rows of the streams in it,
-steps, and scatters them back. The results equal stepping each stream on its own.
+a step is shared by all the streams that are talking. The pool is one Stream whose batch
+rows are the slots: a round steps the rows of the streams in it (`Stream.step(x, rows=)`:
+rows 0..n-1 in place, others gathered and scattered in C). The results equal stepping
+each stream on its own. Models with one sequence input serve; a stream's outputs are the
+model's per-step outputs (sequences and last outputs); state outputs are in `state`.
 
 A pool is driven by one thread (e.g. the audio server's loop): it is not thread-safe.
 """
@@ -59,15 +61,20 @@ class PooledStream:
         """Frames fed and not yet run."""
         return self._pending
 
-    def read(self) -> np.ndarray:
-        """The outputs of the frames run since the last read, [n, *output_shape]."""
+    def read(self):
+        """The outputs of the frames run since the last read, [n, *output_shape] (a dict of
+        them by name when the model has several per-step outputs)."""
         out = self._outputs
         self._outputs = []
-        if len(out) == 1:   # the common case of a live stream: one frame per read
-            return out[0][None]
-        if not out:
-            return np.empty((0,) + self._pool._out_shape, np.float32)
-        return np.stack(out)
+        pool = self._pool
+        if len(pool._outs) == 1:
+            if len(out) == 1:   # the common case of a live stream: one frame per read
+                return out[0][None]
+            if not out:
+                return np.empty((0,) + pool._outs[0][2], np.float32)
+            return np.stack(out)
+        return {name: np.stack([o[k] for o in out]) if out else np.empty((0,) + shape, np.float32)
+                for k, (name, _, shape) in enumerate(pool._outs)}
 
     @property
     def state(self) -> dict:
@@ -107,11 +114,13 @@ class StreamPool:
         if not isinstance(model, Model):
             raise LstmRtError(f"StreamPool needs a Model, got {type(model).__name__}")
         capacity = _checks.count("capacity", capacity, minimum=1)
-        seq = [p for p in model._inputs if p.is_sequence]
-        if len(seq) != 1 or len(model.outputs) != 1:
-            raise LstmRtError(f"StreamPool needs a model with one sequence input and one output; "
-                              f"this one has inputs {[s.name for s in model.inputs]} and outputs "
-                              f"{[s.name for s in model.outputs]}")
+        seq = [spec for spec in model.inputs if "T" in spec.axes]
+        # per-step outputs: sequences (a step's row) and last outputs; states are in .state
+        outs = [spec for spec in model.outputs if spec.axes not in ("DBH", "BDH", "BH")]
+        if len(seq) != 1 or not outs:
+            raise LstmRtError(f"StreamPool needs a model with one sequence input and a per-step "
+                              f"output; this one has inputs {[s.name for s in model.inputs]} and "
+                              f"outputs {[s.name for s in model.outputs]}")
         self.model = model
         per_stream = sum(a.nbytes for a in model.stream(1).state.values())   # raises for models
         if capacity * per_stream > MAX_INITIAL_STATE_BYTES:                  # that cannot stream
@@ -119,27 +128,30 @@ class StreamPool:
                 f"capacity must be at most {MAX_INITIAL_STATE_BYTES // max(per_stream, 1):,} for this "
                 f"model: capacity={capacity} would reserve {_bytes(capacity * per_stream)} of state "
                 f"({per_stream} bytes per stream) up front; start small, the pool grows as streams open")
-        spec = model.inputs[[p.name for p in model._inputs].index(seq[0].name)]
+        spec = seq[0]
         self._ids = spec.dtype.startswith("int")
         self._dtype = np.dtype(np.int64 if self._ids else np.float32)
         self._frame_shape = () if self._ids else (spec.shape[-1],)
-        self._vocab = model._info[seq[0].tensor][1] if self._ids else None
-        self._out_shape = tuple(model.outputs[0].shape[-1:])
-        self._capacity, self._states, self._free = 0, {}, []
+        self._vocab = spec.vocab
+        # per output: (name, batch axis of a step's array, shape of one stream's row)
+        self._outs = []
+        for o in outs:
+            step_axes = o.axes.replace("T", "")
+            step_shape = [d for d, a in zip(o.shape, o.axes) if a != "T"]
+            b = step_axes.index("B")
+            self._outs.append((o.name, b, tuple(step_shape[:b] + step_shape[b + 1:])))
+        self._capacity, self._stream, self._free = 0, None, []
         self._slots: list[PooledStream | None] = []
         self._grow(capacity)
-        self._steppers: dict[int, object] = {}   # batch size -> Stream over gathered rows
-        self._views: dict[int, object] = {}      # n -> Stream whose states are rows 0..n-1
         self.rounds = 0                          # batched steps run so far
 
     def _grow(self, capacity):
-        new = self.model._initial_states({}, capacity)
-        for i, st in self._states.items():
-            for k, a in st.items():
-                new[i][k][:, :self._capacity] = a
+        new = self.model.stream(capacity)
+        if self._stream is not None:
+            new.set_state(self._stream.state, rows=np.arange(self._capacity))
         self._free += range(capacity - 1, self._capacity - 1, -1)   # pop() takes the lowest
         self._slots += [None] * (capacity - self._capacity)
-        self._states, self._capacity, self._views = new, capacity, {}
+        self._stream, self._capacity = new, capacity
 
     def _check_frames(self, frames) -> np.ndarray:
         want = "[n] integer token ids" if self._ids else f"[n, {self._frame_shape[0]}] float32"
@@ -175,39 +187,13 @@ class StreamPool:
         self._free.append(s._slot)
 
     def _zero(self, slot):
-        for st in self._states.values():
-            for a in st.values():
-                a[:, slot] = 0.0
+        self._stream.reset(rows=[slot])
 
     def _get_state(self, slot) -> dict:
-        return {f"{self.model._nodes[i].name}/{k}": a[:, slot:slot + 1].copy()
-                for i, st in self._states.items() for k, a in st.items()}
+        return self._stream.get_state(rows=[slot])
 
     def _set_state(self, slot, value):
-        probe = self._stepper(1)
-        probe.state = value   # validates keys, shapes and dtypes
-        for i, st in self._states.items():
-            for k, a in st.items():
-                a[:, slot:slot + 1] = probe._states[i][k]
-
-    def _stepper(self, n):
-        s = self._steppers.get(n)
-        if s is None:
-            s = self._steppers[n] = self.model.stream(n)
-        return s
-
-    def _view(self, n):
-        """A Stream of batch n stepping the pool's rows 0..n-1 in place (no gather/scatter):
-        states are [1, capacity, H], so their first n rows are one contiguous block."""
-        s = self._views.get(n)
-        if s is None:
-            s = self.model.stream(n)
-            for i, st in self._states.items():
-                for k, a in st.items():
-                    s._states[i][k] = a[:, :n]
-            s._bind_chain()
-            self._views[n] = s
-        return s
+        self._stream.set_state(value, rows=[slot])   # validates keys, shapes and dtypes
 
     @property
     def streams(self) -> int:
@@ -233,20 +219,16 @@ class StreamPool:
             if s._head == len(c):
                 del s._chunks[0]
                 s._head = 0
-        if active[-1]._slot == n - 1:   # rows 0..n-1: step them in place
-            y = self._view(n).step(x)
+        rows = np.fromiter((s._slot for s in active), np.intp, n)
+        y = self._stream.step(x, rows=rows)
+        if len(self._outs) == 1:
+            (_, b, _), = self._outs
+            for s, row in zip(active, y if b == 0 else np.moveaxis(y, b, 0)):
+                s._outputs.append(row)
         else:
-            rows = np.fromiter((s._slot for s in active), np.intp, n)
-            st = self._stepper(n)
-            for i, pool_st in self._states.items():
-                for k, a in pool_st.items():
-                    np.take(a, rows, axis=1, out=st._states[i][k])
-            y = st.step(x)
-            for i, pool_st in self._states.items():
-                for k, a in pool_st.items():
-                    a[:, rows] = st._states[i][k]
-        for s, row in zip(active, y):
-            s._outputs.append(row)
+            per = [np.moveaxis(y[name], b, 0) for name, b, _ in self._outs]
+            for r, s in enumerate(active):
+                s._outputs.append([p[r] for p in per])
         self.rounds += 1
         return n
 

@@ -3,7 +3,7 @@ incremental bookkeeping: only new tokens are computed; edits rewind to checkpoin
 import numpy as np
 import pytest
 
-from lstm_rt.errors import LstmRtError
+from lstm_rt.errors import LstmRtError, ShapeError
 from lstm_rt.nextword import NextWordPredictor, top_k
 from lstm_rt.text import Tokenizer
 from util import language_model
@@ -114,7 +114,7 @@ def test_top_k_skips_nan_and_checks_ids():
     long[rng.integers(0, 1003, size=200)] = np.nan
     want = [i for i in np.argsort(-np.nan_to_num(long, nan=-np.inf), kind="stable") if not np.isnan(long[i])]
     assert top_k(long, 40).tolist() == want[:40]
-    with pytest.raises(IndexError, match="out of range"):
+    with pytest.raises(ShapeError, match="out of range"):
         top_k(s, 2, np.array([0, 5]))
 
 
