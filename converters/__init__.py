@@ -16,8 +16,30 @@ from lstm_rt.errors import LstmRtError
 
 
 class ConversionError(LstmRtError, ValueError):
-    """A source model cannot be converted; the message names every unsupported op,
-    layer or attribute found, and the file."""
+    """A source model cannot be converted; one short message names the file, the
+    unsupported ops, layers or attributes found (each kind once) and what to do instead."""
+
+
+def _refusal(where, problems, hint="", limit=300):
+    """One message of at most `limit` characters (for a short path): the problems in order
+    while they fit, then the op types of the rest, each named once, then the hint."""
+    items = list(dict.fromkeys((op, text) for op, text in problems))
+    head = f"{where}: cannot convert: "
+    budget = max(limit - len(head) - len(hint) - 40, 100)
+    shown, rest, used = [], [], 0
+    for i, (op, text) in enumerate(items):
+        if i == 0 and len(text) > budget:
+            text = text[:budget - 1] + "…"
+        if used + len(text) + 2 > budget:
+            rest.append(op)
+            continue
+        shown.append(text)
+        used += len(text) + 2
+    msg = "; ".join(shown)
+    if rest:
+        ops = ", ".join(dict.fromkeys(op or "other" for op in rest))
+        msg += f"; and {len(rest)} more ({ops})" if len(ops) < 60 else f"; and {len(rest)} more"
+    return head + msg + hint
 
 
 def from_onnx(model, **kwargs):
