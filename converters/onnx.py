@@ -368,6 +368,13 @@ class Iota:
         self.n = n
 
 
+class Fill:
+    """ConstantOfShape(value) of a symbolic 1-D shape (exporters build arange from it)."""
+
+    def __init__(self, dims, value):
+        self.dims, self.value = list(dims), value
+
+
 class Tens:
     """A runtime tensor: internal name, axis labels of its ONNX view, sizes of F/H/D axes.
     kind: "seq" (internal [T, B, F]), "ids" ([T, B] ints), "state" ([D, B, H]), "static"
@@ -573,6 +580,8 @@ class _Interpreter:
                 return out(Const(_filled(_ints(ins[0], "shape"), value, f"ConstantOfShape {node.name!r}")))
             if isinstance(ins[0], ShapeVec) and value == 0:
                 return out(Zeros(ins[0].dims))
+            if isinstance(ins[0], ShapeVec) and len(ins[0].dims) == 1:
+                return out(Fill(ins[0].dims, value))
             raise _Unsupported(f"ConstantOfShape (node {node.name!r}) of a non-constant shape")
         if op == "Expand" and isinstance(ins[0], Const) and not np.any(ins[0].value):
             return out(self.expand_zeros(ins[0].value.shape, ins[1]))
@@ -584,6 +593,10 @@ class _Interpreter:
             return out(self.join(node, ins, JOINS[op], -1))
         if isinstance(ins[0], Zeros):
             return out(self.zeros_op(node, ins, attrs))
+        if op == "NonZero" and isinstance(ins[0], Fill) and ins[0].value:
+            return out(Iota(ins[0].dims[0]))   # nonzero(ones(n)) = 0 .. n-1: arange before opset 11
+        if isinstance(ins[0], Iota):
+            return out(self.iota_op(node, ins))
         if any(isinstance(v, (ShapeVec, Iota)) for v in ins) and not isinstance(ins[0], Tens):
             return out(self.shape_op(node, ins, attrs))
         if fold:
@@ -595,8 +608,8 @@ class _Interpreter:
             return out(self.permute(node, t, ins[1], attrs))
         if op == "Gather" and t is not None and isinstance(ins[1], Const):
             if t.kind == "state" and self.labels(t)[_axis(attrs) % len(t.labels)] == "D":
-                return out(self.state_index(node, t, ins[1], attrs))
-            return out(self.last_step(node, t, ins[1], attrs))
+                return out(self.state_index(node, t, ins[1].value, _axis(attrs)))
+            return out(self.last_step(node, t, ins[1].value, _axis(attrs)))
         if op == "TopK" and t is not None:
             values, indices = self.topk(node, t, ins, attrs)
             out(values, 0)
@@ -621,8 +634,7 @@ class _Interpreter:
         if op in ACTIVATION_OPS:
             return out(self.activation(node, t, attrs))
         if op == "Slice":
-            raise _Unsupported(f"Slice (node {node.name!r}) of a runtime tensor: lstm_rt reads the last step "
-                               f"(y[:, -1]) or a final state (h_n[k]) only")
+            return out(self.slice_tensor(node, t, ins, attrs))
         raise _Unsupported(f"op {op!r} (node {node.name!r})")
 
     # ---- folding
@@ -782,12 +794,21 @@ class _Interpreter:
                 if isinstance(dims[a], int):
                     dims[a] = len(range(dims[a])[slice(s0, e0, st)])
             return Zeros(dims)
-        if op == "ScatterElements" and len(ins) == 3 and isinstance(ins[1], Perm) and isinstance(ins[2], Iota) \
+        if op in ("ScatterElements", "Scatter") and len(ins) == 3 and isinstance(ins[1], Perm) and isinstance(ins[2], Iota) \
                 and _axis(attrs) == 0:
             return Perm(-ins[1].power, ins[1].dim)   # inv[perm[i]] = i: the inverse permutation
         if op in ("Squeeze", "Unsqueeze", "Reshape", "Transpose", "Expand"):
             return ins[0]  # zeros stay zeros; the consumer only needs "no initial state"
         raise _Unsupported(f"op {op!r} (node {node.name!r}) on a zero tensor")
+
+    def iota_op(self, node, ins):
+        """0 .. n-1 stays itself through the casts, reshapes and + 0 exporters wrap it in."""
+        op = node.op_type
+        if op in ("Identity", "Cast", "Transpose", "Squeeze", "Unsqueeze"):
+            return ins[0]
+        if op in ("Add", "Sub") and isinstance(ins[1], Const) and not np.any(ins[1].value):
+            return ins[0]
+        raise _Unsupported(f"op {op!r} (node {node.name!r}) on a range")
 
     # ---- batch permutations (pack_padded_sequence with enforce_sorted=False)
     def topk(self, node, t, ins, attrs):
@@ -868,9 +889,44 @@ class _Interpreter:
             if not (labels[a] == "1" or (labels[a] == "D" and t.sizes.get("D") == 1)):
                 raise _Unsupported(f"Squeeze (node {node.name!r}) of axis {labels[a]} that may not be 1")
         kept = [lb for i, lb in enumerate(labels) if i not in axes]
+        if t.kind == "state" and "D" in t.labels and "D" not in kept:
+            # one direction's state without its D axis (h_n.squeeze(0)): [B, H] features
+            name = self.unique(node.name or "state")
+            self.add_node(LastState(name, 1, t.sizes["H"]), [t.parts[0][0]], [name])
+            return Tens(name, ["F" if lb == "H" else lb for lb in kept], "static", {"F": t.sizes["H"]}, perm=t.perm)
         if t.kind == "seq" and "D" in t.labels and "D" not in kept:
             kept = ["F" if lb == "H" else lb for lb in kept]
         return t.but(labels=kept)
+
+    def slice_tensor(self, node, t, ins, attrs):
+        """Slice of a runtime tensor, as opsets < 11 export indexing: states [a:b] on the
+        direction axis (h_n[-1:]), and the last step y[:, -1:] of a sequence."""
+        starts, ends, axes, steps = self.slice_params(node, ins, attrs)
+        labels = self.labels(t)
+        if len(axes) == 1 and steps[0] == 1:
+            axis = axes[0] % len(labels)
+            s0, e0 = starts[0], ends[0]
+            if t.kind == "state" and labels[axis] == "D":
+                total = sum(d for _, d in t.parts)
+                picked = list(range(total))[slice(s0, e0)]
+                if len(picked) == 1:
+                    return self.state_index(node, t, [picked[0]], axis)
+                if picked and picked == list(range(picked[0], picked[-1] + 1)):
+                    parts, k = [], 0
+                    for name, D in t.parts:
+                        if k >= picked[0] and k + D <= picked[-1] + 1:
+                            parts.append((name, D))
+                        elif k <= picked[-1] and k + D > picked[0]:
+                            break   # part of a bidirectional layer's pair
+                        k += D
+                    else:
+                        return Tens([n for n, _ in parts], t.labels, "state",
+                                    {"D": len(picked), "H": t.sizes["H"]}, parts=parts, perm=t.perm)
+            if t.kind == "seq" and labels[axis] == "T" and s0 == -1 and e0 >= 2 ** 31 - 1:
+                last = self.last_step(node, t, -1, axis)
+                return last.but(labels=last.labels[:axis] + ("1",) + last.labels[axis:])
+        raise _Unsupported(f"Slice (node {node.name!r}) of axes {labels}: lstm_rt reads the last step "
+                           f"(y[:, -1]) or final states (h_n[k])")
 
     def reshape(self, node, t, target, allowzero=0):
         """Reshape of a runtime tensor: each target dim must be a run of the source's axes
@@ -970,21 +1026,22 @@ class _Interpreter:
         self.add_node(Embedding(name, table.astype(np.float32)), [ids.name], [name])
         return Tens(name, list(ids.labels) + ["F"], "seq", {"F": table.shape[1]}, perm=ids.perm)
 
-    def last_step(self, node, t, index, attrs):
+    def last_step(self, node, t, idx, axis):
         """Gather(Y, -1) on the time axis of a forward recurrent layer's output (a classifier
-        reading the last step, `y[:, -1]`): that is the layer's final h, as a LastState."""
+        reading the last step, `y[:, -1]`): that is the layer's final h, as a LastState
+        (with lengths or a mask the last step is not the final state: refused)."""
         labels = self.labels(t)
-        axis = _axis(attrs) % len(labels)
-        idx = np.asarray(index.value)
+        axis %= len(labels)
+        idx = np.asarray(idx)
         prod = self.producer(t)
         ok = t.kind == "seq" and labels[axis] == "T" and idx.ndim == 0 and int(idx) == -1 \
             and prod is not None and prod.layer.kind in RECURRENT and prod.layer.direction == "forward" \
-            and not any(prod.inputs[1:]) and "D" not in labels   # no lengths, masks or initial states
+            and not prod.inputs[1] and not (len(prod.inputs) > 4 and prod.inputs[4]) and "D" not in labels
         if not ok:
             what = f"step {idx.tolist()} of a sequence" if t.kind == "seq" and labels[axis] == "T" else \
                 f"axis {labels[axis]} of a {t.kind} tensor"
-            raise _Unsupported(f"Gather (node {node.name!r}) of {what}: lstm_rt reads the last step y[:, -1] "
-                               f"of a forward layer (no lengths, no initial state) or a state h_n[k]")
+            raise _Unsupported(f"{node.op_type} (node {node.name!r}) of {what}: lstm_rt reads the last step "
+                               f"y[:, -1] of a forward layer without lengths, or a state h_n[k]")
         if not prod.outputs[1]:
             prod.outputs[1] = self.fresh(f"{prod.layer.name}/Y_h")
         name = self.unique(node.name or "last")
@@ -993,13 +1050,13 @@ class _Interpreter:
         return Tens(name, [lb for i, lb in enumerate(labels) if i != axis][:-1] + ["F"], "static", {"F": H},
                     perm=t.perm)
 
-    def state_index(self, node, t, index, attrs):
+    def state_index(self, node, t, idx, axis):
         """Gather(h_n, k) on the direction axis of a (concatenated) state: layer k // D's
         direction k % D (h_n[-1]: the last layer's last direction). A scalar index gives its
         [B, H] features (LastState), a one-element list its one-direction state."""
         labels = self.labels(t)
-        axis = _axis(attrs) % len(labels)
-        idx = np.asarray(index.value)
+        axis %= len(labels)
+        idx = np.asarray(idx)
         total = sum(d for _, d in t.parts)
         if idx.size != 1 or not -total <= int(idx.reshape(-1)[0]) < total:
             raise _Unsupported(f"Gather (node {node.name!r}) of states {idx.tolist()} of {total}: lstm_rt picks "

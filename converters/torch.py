@@ -657,9 +657,12 @@ class _ForwardReader:
         if not ok:
             raise _Problem(f"y[{', '.join(map(_index_str, idx))}]: lstm_rt reads the last step (y[:, -1] "
                            f"batch-major, y[-1] time-major) or h_n[k]")
-        if y.last is None or not y.last[1]:
-            raise _Problem("y[:, -1] of a value other than a forward recurrent layer's output: index "
-                           "before the Linear, or read h_n[-1]")
+        if y.last is None:
+            raise _Problem("y[:, -1] of a value other than a recurrent layer's output: index before the "
+                           "Linear, or read h_n[-1]")
+        if not y.last[1]:
+            raise _Problem("y[:, -1] of a bidirectional layer (its backward half is not a final state): "
+                           "read h_n[-2] and h_n[-1]")
         node, _, lens = y.last
         if lens is not None:
             raise _Problem("y[:, -1] of a packed sequence is 0 past each length: read h_n[-1] instead")
