@@ -512,6 +512,12 @@ class _Interpreter:
 
     # ---- graph
     def run_graph(self, graph, consts):
+        self.readers = {}
+        for n in _all_nodes(graph):
+            for name in n.input:
+                self.readers[name] = self.readers.get(name, 0) + 1
+        for o in graph.output:
+            self.readers[o.name] = self.readers.get(o.name, 0) + 1
         for k, v in consts.items():
             if v is not None:
                 self.vals[k] = Const(v)
@@ -1106,8 +1112,16 @@ class _Interpreter:
     def producer(self, t):
         return next((n for n in self.nodes if n.outputs and n.outputs[0] == t.name), None)
 
+    def sole_reader(self, node, value):
+        """Folding node into the layer that made `value` changes that value for every other
+        reader: only when node is its one reader."""
+        if self.readers.get(value, 0) > 1:
+            raise _Unsupported(f"{node.op_type} (node {node.name!r}) of {value!r}, which other nodes read too: "
+                               f"lstm_rt folds it into the layer before it")
+
     def add_bias(self, node, ins):
         t, c = (ins[0], ins[1]) if isinstance(ins[0], Tens) else (ins[1], ins[0])
+        self.sole_reader(node, node.input[0] if isinstance(ins[0], Tens) else node.input[1])
         prod = self.producer(t)
         b = np.asarray(c.value, np.float32).reshape(-1)
         if prod is None or not isinstance(prod.layer, Dense) or prod.layer.bias is not None \
@@ -1118,6 +1132,7 @@ class _Interpreter:
         return t
 
     def activation(self, node, t, attrs):
+        self.sole_reader(node, node.input[0])
         prod = self.producer(t)
         op = node.op_type
         act = ACTIVATION_OPS[op]

@@ -426,17 +426,17 @@ class _ForwardReader:
                            f"{cls[:-4]} over the sequence (or convert the cell on its own)")
         raise _Problem(f"module {what}")
 
-    def op_method(self, n, args, kwargs):
-        name = n.target
+    def op_method(self, n, args, kwargs, name=None):
+        name = name or n.target
         x = args[0]
+        if name in ("new_zeros", "zero_"):
+            return _Zeros()
         if name in IDENTITY_METHODS:
             dt = [a.value for a in args[1:] + tuple(kwargs.values()) if isinstance(a, _Py)]
-            if any(d is self.torch.float64 or d is self.torch.float16 for d in dt) or name == "double":
+            if any(d in (self.torch.float64, self.torch.float16, self.torch.bfloat16) for d in dt):
                 raise _Problem(f".{name}() to another float type: lstm_rt computes in float32")
             return x
         if name in ("size", "dim") or isinstance(x, _Py):
-            if name in ("new_zeros", "new_empty"):
-                return _Zeros()
             return _Py()
         if name in ACT_FUNCS:
             dim = args[1].value if len(args) > 1 else kwargs.get("dim", _Py(-1 if name not in ("softmax", "log_softmax") else None)).value
@@ -462,6 +462,8 @@ class _ForwardReader:
             return args[0]
         if name in ("zeros", "zeros_like", "new_zeros"):
             return _Zeros()
+        if name == "squeeze" and isinstance(args[0], _T):   # torch.squeeze(h_n, 0)
+            return self.op_method(n, args, kwargs, "squeeze")
         if name == "_assert_is_none":
             return _Py()
         if name in ACT_FUNCS:
@@ -620,6 +622,8 @@ class _ForwardReader:
             return _Py()
         if not isinstance(x, _T):
             raise _Problem(f"indexing a {type(x).__name__.strip('_').lower()}")
+        if x.kind == "?":
+            raise _Problem(f"indexing the argument {x.name!r} itself: lstm_rt reads whole sequences")
         idx = index if isinstance(index, tuple) else (index,)
         if x.kind == "state" and len(idx) == 1 and isinstance(idx[0], int):
             return self.state_index(n, x, idx[0], scalar=True)
@@ -629,6 +633,8 @@ class _ForwardReader:
 
     def state_index(self, n, t, k, scalar):
         """h_n[k]: layer k // D's direction k % D, as [B, H] features."""
+        if t.parts is None:
+            raise _Problem(f"indexing the state argument {t.name!r}: pass the state to the recurrent layer")
         total = sum(d for _, d in t.parts)
         if not -total <= k < total:
             raise _Problem(f"h_n[{k}] of {total} states")

@@ -179,6 +179,24 @@ def test_every_unsupported_op_and_attribute_is_listed(tmp_path):
         assert part in msg
 
 
+def test_an_activation_is_not_folded_into_a_value_others_read():
+    """MatMul -> Relu where the MatMul's output is also a graph output: folding the Relu into
+    the Dense would change that output too; refused instead (was: both outputs relu'd)."""
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(0)
+    model, _ = make_recurrent_model("GRU", 3, 4, rng=rng)
+    g = model.graph
+    g.initializer.append(numpy_helper.from_array(rng.normal(size=(4, 2)).astype(np.float32), "Wd"))
+    g.node.extend([helper.make_node("Squeeze", ["Y"], ["ys"], axes=[1]),
+                   helper.make_node("MatMul", ["ys", "Wd"], ["logits"], name="head"),
+                   helper.make_node("Relu", ["logits"], ["act"], name="relu")])
+    g.output.extend([helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("logits", "act")])
+    model.opset_import[0].version = 11   # Squeeze with an axes attribute
+    with pytest.raises(ConversionError, match="other nodes read too") as e:
+        from_onnx(model)
+    assert len(str(e.value)) < 300
+
+
 def test_conversion_errors():
     rng = np.random.default_rng(0)
     model, _ = make_recurrent_model("GRU", 3, 4, rng=rng)

@@ -11,8 +11,8 @@ torch = pytest.importorskip("torch")
 nn = torch.nn
 
 from converters import ConversionError, from_torch  # noqa: E402
-from torch_forms import (H, I, V, EmbeddingClassifier, Heads, LanguageModel, PackedTagger,  # noqa: E402
-                         StartState, TimeMajor, seeded)
+from torch_forms import (H, I, V, Branches, EmbeddingClassifier, Heads, LanguageModel,  # noqa: E402
+                         PackedTagger, StartState, TimeMajor, seeded)
 
 ATOL = 1e-5
 T, B = 7, 4
@@ -96,6 +96,14 @@ def test_language_model_with_state_argument_and_log_softmax():
     np.testing.assert_allclose(np.exp(m.run(ids)).sum(-1), 1.0, atol=1e-5)   # log-probabilities
     assert [s.name for s in m.inputs] == ["ids"] and len(m.outputs) == 1   # state: the Stream's
     assert_steps_equal_runs(m, ids, batch_first=True)
+
+
+def test_joined_branches_tied_weights_and_squeezed_states():
+    mod = seeded(Branches)
+    m = from_torch(mod)
+    ids = np.random.default_rng(9).integers(0, V, size=(T, B))
+    assert_close(as_list(m.run(ids)), outputs_of(mod, ids))
+    assert_steps_equal_runs(m, ids, batch_first=False)
 
 
 def test_a_given_initial_state_is_an_input():

@@ -106,6 +106,26 @@ class StartState(nn.Module):
         return torch.tanh(self.out(y)), h_n
 
 
+class Branches(nn.Module):
+    """Two recurrent branches over one embedding, joined: + and * of sequences, torch.cat,
+    F.linear with the embedding table as a tied output layer, h_n.squeeze(0)."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(V, H)
+        self.a = nn.GRU(H, H)
+        self.b = nn.LSTM(H, H)
+        self.mix = nn.Linear(2 * H, 5)
+
+    def forward(self, ids):
+        e = self.emb(ids)
+        ya, ha = self.a(e)
+        yb, (hb, _) = self.b(e)
+        mixed = self.mix(torch.cat([ya + yb, ya * yb], dim=-1))
+        tied = nn.functional.linear(ya, self.emb.weight)
+        return mixed, tied, torch.cat((ha.squeeze(0), hb[-1]), dim=1)
+
+
 def seeded(cls, *args, seed=0, **kwargs):
     torch.manual_seed(seed)
     return cls(*args, **kwargs).eval()
