@@ -21,25 +21,29 @@ class ConversionError(LstmRtError, ValueError):
 
 
 def _refusal(where, problems, hint="", limit=300):
-    """One message of at most `limit` characters (for a short path): the problems in order
-    while they fit, then the op types of the rest, each named once, then the hint."""
-    items = list(dict.fromkeys((op, text) for op, text in problems))
+    """One message of at most `limit` characters where the path allows: as many problems
+    in full as fit, then how many more and their op/layer kinds (each once), then the hint.
+    problems: [(kind, text)]."""
+    items = list(dict.fromkeys((kind, text) for kind, text in problems))
     head = f"{where}: cannot convert: "
-    budget = max(limit - len(head) - len(hint) - 40, 100)
-    shown, rest, used = [], [], 0
-    for i, (op, text) in enumerate(items):
-        if i == 0 and len(text) > budget:
-            text = text[:budget - 1] + "…"
-        if used + len(text) + 2 > budget:
-            rest.append(op)
-            continue
-        shown.append(text)
-        used += len(text) + 2
-    msg = "; ".join(shown)
-    if rest:
-        ops = ", ".join(dict.fromkeys(op or "other" for op in rest))
-        msg += f"; and {len(rest)} more ({ops})" if len(ops) < 60 else f"; and {len(rest)} more"
-    return head + msg + hint
+
+    def render(k, with_kinds, first=None):
+        texts = [first or items[0][1]] + [t for _, t in items[1:k]]
+        rest = items[k:]
+        tail = ""
+        if rest:
+            kinds = ", ".join(dict.fromkeys(kind or "other" for kind, _ in rest))
+            tail = f"; and {len(rest)} more" + (f" ({kinds})" if with_kinds else "")
+        return head + "; ".join(texts) + tail + hint
+
+    for k in range(len(items), 0, -1):
+        for with_kinds in (True, False):
+            msg = render(k, with_kinds)
+            if len(msg) <= limit:
+                return msg
+    room = max(limit - len(render(1, False, first="")), 60)   # a long path: shorten the first problem
+    text = items[0][1]
+    return render(1, False, first=text if len(text) <= room else text[:room - 1] + "…")
 
 
 def from_onnx(model, **kwargs):

@@ -27,7 +27,7 @@ from lstm_rt.layers import (GRU, LSTM, RNN, Dense, Embedding, Join, LastState, M
                             ReverseTime, SelectDirection, activation)
 from lstm_rt.model import Model, Node, Port
 
-from . import ConversionError
+from . import ConversionError, _refusal
 
 LSTM_ORDER = [0, 3, 1, 2]    # keras i,f,c,o -> onnx i,o,f,c
 RECURRENT = ("LSTM", "GRU", "SimpleRNN")
@@ -39,6 +39,9 @@ MERGES = {"Concatenate": "concat", "Add": "sum", "Subtract": "sub", "Multiply": 
 NO_OPS = ("Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
           "ActivityRegularization")
 DENSE_ACTS = {"linear": "linear", "relu": "relu", "tanh": "tanh", "sigmoid": "sigmoid", "softmax": "softmax"}
+KNOWN_LAYERS = set(RECURRENT) | set(MERGES) | set(NO_OPS) | {
+    "InputLayer", "Embedding", "Masking", "Dense", "TimeDistributed", "Activation", "Bidirectional"}
+HINT_UNKNOWN = " (lstm_rt converts recurrent layers, Dense, Embedding, masking and merge layers)"
 MAX_MEMBER = 2 << 30          # refuse zip members that claim to inflate past 2 GiB
 MAX_RATIO = 100               # ... or that inflate a big member more than 100x (weights don't)
 MAX_WEIGHT_BYTES = 4 << 30    # the most weight data one conversion reads, all datasets together
@@ -419,6 +422,7 @@ def _convert(config, version, weights, where):
     entries, input_names, output_names = _layers_and_links(config)
     weights.index(entries)
     problems, nodes, inputs, outputs = [], [], [], []
+    unknown = False
     # keras layer name -> (internal tensor, form "seq" | "static", mask tensor or None, features)
     tensor = {}
     extra_outputs = {}   # layer name -> [(port suffix, tensor, layout)] for return_state
@@ -438,7 +442,11 @@ def _convert(config, version, weights, where):
             srcs = src if isinstance(src, list) else [src]
             missing = [x for x in srcs if x not in tensor]
             if missing:
-                problems.append(f"layer {cls} {name!r}: its input {missing[0]!r} was not converted")
+                if cls not in KNOWN_LAYERS:   # named too: every unknown layer at once
+                    problems.append(f"layer {cls} {name!r}")
+                    unknown = True
+                elif not problems:   # else a consequence of a problem already reported
+                    problems.append(f"layer {cls} {name!r}: its input {missing[0]!r} was not converted")
                 continue
             if cls in MERGES:
                 vals = [tensor[x] for x in srcs]
@@ -582,12 +590,15 @@ def _convert(config, version, weights, where):
                             extra_outputs[name].append((f"{tag}_{key}" if bi else key, t))
             else:
                 problems.append(f"layer {cls} {name!r}")
+                unknown = True
         except ConversionError as e:
             problems.append(f"layer {cls} {name!r}: {e}")
         except (KeyError, IndexError, ValueError) as e:
             problems.append(f"layer {cls} {name!r}: unexpected config or weights ({type(e).__name__}: {e})")
     if problems:
-        raise ConversionError(f"{where}: cannot convert: " + "; ".join(problems))
+        # one short message: the first problems in full, the other layers' classes once each
+        named = [(p.split()[1] if p.startswith("layer ") else p.split()[0], p) for p in problems]
+        raise ConversionError(_refusal(where, named, HINT_UNKNOWN if unknown else ""))
     for o, index in output_names:
         if o not in tensor:
             raise ConversionError(f"{where}: output layer {o!r} was not converted")

@@ -1329,7 +1329,7 @@ def from_onnx(model, *, name: str | None = None) -> Model:
     inputs, outputs = it.ports(graph) if not it.problems else ([], [])
     if it.problems:
         if not any(n.op_type in RECURRENT for n in _all_nodes(graph)):
-            ops = list(dict.fromkeys(op for op, _ in it.problems if op))[:4]
+            ops = list(dict.fromkeys(n.op_type for n in _all_nodes(graph) if n.op_type != "Constant"))[:5]
             raise ConversionError(
                 f"{where}: the graph has no LSTM, GRU or RNN node (its exporter unrolled the recurrence into "
                 f"{', '.join(ops) or 'other ops'}): convert the source model instead (from_torch / from_keras)")

@@ -54,18 +54,28 @@ def load_state_dict(module, path):
     torch = _torch()
     try:
         sd = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ConversionError(f"{path}: not a loadable weights-only state_dict ({type(e).__name__}: {e})") from None
+    except Exception as e:   # torch's own message runs to paragraphs: its first line is the cause
+        why = str(e).strip().splitlines()[0][:120] if str(e).strip() else ""
+        raise ConversionError(f"{path}: not a loadable weights-only state_dict ({type(e).__name__}: {why})") from None
     if not isinstance(sd, dict):
         raise ConversionError(f"{path}: expected a state_dict (a dict of tensors), got {type(sd).__name__}")
     own = module.state_dict()
     if sd and all(isinstance(k, str) and k.startswith("module.") for k in sd) \
             and not any(k.startswith("module.") for k in own):
         sd = {k[len("module."):]: v for k, v in sd.items()}   # saved from nn.DataParallel / DDP
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    wrong = [k for k in own if k in sd and hasattr(sd[k], "shape") and tuple(sd[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or wrong:
+        parts = [f"{len(v)} {what} (e.g. {v[0]!r})" for what, v in
+                 (("missing", missing), ("unexpected", unexpected), ("of another shape", wrong)) if v]
+        raise ConversionError(f"{path}: the state_dict does not fit {type(module).__name__}: keys "
+                              f"{', '.join(parts)}; load it into the module that saved it")
     try:
         module.load_state_dict(sd)
     except Exception as e:
-        raise ConversionError(f"{path}: the state_dict does not fit {type(module).__name__}: {e}") from None
+        why = str(e).strip().splitlines()[0][:120] if str(e).strip() else ""
+        raise ConversionError(f"{path}: the state_dict does not fit {type(module).__name__}: {why}") from None
     return module
 
 

@@ -92,6 +92,15 @@ def test_rnn_of_a_cell_streams_like_the_layer(tmp_path):
     np.testing.assert_allclose(conv.run(x), np.asarray(m.predict(x, verbose=0)), atol=ATOL, rtol=0)
 
 
+def test_unsupported_layers_are_one_short_message(tmp_path):
+    m = build([L.Conv1D(4, 3, padding="same"), L.LayerNormalization(), L.LSTM(5, return_sequences=True),
+               L.Conv1D(2, 1), L.GlobalAveragePooling1D()], (None, 4))
+    m.save(tmp_path / "u.keras")
+    with pytest.raises(ConversionError, match="Conv1D.*LayerNormalization.*GlobalAveragePooling1D.*recurrent") as e:
+        converters.convert(tmp_path / "u.keras")
+    assert len(str(e.value)) < 300, str(e.value)
+
+
 def test_rnn_of_stacked_cells_is_refused_briefly(tmp_path):
     m = build([L.RNN([L.LSTMCell(4), L.LSTMCell(3)])], (None, 4))
     m.save(tmp_path / "stacked.keras")

@@ -185,6 +185,13 @@ def test_dataparallel_state_dicts_and_modules(tmp_path):
                                atol=ATOL, rtol=0)
 
 
+def test_a_state_dict_of_another_module_is_refused_briefly(tmp_path):
+    torch.save(seeded(Heads).state_dict(), tmp_path / "heads.pt")
+    with pytest.raises(ConversionError, match=r"does not fit LanguageModel: keys \d+ missing .*unexpected") as e:
+        from_torch(seeded(LanguageModel), state_dict=tmp_path / "heads.pt")
+    assert len(str(e.value)) < 300 + len(str(tmp_path)), str(e.value)
+
+
 # ----------------------------------------------------------------- refusals
 
 class _Indexing(nn.Module):
