@@ -21,14 +21,14 @@ class ConversionError(LstmRtError, ValueError):
 
 
 def _refusal(where, problems, hint="", limit=300):
-    """One message of at most `limit` characters where the path allows: as many problems
-    in full as fit, then how many more and their op/layer kinds (each once), then the hint.
-    problems: [(kind, text)]."""
+    """One message of at most `limit` characters where the path and the first problem allow:
+    as many problems in full as fit, then how many more and their op/layer kinds (each
+    once), then the hint. problems: [(kind, text)]."""
     items = list(dict.fromkeys((kind, text) for kind, text in problems))
     head = f"{where}: cannot convert: "
 
-    def render(k, with_kinds, first=None):
-        texts = [first or items[0][1]] + [t for _, t in items[1:k]]
+    def render(k, with_kinds):
+        texts = [t for _, t in items[:k]]
         rest = items[k:]
         tail = ""
         if rest:
@@ -41,9 +41,7 @@ def _refusal(where, problems, hint="", limit=300):
             msg = render(k, with_kinds)
             if len(msg) <= limit:
                 return msg
-    room = max(limit - len(render(1, False, first="")), 60)   # a long path: shorten the first problem
-    text = items[0][1]
-    return render(1, False, first=text if len(text) <= room else text[:room - 1] + "…")
+    return render(1, False)   # the first problem in full, whatever the path makes its length
 
 
 def from_onnx(model, **kwargs):
