@@ -516,7 +516,8 @@ def _convert(config, version, weights, where):
                     problems.append(f"{cls} {name!r} needs a sequence input")
                     continue
                 bi = cls == "Bidirectional"
-                inner_cls, inner = _unwrap_cell(cfg["layer"]["class_name"], cfg["layer"]["config"]) if bi else (cls, cfg)
+                inner_cls, inner = (_unwrap_cell(cfg["layer"]["class_name"], cfg["layer"]["config"]) if bi
+                                    else (cls, cfg))
                 if inner_cls not in RECURRENT:
                     problems.append(f"{cls} of {inner_cls} ({name!r})")
                     continue

@@ -3,14 +3,17 @@
 ONNX is lstm_rt's native semantics (gate order iofc / zrh, activations, clip, ...), so a
 recurrent node's weights are taken as they are. The graph is read by a small symbolic
 interpreter: every value is a constant (folded: Constant, Identity, Unsqueeze, Shape of
-constants, Concat, Slice, Gather, Cast, Reshape, ConstantOfShape, `If` on a constant
-condition), a shape vector with symbolic batch/time dims, a zero tensor (initial states),
-or a runtime tensor whose axes are labelled (T time, B batch, F features, D directions,
-H units). Transpose, Squeeze, Unsqueeze and Reshape of runtime tensors only relabel;
-Gather on a constant table becomes an Embedding, MatMul/Gemm (+ Add, + activation) a
-Dense, LSTM/GRU/RNN nodes recurrent layers. Graph inputs and outputs keep their names and
-layouts, so `Model.run(feeds)` answers the same feeds as onnxruntime. Every unsupported
-op or attribute in the graph is reported in one error.
+constants, Concat, Slice, Gather, Cast, Reshape, ConstantOfShape, arithmetic, `If` on a
+constant condition), a shape vector whose entries may be polynomials over the symbolic
+batch and time (Sym: what exporters compute Reshape targets from), a zero tensor (initial
+states), a batch permutation (the sort of enforce_sorted=False packing), or a runtime
+tensor whose axes are labelled (T time, B batch, F features, D directions, H units).
+Transpose, Squeeze, Unsqueeze and Reshape of runtime tensors only relabel; Gather on a
+constant table becomes an Embedding, Gather of index -1 on time or of k on a state a final
+state (LastState / SelectDirection), MatMul/Gemm (+ Add, + activation) a Dense,
+LSTM/GRU/RNN nodes recurrent layers. Graph inputs and outputs keep their names and
+layouts, so `Model.run(feeds)` answers the same feeds as onnxruntime. Unsupported ops or
+attributes are reported in one short error.
 """
 from __future__ import annotations
 
@@ -800,8 +803,8 @@ class _Interpreter:
                 if isinstance(dims[a], int):
                     dims[a] = len(range(dims[a])[slice(s0, e0, st)])
             return Zeros(dims)
-        if op in ("ScatterElements", "Scatter") and len(ins) == 3 and isinstance(ins[1], Perm) and isinstance(ins[2], Iota) \
-                and _axis(attrs) == 0:
+        if op in ("ScatterElements", "Scatter") and len(ins) == 3 and isinstance(ins[1], Perm) \
+                and isinstance(ins[2], Iota) and _axis(attrs) == 0:
             return Perm(-ins[1].power, ins[1].dim)   # inv[perm[i]] = i: the inverse permutation
         if op in ("Squeeze", "Unsqueeze", "Reshape", "Transpose", "Expand"):
             return ins[0]  # zeros stay zeros; the consumer only needs "no initial state"

@@ -244,7 +244,7 @@ class _Poison:
     """The result of an op that was refused: its uses are not reported again."""
 
 
-def LEAF_TYPES(nn):
+def _leaf_types(nn):
     """Modules traced as one call (subclasses too: the check run catches an overridden forward)."""
     return (nn.LSTM, nn.GRU, nn.RNN, nn.LSTMCell, nn.GRUCell, nn.RNNCell, nn.Embedding, nn.Linear,
             nn.Dropout, nn.Dropout1d, nn.AlphaDropout, nn.Identity)
@@ -296,7 +296,7 @@ def _trace(module, concrete):
                 for n, f in originals.items():
                     if value is f:
                         patch(g, key, wrapped[n])
-        leaves = LEAF_TYPES(torch.nn)
+        leaves = _leaf_types(torch.nn)
 
         class Tracer(fx.Tracer):
             def is_leaf_module(self, m, qualname):
@@ -412,7 +412,7 @@ class _ForwardReader:
 
     def known_module(self, mod):
         nn = self.torch.nn
-        return isinstance(mod, LEAF_TYPES(nn)) or type(mod).__name__ in ACT_MODULES
+        return isinstance(mod, _leaf_types(nn)) or type(mod).__name__ in ACT_MODULES
 
     def op_module(self, n, args, kwargs):
         nn = self.torch.nn
@@ -449,8 +449,7 @@ class _ForwardReader:
         if name in ("size", "dim") or isinstance(x, _Py):
             return _Py()
         if name in ACT_FUNCS:
-            dim = args[1].value if len(args) > 1 else kwargs.get("dim", _Py(-1 if name not in ("softmax", "log_softmax") else None)).value
-            return self.activation(n, x, ACT_FUNCS[name], dim, f".{name}()")
+            return self.activation(n, x, ACT_FUNCS[name], _softmax_dim(name, args, kwargs), f".{name}()")
         if name == "squeeze" and isinstance(x, _T) and x.kind == "state":
             dim = args[1].value if len(args) > 1 else kwargs.get("dim", _Py(None)).value
             if dim in (0, None) and sum(d for _, d in x.parts) == 1:
@@ -477,8 +476,7 @@ class _ForwardReader:
         if name == "_assert_is_none":
             return _Py()
         if name in ACT_FUNCS:
-            dim = args[1].value if len(args) > 1 else kwargs.get("dim", _Py(-1 if name not in ("softmax", "log_softmax") else None)).value
-            return self.activation(n, args[0], ACT_FUNCS[name], dim, f"{name}()")
+            return self.activation(n, args[0], ACT_FUNCS[name], _softmax_dim(name, args, kwargs), f"{name}()")
         if name == "linear":
             w = args[1] if len(args) > 1 else kwargs.get("weight")
             b = args[2] if len(args) > 2 else kwargs.get("bias", _Py(None))
@@ -717,7 +715,7 @@ class _ForwardReader:
 
     # ---- ports
     def ports(self):
-        inputs, sizes = [], {}
+        inputs = []
         for name, t in self.placeholders.items():
             if t.kind == "?":
                 if name not in self.defaults and not self.problems:
@@ -751,6 +749,13 @@ class _ForwardReader:
             else:
                 outputs.append(Port(port, [p for p, _ in v.parts], "DBH"))
         return inputs, outputs
+
+
+def _softmax_dim(name, args, kwargs):
+    """The dim an activation call normalizes over (None: softmax's implicit dim, refused)."""
+    if len(args) > 1:
+        return args[1].value
+    return kwargs.get("dim", _Py(None if name in ("softmax", "log_softmax") else -1)).value
 
 
 def _flat(x):

@@ -4,7 +4,7 @@ shared by the from_torch and the torch.onnx.export tests. Small sizes: I = 3, H 
 Each module declares its children in an order that differs from the dataflow on purpose."""
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import pack_padded_sequence   # pad_packed_sequence as nn.utils.rnn.*: both ways
 
 I, H, V = 3, 4, 20
 
