@@ -16,8 +16,32 @@ from lstm_rt.errors import LstmRtError
 
 
 class ConversionError(LstmRtError, ValueError):
-    """A source model cannot be converted; the message names every unsupported op,
-    layer or attribute found, and the file."""
+    """A source model cannot be converted; one short message names the file, the
+    unsupported ops, layers or attributes found (each kind once) and what to do instead."""
+
+
+def _refusal(where, problems, hint="", limit=300):
+    """One message of at most `limit` characters where the path and the first problem allow:
+    as many problems in full as fit, then how many more and their op/layer kinds (each
+    once), then the hint. problems: [(kind, text)]."""
+    items = list(dict.fromkeys((kind, text) for kind, text in problems))
+    head = f"{where}: cannot convert: "
+
+    def render(k, with_kinds):
+        texts = [t for _, t in items[:k]]
+        rest = items[k:]
+        tail = ""
+        if rest:
+            kinds = ", ".join(dict.fromkeys(kind or "other" for kind, _ in rest))
+            tail = f"; and {len(rest)} more" + (f" ({kinds})" if with_kinds else "")
+        return head + "; ".join(texts) + tail + hint
+
+    for k in range(len(items), 0, -1):
+        for with_kinds in (True, False):
+            msg = render(k, with_kinds)
+            if len(msg) <= limit:
+                return msg
+    return render(1, False)   # the first problem in full, whatever the path makes its length
 
 
 def from_onnx(model, **kwargs):

@@ -27,15 +27,21 @@ from lstm_rt.layers import (GRU, LSTM, RNN, Dense, Embedding, Join, LastState, M
                             ReverseTime, SelectDirection, activation)
 from lstm_rt.model import Model, Node, Port
 
-from . import ConversionError
+from . import ConversionError, _refusal
 
 LSTM_ORDER = [0, 3, 1, 2]    # keras i,f,c,o -> onnx i,o,f,c
 RECURRENT = ("LSTM", "GRU", "SimpleRNN")
+CELLS = {"LSTMCell": "LSTM", "GRUCell": "GRU", "SimpleRNNCell": "SimpleRNN"}   # inside a keras RNN
+RNN_OPTIONS = ("name", "return_sequences", "return_state", "go_backwards", "stateful", "time_major",
+               "zero_output_for_mask", "__initial_state__")
 MERGES = {"Concatenate": "concat", "Add": "sum", "Subtract": "sub", "Multiply": "mul", "Average": "ave",
           "Maximum": "max", "Minimum": "min"}
 NO_OPS = ("Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
           "ActivityRegularization")
 DENSE_ACTS = {"linear": "linear", "relu": "relu", "tanh": "tanh", "sigmoid": "sigmoid", "softmax": "softmax"}
+KNOWN_LAYERS = set(RECURRENT) | set(MERGES) | set(NO_OPS) | {
+    "InputLayer", "Embedding", "Masking", "Dense", "TimeDistributed", "Activation", "Bidirectional"}
+HINT_UNKNOWN = " (lstm_rt converts recurrent layers, Dense, Embedding, masking and merge layers)"
 MAX_MEMBER = 2 << 30          # refuse zip members that claim to inflate past 2 GiB
 MAX_RATIO = 100               # ... or that inflate a big member more than 100x (weights don't)
 MAX_WEIGHT_BYTES = 4 << 30    # the most weight data one conversion reads, all datasets together
@@ -341,7 +347,7 @@ def _layers_and_links(config):
                         raise ConversionError(f"layer {layer['name']!r} is called with an explicit mask")
                 else:                            # Keras 2: [[name, node, tensor, kwargs], ...]
                     refs = [r[:3] for r in node]
-                    if layer["class_name"] in RECURRENT + ("Bidirectional",) and len(refs) > 1:
+                    if layer["class_name"] in RECURRENT + ("Bidirectional", "RNN") and len(refs) > 1:
                         refs, states = refs[:1], refs[1:]   # the extra inputs are initial states
                 for ref in refs:
                     if len(ref) > 2 and ref[2]:
@@ -355,6 +361,22 @@ def _layers_and_links(config):
             out.append((layer["class_name"], layer_cfg, src))
         return out, [n for n, _ in _refs(cfg.get("input_layers"))], _refs(cfg.get("output_layers"))
     raise ConversionError(f"model class {cls!r} is not supported (Sequential and Functional are)")
+
+
+def _unwrap_cell(cls, cfg):
+    """RNN(LSTMCell(...)) computes what LSTM(...) does: (the layer class it equals, the
+    cell's config with the wrapper's sequence options); other layers as they are."""
+    if cls != "RNN":
+        return cls, cfg
+    cell = cfg.get("cell")
+    kind = CELLS.get(cell.get("class_name")) if isinstance(cell, dict) else None
+    if kind is None:
+        what = cell.get("class_name") if isinstance(cell, dict) else "a list of cells"
+        raise ConversionError(f"RNN of {what}: lstm_rt converts RNN(LSTMCell | GRUCell | SimpleRNNCell); "
+                              f"stack cells as separate RNN layers")
+    merged = dict(cell.get("config") or {})
+    merged.update({k: cfg[k] for k in RNN_OPTIONS if k in cfg})
+    return kind, merged
 
 
 def _recurrent(kind, cfg, weights, name, keras_major, direction="forward"):
@@ -400,12 +422,14 @@ def _convert(config, version, weights, where):
     entries, input_names, output_names = _layers_and_links(config)
     weights.index(entries)
     problems, nodes, inputs, outputs = [], [], [], []
+    unknown = False
     # keras layer name -> (internal tensor, form "seq" | "static", mask tensor or None, features)
     tensor = {}
     extra_outputs = {}   # layer name -> [(port suffix, tensor, layout)] for return_state
     for cls, cfg, src in entries:
         name = cfg["name"]
         try:
+            cls, cfg = _unwrap_cell(cls, cfg)
             if cls == "InputLayer":
                 shape = cfg.get("batch_shape") or cfg.get("batch_input_shape")
                 ids = str(cfg.get("dtype", "float32")).startswith("int") or (shape and len(shape) == 2)
@@ -418,7 +442,11 @@ def _convert(config, version, weights, where):
             srcs = src if isinstance(src, list) else [src]
             missing = [x for x in srcs if x not in tensor]
             if missing:
-                problems.append(f"layer {cls} {name!r}: its input {missing[0]!r} was not converted")
+                if cls not in KNOWN_LAYERS:   # named too: every unknown layer at once
+                    problems.append(f"layer {cls} {name!r}")
+                    unknown = True
+                elif not problems:   # else a consequence of a problem already reported
+                    problems.append(f"layer {cls} {name!r}: its input {missing[0]!r} was not converted")
                 continue
             if cls in MERGES:
                 vals = [tensor[x] for x in srcs]
@@ -488,7 +516,8 @@ def _convert(config, version, weights, where):
                     problems.append(f"{cls} {name!r} needs a sequence input")
                     continue
                 bi = cls == "Bidirectional"
-                inner_cls, inner = (cfg["layer"]["class_name"], cfg["layer"]["config"]) if bi else (cls, cfg)
+                inner_cls, inner = (_unwrap_cell(cfg["layer"]["class_name"], cfg["layer"]["config"]) if bi
+                                    else (cls, cfg))
                 if inner_cls not in RECURRENT:
                     problems.append(f"{cls} of {inner_cls} ({name!r})")
                     continue
@@ -497,8 +526,8 @@ def _convert(config, version, weights, where):
                     if back:   # allowed only as the mirror of `layer` (its config is read for both)
                         keys = ("units", "activation", "recurrent_activation", "use_bias", "reset_after",
                                 "return_sequences", "return_state", "time_major", "stateful")
-                        bc = back.get("config", {})
-                        if back.get("class_name") != inner_cls or any(bc.get(k) != inner.get(k) for k in keys):
+                        back_cls, bc = _unwrap_cell(back.get("class_name"), back.get("config", {}))
+                        if back_cls != inner_cls or any(bc.get(k) != inner.get(k) for k in keys):
                             problems.append(f"Bidirectional {name!r} with a backward_layer configured "
                                             f"differently from its forward layer")
                             continue
@@ -562,12 +591,15 @@ def _convert(config, version, weights, where):
                             extra_outputs[name].append((f"{tag}_{key}" if bi else key, t))
             else:
                 problems.append(f"layer {cls} {name!r}")
+                unknown = True
         except ConversionError as e:
             problems.append(f"layer {cls} {name!r}: {e}")
         except (KeyError, IndexError, ValueError) as e:
             problems.append(f"layer {cls} {name!r}: unexpected config or weights ({type(e).__name__}: {e})")
     if problems:
-        raise ConversionError(f"{where}: cannot convert: " + "; ".join(problems))
+        # one short message: the first problems in full, the other layers' classes once each
+        named = [(p.split()[1] if p.startswith("layer ") else p.split()[0], p) for p in problems]
+        raise ConversionError(_refusal(where, named, HINT_UNKNOWN if unknown else ""))
     for o, index in output_names:
         if o not in tensor:
             raise ConversionError(f"{where}: output layer {o!r} was not converted")

@@ -43,7 +43,7 @@ _select_isa()
 _ACT_CODES = {"Sigmoid": 0, "Tanh": 1, "Relu": 2, "Affine": 3, "LeakyRelu": 4,
               "ThresholdedRelu": 5, "ScaledTanh": 6, "HardSigmoid": 7, "Elu": 8,
               "Softsign": 9, "Softplus": 10}
-_DENSE_CODES = {"linear": 0, "relu": 1, "tanh": 2, "sigmoid": 3, "softmax": 4}
+_DENSE_CODES = {"linear": 0, "relu": 1, "tanh": 2, "sigmoid": 3, "softmax": 4, "log_softmax": 5}
 
 
 def cpu_isa():

@@ -43,7 +43,9 @@ def generate(model, prompt, n: int, *, temperature: float = 1.0, top_k: int | No
              seed: int | None = None, tokenizer: Tokenizer | None = None, stop=None):
     """Continue `prompt` by n tokens.
 
-    model : Model with one input of token ids and one output of V scores per step
+    model : Model with one input of token ids and one output of V scores per step (logits;
+            a log_softmax head's log-probabilities are logits too; a softmax head's
+            probabilities are taken as such)
     n : int >= 0, the most tokens to generate: with `stop` an upper bound (10**12 is fine;
         tokens are produced one at a time, nothing of size n is allocated)
     prompt : str (tokenized with the model's tokenizer; the result is the continuation as

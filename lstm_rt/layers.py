@@ -316,7 +316,7 @@ class Embedding(Layer):
         return {"name": self.name, "vocab_size": self.vocab_size, "embedding_size": self.output_size}
 
 
-DENSE_ACTIVATIONS = ("linear", "relu", "tanh", "sigmoid", "softmax")
+DENSE_ACTIVATIONS = ("linear", "relu", "tanh", "sigmoid", "softmax", "log_softmax")
 
 
 class Dense(Layer):

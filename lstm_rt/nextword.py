@@ -41,7 +41,8 @@ class NextWordPredictor:
     """Incremental next-word suggestions for one text field.
 
     model : Model (or a path) with one input of token ids and one output of V scores per
-            step (logits, or probabilities from a softmax Dense); V = len(vocabulary)
+            step (logits, log-probabilities from a log_softmax Dense, which are used as they
+            are, or probabilities from a softmax Dense); V = len(vocabulary)
     tokenizer : defaults to the one stored in the model file's metadata
     max_checkpoints : int >= 1, states kept for rewinding (one per token; older tokens keep
             one in 64); kept as the text grows, nothing is reserved up front

@@ -150,6 +150,9 @@ def dense_reference(layer: Dense, x):
     elif layer.activation == "softmax":
         e = np.exp(y - y.max(axis=-1, keepdims=True))
         y = e / e.sum(axis=-1, keepdims=True)
+    elif layer.activation == "log_softmax":
+        z = y - y.max(axis=-1, keepdims=True)
+        y = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
     return y
 
 

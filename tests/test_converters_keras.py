@@ -46,6 +46,11 @@ CASES = {
     "go-backwards-seq": lambda: [L.GRU(5, go_backwards=True, return_sequences=True), L.Dense(2)],
     "no-bias-hard-sigmoid": lambda: [L.LSTM(5, use_bias=False, recurrent_activation="hard_sigmoid",
                                             return_sequences=True), L.Dropout(0.5)],
+    # keras.layers.RNN around a cell is the layer of that cell
+    "rnn-lstmcell": lambda: [L.RNN(L.LSTMCell(5), return_sequences=True), L.RNN(L.GRUCell(4)), L.Dense(2)],
+    "rnn-grucell-reset-before": lambda: [L.RNN(L.GRUCell(5, reset_after=False), return_sequences=True)],
+    "rnn-simplernncell-backwards": lambda: [L.RNN(L.SimpleRNNCell(4, activation="relu"), go_backwards=True)],
+    "bi-rnn-lstmcell": lambda: [L.Bidirectional(L.RNN(L.LSTMCell(4), return_sequences=True), merge_mode="sum")],
 }
 
 
@@ -74,6 +79,34 @@ def test_live_model_and_embedding_language_model():
     np.testing.assert_allclose(conv.run(ids), want, atol=ATOL, rtol=0)
     s = conv.stream(batch=2)  # streaming parity: step by step == Keras on the whole sequence
     np.testing.assert_allclose(np.stack([s.step(ids[:, t]) for t in range(12)], axis=1), want, atol=ATOL, rtol=0)
+
+
+def test_rnn_of_a_cell_streams_like_the_layer(tmp_path):
+    m = build([L.RNN(L.LSTMCell(6), return_sequences=True), L.Dense(3, activation="softmax")], (None, 4))
+    x = np.random.default_rng(7).normal(size=(2, 8, 4)).astype(np.float32)
+    m.save(tmp_path / "cell.keras")
+    conv = converters.convert(tmp_path / "cell.keras")
+    assert [layer.kind for layer in conv.layers] == ["LSTM", "Dense"]
+    s = conv.stream(batch=2)
+    np.testing.assert_allclose(np.stack([s.step(x[:, t]) for t in range(8)], axis=1), conv.run(x), atol=ATOL, rtol=0)
+    np.testing.assert_allclose(conv.run(x), np.asarray(m.predict(x, verbose=0)), atol=ATOL, rtol=0)
+
+
+def test_unsupported_layers_are_one_short_message(tmp_path):
+    m = build([L.Conv1D(4, 3, padding="same"), L.LayerNormalization(), L.LSTM(5, return_sequences=True),
+               L.Conv1D(2, 1), L.GlobalAveragePooling1D()], (None, 4))
+    m.save(tmp_path / "u.keras")
+    with pytest.raises(ConversionError, match="Conv1D.*LayerNormalization.*GlobalAveragePooling1D.*recurrent") as e:
+        converters.convert(tmp_path / "u.keras")
+    assert len(str(e.value)) < 300, str(e.value)
+
+
+def test_rnn_of_stacked_cells_is_refused_briefly(tmp_path):
+    m = build([L.RNN([L.LSTMCell(4), L.LSTMCell(3)])], (None, 4))
+    m.save(tmp_path / "stacked.keras")
+    with pytest.raises(ConversionError, match="RNN of .*separate RNN layers") as e:
+        converters.convert(tmp_path / "stacked.keras")
+    assert len(str(e.value)) < 300, str(e.value)
 
 
 @pytest.mark.parametrize("fmt", ["keras", "h5"])

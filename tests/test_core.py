@@ -212,13 +212,25 @@ def test_fast_step_rejects_bad_inputs_and_accepts_strided_ones():
     np.testing.assert_array_equal(s.step(x), m.stream(batch=2).step(np.ascontiguousarray(x)))
 
 
-@pytest.mark.parametrize("act", ["linear", "relu", "tanh", "sigmoid", "softmax"])
+@pytest.mark.parametrize("act", ["linear", "relu", "tanh", "sigmoid", "softmax", "log_softmax"])
 def test_dense_activations(act):
     rng = np.random.default_rng(1)
     d = Dense("d", rng.normal(size=(19, 5)), rng.normal(size=19), activation=act)
     m = Model([Node(d, ["x"], ["y"])], [Port("x", "x", "TBF")], [Port("y", "y", "TBF")])
     x = rng.normal(size=(3, 2, 5)).astype(np.float32)
     np.testing.assert_allclose(m.run(x), dense_reference(d, x), atol=ATOL, rtol=0)
+
+
+def test_log_softmax_is_stable_for_large_scores():
+    """Scores of +-1e4 (exp overflows float32): log_softmax stays finite and matches the
+    float64 reference to float32 rounding of the scores themselves."""
+    rng = np.random.default_rng(2)
+    d = Dense("d", rng.normal(size=(40, 5)) * 2e3, activation="log_softmax")
+    m = Model([Node(d, ["x"], ["y"])], [Port("x", "x", "TBF")], [Port("y", "y", "TBF")])
+    x = rng.normal(size=(2, 3, 5)).astype(np.float32)
+    y = m.run(x)
+    assert np.all(np.isfinite(y)) and np.all(y <= 0)
+    np.testing.assert_allclose(y, dense_reference(d, x), rtol=1e-5, atol=1e-5 * np.abs(y).max())
 
 
 # ------------------------------------------------------ streaming invariants

@@ -41,6 +41,15 @@ def test_seeded_sampling_is_deterministic_and_within_top_k(top_k):
             ids.append(t)
 
 
+def test_log_softmax_heads_sample_like_logits():
+    """log-probabilities are logits that are already normalized: the same seed gives the
+    same text with a log_softmax head as with the plain logits head."""
+    a = generate(language_model(CHARS, tokenizer="chars"), "abc", 25, temperature=0.9, top_k=4, seed=2)
+    b = generate(language_model(CHARS, tokenizer="chars", head="log_softmax"), "abc", 25, temperature=0.9,
+                 top_k=4, seed=2)
+    assert a == b
+
+
 def test_sampling_follows_the_softmax():
     """Empirical frequencies of sample_next match softmax(scores / T) (chi-square-free check:
     each probability within 4 standard errors over 20000 draws)."""

@@ -84,6 +84,19 @@ def test_complete_probability_and_softmax_models():
     assert p.complete("zzz") == []
 
 
+def test_log_softmax_heads_are_log_probabilities():
+    """A log_softmax head (PyTorch's usual LM head) gives the same words and probabilities
+    as the same model with a plain logits head."""
+    text = "and the lord said, let "
+    logits, logp = NextWordPredictor(language_model(WORDS)), NextWordPredictor(language_model(WORDS, head="log_softmax"))
+    for p in (logits, logp):
+        p.set_text(text)
+    for (w1, q1), (w2, q2) in zip(logits.suggest(5), logp.suggest(5)):
+        assert w1 == w2
+        np.testing.assert_allclose(q2, q1, atol=1e-6)
+    np.testing.assert_allclose(logp.probability("light"), logits.probability("light"), atol=1e-6)
+
+
 def test_top_k_is_ordered_and_restricted():
     s = np.array([0.1, 3.0, -1.0, 2.0, 2.5], np.float32)
     assert top_k(s, 3).tolist() == [1, 4, 3]

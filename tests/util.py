@@ -51,9 +51,11 @@ def sequence_model(layer):
     return Model([Node(layer, ["x"], ["y"])], [Port("x", "x", "TBF")], [Port("y", "y", "TBF")])
 
 
-def language_model(vocabulary, *, kind="LSTM", E=8, H=16, seed=0, tokenizer="words", softmax=False):
+def language_model(vocabulary, *, kind="LSTM", E=8, H=16, seed=0, tokenizer="words", softmax=False,
+                   head=None):
     """Embedding -> recurrent -> Dense over `vocabulary` (a list of tokens), with the
     tokenizer stored in the metadata, as a trained next-word model file would have it.
+    head: the Dense activation (default "softmax" if softmax else "linear").
     Weights are random but large enough that the scores differ clearly between contexts."""
     from lstm_rt.layers import Dense, Embedding
     from lstm_rt.text import Tokenizer
@@ -62,7 +64,7 @@ def language_model(vocabulary, *, kind="LSTM", E=8, H=16, seed=0, tokenizer="wor
     emb = Embedding("embedding", rng.normal(size=(V, E)))
     rec = random_layer(kind, E, H, rng=rng, scale=0.6)
     head = Dense("head", rng.normal(size=(V, H)) * 2.0, rng.normal(size=V),
-                 activation="softmax" if softmax else "linear")
+                 activation=head or ("softmax" if softmax else "linear"))
     nodes = [Node(emb, ["ids"], ["e"]), Node(rec, ["e"], ["h"]), Node(head, ["h"], ["scores"])]
     meta = Tokenizer(vocabulary, kind=tokenizer).to_metadata()
     return Model(nodes, [Port("ids", "ids", "TB", "int64")], [Port("scores", "scores", "TBF")], metadata=meta)

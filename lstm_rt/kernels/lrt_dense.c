@@ -20,6 +20,14 @@ void lrt_dense(int M, int O, const float *x, int ldx, const lrt_mat *W, const fl
             for (int j = 0; j < O; j++) r[j] *= inv;
             break;
         }
+        case LRT_DENSE_LOG_SOFTMAX: {   /* x - max - log(sum(exp(x - max))): no overflow, no log(0) */
+            float mx = -INFINITY, sum = 0.0f;
+            for (int j = 0; j < O; j++) mx = r[j] > mx ? r[j] : mx;
+            for (int j = 0; j < O; j++) sum += expf(r[j] - mx);
+            float shift = mx + logf(sum);
+            for (int j = 0; j < O; j++) r[j] -= shift;
+            break;
+        }
         default: break;
         }
     }

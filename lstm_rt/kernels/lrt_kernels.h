@@ -184,7 +184,8 @@ int lrt_recurrent_sequence(const lrt_cell *cell, int T, int B, const float *x, i
 
 /* y[m, :O] = act(x[m] @ W^T + bias), W packed with gw = 8, K = F; act is one of
  * LRT_DENSE_*. scratch: lrt_matmul_scratch_floats(M, F) floats. */
-enum { LRT_DENSE_LINEAR = 0, LRT_DENSE_RELU, LRT_DENSE_TANH, LRT_DENSE_SIGMOID, LRT_DENSE_SOFTMAX };
+enum { LRT_DENSE_LINEAR = 0, LRT_DENSE_RELU, LRT_DENSE_TANH, LRT_DENSE_SIGMOID, LRT_DENSE_SOFTMAX,
+       LRT_DENSE_LOG_SOFTMAX };
 void lrt_dense(int M, int O, const float *x, int ldx, const lrt_mat *W, const float *bias,
                int act, float *y, int ldy, float *scratch);
 
