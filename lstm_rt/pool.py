@@ -220,13 +220,12 @@ class StreamPool:
                 del s._chunks[0]
                 s._head = 0
         rows = np.fromiter((s._slot for s in active), np.intp, n)
-        y = self._stream.step(x, rows=rows)
-        if len(self._outs) == 1:
-            (_, b, _), = self._outs
-            for s, row in zip(active, y if b == 0 else np.moveaxis(y, b, 0)):
+        y = self._stream.step(x, rows=rows)   # one array, or a dict when the model has several outputs
+        per = [np.moveaxis(y[name] if isinstance(y, dict) else y, b, 0) for name, b, _ in self._outs]
+        if len(per) == 1:
+            for s, row in zip(active, per[0]):
                 s._outputs.append(row)
         else:
-            per = [np.moveaxis(y[name], b, 0) for name, b, _ in self._outs]
             for r, s in enumerate(active):
                 s._outputs.append([p[r] for p in per])
         self.rounds += 1

@@ -108,3 +108,41 @@ def test_feeding_things_that_are_no_frames():
     assert s.pending == 0
     with pytest.raises(LstmRtError, match="StreamPool needs a Model"):
         StreamPool(None)
+
+
+def _pool_run(m, frames):
+    """Each stream's frames through one StreamPool in ragged rounds; returns what each read."""
+    pool = StreamPool(m, capacity=1)
+    streams = [pool.open() for _ in frames]
+    for i, s in enumerate(streams):
+        s.feed(frames[i][:2])
+    pool.step()
+    for i, s in enumerate(streams):
+        s.feed(frames[i][2:])
+    pool.run()
+    return [s.read() for s in streams]
+
+
+@pytest.mark.parametrize("form", ["gru", "lstm2", "heads", "packed"])
+def test_pool_serves_converted_pytorch_forms(form):
+    """Forms with optional state/length inputs, state outputs and several per-step outputs:
+    a stream's reads equal stepping that stream alone (state outputs are its .state)."""
+    torch = pytest.importorskip("torch")
+    from converters import from_torch
+    from torch_forms import Heads, PackedTagger, seeded
+    torch.manual_seed(0)
+    module = {"gru": lambda: torch.nn.GRU(3, 4), "lstm2": lambda: torch.nn.LSTM(3, 4, num_layers=2),
+              "heads": lambda: seeded(Heads), "packed": lambda: seeded(PackedTagger)}[form]()
+    m = from_torch(module)
+    rng = np.random.default_rng(3)
+    frames = [rng.normal(size=(int(n), 3)).astype(np.float32) for n in (5, 3, 7)]
+    got = _pool_run(m, frames)
+    for f, g in zip(frames, got):
+        s = m.stream(1)
+        steps = [s.step(f[t:t + 1]) for t in range(len(f))]
+        if isinstance(g, dict):
+            for name, a in g.items():
+                np.testing.assert_array_equal(a, np.concatenate([st[name] for st in steps]))
+        else:
+            want = [st if not isinstance(st, dict) else st[next(iter(st))] for st in steps]
+            np.testing.assert_array_equal(g, np.concatenate(want))

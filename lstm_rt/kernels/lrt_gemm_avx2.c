@@ -34,35 +34,32 @@ LRT_AVX2_INLINE void tile(int R, int NV, int K, const float *A, int lda, const f
         for (int v = 0; v < NV; v++) _mm256_storeu_ps(out + (size_t)r * ldo + 8 * v, acc[r * NV + v]);
 }
 
-/* A single row (the streaming step): KU independent accumulator sets over interleaved k
- * hide the 4-cycle FMA latency; narrow panels (a Dense head's 8 columns) need the most
- * (KU * NV = 8 chains), or a 512x10000 head runs at a quarter of the FMA rate. */
-LRT_AVX2_INLINE void tile_row(int NV, int K, const float *a, const float *wp, const float *bias, float *out)
+/* A single row (the streaming step) against P panels at once: P * NV independent sums
+ * hide the 4-cycle FMA latency (one panel alone has too few: a 512x10000 Dense head ran
+ * at a quarter of the FMA rate). Each column's sum starts from its bias and runs over k
+ * in order, exactly as tile() computes a row of a batch, so a step and a whole-sequence
+ * run give the same bits (splitting k into partial sums instead did not: 1e-5 apart). */
+LRT_AVX2_INLINE void row_panels(int P, int NV, int K, const float *a, const float *wp, size_t pstride,
+                                const float *bias, float *out)
 {
-    const int KU = NV >= 3 ? 2 : 8 / NV, gw = NV * 8;
-    __m256 acc[8][4];
-    for (int u = 0; u < KU; u++)
+    const int gw = NV * 8;
+    __m256 acc[12];
+    for (int p = 0; p < P; p++)
         for (int v = 0; v < NV; v++)
-            acc[u][v] = (u == 0 && bias) ? _mm256_loadu_ps(bias + 8 * v) : _mm256_setzero_ps();
-    int k = 0;
-    for (; k + KU <= K; k += KU) {
-        for (int u = 0; u < KU; u++) {
-            const float *w = wp + (size_t)(k + u) * gw;
-            __m256 au = _mm256_broadcast_ss(a + k + u);
-            for (int v = 0; v < NV; v++) acc[u][v] = _mm256_fmadd_ps(au, _mm256_loadu_ps(w + 8 * v), acc[u][v]);
+            acc[p * NV + v] = bias ? _mm256_loadu_ps(bias + p * gw + 8 * v) : _mm256_setzero_ps();
+    for (int k = 0; k < K; k++) {
+        __m256 ak = _mm256_broadcast_ss(a + k);
+        for (int p = 0; p < P; p++) {
+            const float *w = wp + p * pstride + (size_t)k * gw;
+            for (int v = 0; v < NV; v++) acc[p * NV + v] = _mm256_fmadd_ps(ak, _mm256_loadu_ps(w + 8 * v), acc[p * NV + v]);
         }
     }
-    for (; k < K; k++) {
-        const float *w = wp + (size_t)k * gw;
-        __m256 a0 = _mm256_broadcast_ss(a + k);
-        for (int v = 0; v < NV; v++) acc[0][v] = _mm256_fmadd_ps(a0, _mm256_loadu_ps(w + 8 * v), acc[0][v]);
-    }
-    for (int v = 0; v < NV; v++) {
-        __m256 sum = acc[0][v];
-        for (int u = 1; u < KU; u++) sum = _mm256_add_ps(sum, acc[u][v]);
-        _mm256_storeu_ps(out + 8 * v, sum);
-    }
+    for (int p = 0; p < P; p++)
+        for (int v = 0; v < NV; v++) _mm256_storeu_ps(out + p * gw + 8 * v, acc[p * NV + v]);
 }
+
+/* panels a single row takes at once: at least 8 sums in flight */
+#define PANELS_FOR(NV) ((NV) >= 4 ? 2 : (NV) == 3 ? 3 : (NV) == 2 ? 4 : 8)
 
 #define ROWS_FOR(NV) ((NV) >= 3 ? 3 : (NV) == 2 ? 4 : 6)
 
@@ -79,8 +76,14 @@ LRT_AVX2 static void gemm_nv##NV(int M, int K, const float *A, int lda, const fl
         int n = full ? gw : ncols - j0;                                                       \
         int m = 0;                                                                            \
         if (M == 1) {                                                                         \
-            tile_row(NV, K, A, wp, bb, full ? C + j0 : tmp);                                  \
-            if (!full) memcpy(C + j0, tmp, (size_t)n * sizeof(float));                        \
+            const int P = PANELS_FOR(NV);                                                     \
+            if (blk + P <= nblk && (blk + P) * gw <= ncols) {                                 \
+                row_panels(P, NV, K, A, wp, (size_t)K * gw, bb, C + j0);                      \
+                blk += P - 1;                                                                 \
+            } else {                                                                          \
+                row_panels(1, NV, K, A, wp, 0, bb, full ? C + j0 : tmp);                      \
+                if (!full) memcpy(C + j0, tmp, (size_t)n * sizeof(float));                    \
+            }                                                                                 \
             continue;                                                                         \
         }                                                                                     \
         for (; m + R <= M; m += R) {                                                          \
