@@ -257,6 +257,10 @@ OP_KINDS = {"embed": LRT_OP_EMBED, "recurrent": LRT_OP_RECURRENT, "dense": LRT_O
             "merge": LRT_OP_MERGE, "mask_ids": LRT_OP_MASK_IDS, "mask_value": LRT_OP_MASK_VALUE,
             "last_state": LRT_OP_LAST_STATE, "select_direction": LRT_OP_SELECT_DIRECTION,
             "copy_state": LRT_OP_COPY_STATE, "reverse_time": LRT_OP_REVERSE_TIME, "join": LRT_OP_JOIN}
+# below this many multiply-adds per call the kernels run with the GIL held (releasing it
+# costs more than they take)
+cdef enum:
+    GIL_FREE_WORK = 4096
 _BUFFER_DTYPES = {"seq": np.float32, "static": np.float32, "state": np.float32, "ids": np.int64,
                   "mask": np.uint8, "lens": np.int32}
 _LAYOUT_CODES = {"TBF": 0, "BTF": 1, "BF": 2, "TDBH": 3, "BTDH": 4, "DBH": 5, "BDH": 6, "BH": 7}
@@ -310,6 +314,7 @@ cdef class Executor:
     cdef int *sdirs         # and their directions
     cdef tuple out_names
     cdef list results       # per output: the array a direct output is bound to during a call
+    cdef long long macs_per_row   # multiply-adds of one row and step through every weight
     cdef list scratch       # per state buffer: rows gathered for a step of some rows (or None)
     cdef object seen        # uint8 [bcap]: duplicate check of those rows
 
@@ -389,6 +394,13 @@ cdef class Executor:
                 op.n_in = len(ins)
                 op.ins = <const int *> (<size_t> ins.ctypes.data)
                 op.in_feats = <const int *> (<size_t> feats.ctypes.data)
+        self.macs_per_row = 0
+        for i in range(self.nops):
+            op = &self.ops[i]
+            if op.kind == LRT_OP_RECURRENT:
+                self.macs_per_row += op.ndir * op.cells[0].gates * op.cells[0].H * (op.in_f + op.cells[0].Hr)
+            elif op.kind == LRT_OP_DENSE:
+                self.macs_per_row += op.in_f * op.out_f
         self.own = [None] * self.nbufs
         self.held = [None] * self.nbufs
         for i in range(self.nbufs):
@@ -499,8 +511,16 @@ cdef class Executor:
                 raise LstmRtError("time steps past the executor's capacity")
         if B > self.bcap or B < 0:
             raise LstmRtError(f"batch {B} past the executor's {self.bcap}")
+        cdef long long work = self.macs_per_row * B
+        for s in range(self.nslots):
+            work *= max(self.T[s], 1)
         ws = self.ws.need(lrt_plan_workspace_floats(self.ops, self.nops, self.T, B))
-        with nogil:
+        # the GIL is released around the kernels, unless they are over before releasing and
+        # taking it back would be (~0.15 us): tiny steps keep it
+        if work >= GIL_FREE_WORK:
+            with nogil:
+                rc = lrt_plan_run(self.ops, self.nops, self.bufs, self.T, B, bcap, ws, &failed)
+        else:
             rc = lrt_plan_run(self.ops, self.nops, self.bufs, self.T, B, bcap, ws, &failed)
         if rc != 0:
             name = self.program.ops[failed].name if 0 <= failed < self.nops else "?"
