@@ -552,6 +552,10 @@ cdef class Executor:
             self.results[i] = None
             if not d.direct:
                 continue
+            # back to the buffer's own array first: the last call may have pointed it at a
+            # result array sized for that call only
+            self.bufs[d.buf] = cnp.PyArray_DATA(<cnp.ndarray> self.own[d.buf])
+            self.held[d.buf] = self.own[d.buf]
             if time_axis and d.slot >= 0 and d.layout != L_BF:
                 if d.layout != L_TBF:
                     continue

@@ -59,7 +59,10 @@ def graphs() -> list[Model]:
     bidir = Model([Node(lay("RNN", 2, 3, "bi", direction="bidirectional"), ["X", "L", "h0"], ["Y", "hn"])],
                   [Port("X", "X", "BTF"), Port("L", "L", "B", "int32"), Port("h0", "h0", "BDH")],
                   [Port("Y", "Y", "BTDH", groups=2), Port("hn", "hn", "BDH")])
-    models = [two, seq2seq, join, ids, bidir]
+    batch_major = Model([Node(lay("GRU", 3, 4, "g", linear_before_reset=True), ["X", "L", "h0"], ["Y", "hn"])],
+                        [Port("X", "X", "BTF"), Port("L", "L", "B", "int32"), Port("h0", "h0", "BDH")],
+                        [Port("Y", "Y", "BTDH", groups=1), Port("hn", "hn", "BDH"), Port("Yt", "Y", "TDBH")])
+    models = [two, seq2seq, join, ids, bidir, batch_major]
     return models + [m.quantized("int8") for m in models[:2]]
 
 
@@ -84,6 +87,7 @@ def feeds(r: random.Random, m: Model, rng) -> dict:
     """Random feeds for every input of m, shaped by its layout (T, B, D, F/H axes): mostly
     consistent, often not."""
     B = r.choice([0, 1, 1, 2, 3])
+    T_all = r.choice([0, 1, 2, 3, 5, 8])
     out, times = {}, []
     for port, spec in zip(m._inputs, m.inputs):
         if r.random() < 0.05:
@@ -95,7 +99,7 @@ def feeds(r: random.Random, m: Model, rng) -> dict:
                     for _ in range(b)]
             out[spec.name] = np.array(lens).astype(r.choice(LENS_DTYPES), casting="unsafe")
             continue
-        T = r.choice([0, 1, 2, 3, 5, 8])
+        T = T_all if r.random() < 0.7 else r.choice([0, 1, 2, 3, 5, 8])
         if "T" in port.layout:
             times.append(T)
         shape = []
@@ -116,6 +120,8 @@ def feeds(r: random.Random, m: Model, rng) -> dict:
 
 def check(r: random.Random, m: Model, rng) -> str:
     f = feeds(r, m, rng)
+    if r.random() < 0.5:        # only the sequences: what a stream can be fed
+        f = {p.name: f[p.name] for p in m._inputs if p.is_sequence and p.name in f}
     try:
         y = m.run(f)
     except LstmRtError:
@@ -124,17 +130,37 @@ def check(r: random.Random, m: Model, rng) -> str:
     for k in y:
         if not np.array_equal(y[k], again[k], equal_nan=True):
             raise AssertionError(f"output {k!r} differs between two runs of the same feeds")
+    seq = {p.name: f[p.name] for p in m._inputs if p.is_sequence and p.name in f}
+    B = next(iter(y.values())).shape[m.outputs[0].axes.index("B")] if y else 0
+    Ts = {a.shape[p.layout.index("T")] for p in m._inputs if p.name in seq for a in [seq[p.name]]}
     try:
-        s = m.stream(max(1, r.choice([1, 2, 3])))
+        s = m.stream(max(B, 1))
     except LstmRtError:
         return "ran"
-    seq = {p.name: f[p.name] for p in m._inputs if p.is_sequence and p.name in f}
-    try:
-        s.feed(seq)
-        for k, v in seq.items():
-            s.step({k: v[0] if len(v) else v})
-    except LstmRtError:
-        pass
+    if B == 0 or len(seq) != len(f) or len(Ts) != 1 or 0 in Ts:
+        return "ran"        # fed lengths or states, or inputs of different lengths: not a stream's feed
+    # chunks of random sizes, a one-step chunk as step() or feed(): the same bits as run()
+    T, t0, got = Ts.pop(), 0, []
+    while t0 < T:
+        n = min(T - t0, r.choice([1, 1, 2, 3, 5]))
+        chunk = {p.name: np.take(seq[p.name], range(t0, t0 + n), axis=p.layout.index("T")) for p in m._inputs
+                 if p.name in seq}
+        if n == 1 and r.random() < 0.6:
+            step = {k: np.take(v, 0, axis=next(p for p in m._inputs if p.name == k).layout.index("T"))
+                    for k, v in chunk.items()}
+            out = s.step(step)
+            out = {spec.name: np.expand_dims(out[spec.name], spec.axes.index("T")) if "T" in spec.axes
+                   else out[spec.name] for spec in m.outputs}
+        else:
+            out = s.feed(chunk)
+        got.append(out)
+        t0 += n
+    for spec in m.outputs:
+        want = y[spec.name]
+        have = (np.concatenate([o[spec.name] for o in got], axis=spec.axes.index("T")) if "T" in spec.axes
+                else got[-1][spec.name])
+        if not np.array_equal(have, want, equal_nan=True):
+            raise AssertionError(f"output {spec.name!r}: stepping and feeding chunks differ from run")
     return "ran and streamed"
 
 

@@ -483,3 +483,20 @@ def test_machine_probes_for_the_benchmark_bounds():
     for rate in (_core._probe_fma_peak(0.01), _core._probe_read_bandwidth(32 << 10, 0.01),
                  _core._probe_read_bandwidth(1000, 0.01)):
         assert np.isfinite(rate) and rate > 0
+
+
+@pytest.mark.parametrize("layout", ["BTF", "TBF", "BTDH", "TDBH"])
+def test_steps_and_feeds_interleaved_reuse_the_buffers_safely(layout):
+    """A step writes its outputs straight into the arrays it returns; a feed after it must
+    not write a chunk of T steps into those one-step arrays (a buffer reused too small)."""
+    rng = np.random.default_rng(21)
+    m = Model([Node(random_layer("GRU", 3, 4, rng=rng), ["x"], ["y"])],
+              [Port("x", "x", "TBF")], [Port("y", "y", layout, groups=1)])
+    x = rng.normal(size=(12, 2, 3)).astype(np.float32)
+    whole = m.run(x)
+    s = m.stream(2)
+    parts = [s.step(x[0])[None] if layout[0] == "T" else s.step(x[0])[:, None]]
+    parts.append(s.feed(x[1:9]))
+    parts.append(s.step(x[9])[None] if layout[0] == "T" else s.step(x[9])[:, None])
+    parts.append(s.feed(x[10:]))
+    np.testing.assert_array_equal(np.concatenate(parts, axis=0 if layout[0] == "T" else 1), whole)

@@ -177,4 +177,4 @@ def test_fuzzed_feeds_to_multi_input_graphs_run_or_refuse_cleanly():
     import fuzz_feeds
     res = fuzz_feeds.run(4000, seed=2)
     assert not res["findings"], res["findings"][:5]
-    assert res["outcomes"].get("refused", 0) > 500 and res["outcomes"].get("ran and streamed", 0) > 500
+    assert res["outcomes"].get("refused", 0) > 500 and res["outcomes"].get("ran and streamed", 0) > 250
