@@ -119,6 +119,22 @@ def _external_array(t, base_dir, what):
         raise ConversionError(f"{what}: dims {dims} ({e})") from None
 
 
+def _check_fold_size(node, op, v):
+    """Refuse to fold constants into a result past MAX_FOLDED_BYTES before making it: a
+    small graph can broadcast [20000, 1] + [1, 20000] or ask Range for 10**12 values."""
+    if op in ("Add", "Sub", "Mul", "Div") and all(x is not None for x in v[:2]):
+        count = int(np.prod(np.broadcast_shapes(np.shape(v[0]), np.shape(v[1])), dtype=np.float64))
+    elif op == "Range" and all(x is not None for x in v[:3]):
+        start, limit, delta = (float(np.asarray(x).reshape(-1)[0]) for x in v[:3])
+        count = max(int(np.ceil((limit - start) / delta)), 0) if delta and np.isfinite([start, limit, delta]).all() \
+            else 0
+    else:
+        return
+    if count * 8 > MAX_FOLDED_BYTES:
+        raise _Unsupported(f"op {op!r} (node {node.name!r}) would fold into {count:,} values "
+                           f"(more than {MAX_FOLDED_BYTES} bytes)")
+
+
 def _filled(shape, value, what):
     """np.full(shape, value) for a shape read from the model (ConstantOfShape), refused
     before allocating past MAX_FOLDED_BYTES."""
@@ -555,6 +571,9 @@ class _Interpreter:
                 self.problem(str(e), node.op_type)
             except (ValueError, IndexError, KeyError, TypeError, AttributeError, ArithmeticError) as e:
                 self.problem(f"node {node.name!r} ({node.op_type}): {type(e).__name__}: {e}", node.op_type)
+            except MemoryError:
+                self.problem(f"node {node.name!r} ({node.op_type}): its constant result does not fit in memory",
+                             node.op_type)
 
     def op(self, node):
         op = node.op_type
@@ -668,6 +687,7 @@ class _Interpreter:
     def fold(self, node, ins, attrs):
         op = node.op_type
         v = [i.value if i is not None else None for i in ins]
+        _check_fold_size(node, op, v)
         if op == "Unsqueeze":
             axes = [int(a) for a in (v[1] if len(v) > 1 and v[1] is not None else attrs["axes"].ints)]
             r = v[0]

@@ -127,6 +127,25 @@ def test_onnx_constant_of_shape_declaring_absurd_size(tmp_path):
         converters.convert(_saved(tmp_path / "m.onnx", m))
 
 
+@pytest.mark.parametrize("fold", ["broadcast", "range"])
+def test_onnx_constant_folds_into_absurd_sizes(tmp_path, fold):
+    """Two small constants broadcast into 1.5 GiB, or a Range of 10**12 values: refused
+    before folding them, not a bare MemoryError."""
+    m = lstm_onnx()
+    if fold == "broadcast":
+        m.graph.initializer.extend([numpy_helper.from_array(np.ones((20000, 1), np.float32), "a"),
+                                    numpy_helper.from_array(np.ones((1, 20000), np.float32), "b")])
+        m.graph.node.insert(0, helper.make_node("Add", ["a", "b"], ["big"], name="big"))
+    else:
+        m.graph.initializer.extend([numpy_helper.from_array(np.array(v, np.int64), n)
+                                    for v, n in ((0, "start"), (10**12, "limit"), (1, "delta"))])
+        m.graph.node.insert(0, helper.make_node("Range", ["start", "limit", "delta"], ["big"], name="big"))
+    m.graph.node.append(helper.make_node("Add", ["Y", "big"], ["Y2"]))
+    m.graph.output[0].name = "Y2"
+    with pytest.raises(ConversionError, match="'big'.*values"):
+        converters.convert(_saved(tmp_path / "m.onnx", m))
+
+
 def keras_zip(path, members):
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
         for name, data in members.items():
