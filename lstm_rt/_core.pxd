@@ -15,6 +15,7 @@ cdef extern from "lrt_kernels.h" nogil:
         const float *scale
         const int32_t *colsum
         int nblk, K, gw
+        int act8
     ctypedef struct lrt_cell:
         int kind
         int in_size, H, Hr, nblk
@@ -56,8 +57,14 @@ cdef extern from "lrt_kernels.h" nogil:
     size_t lrt_matmul_scratch_floats(int M, int K)
     void lrt_embed(int dtype, const void *table, const float *scale, int E, const int64_t *ids, int n,
                    float *out, int ldo)
-    void lrt_matmul_select(int level)
-    void lrt_i8_colsums(const lrt_mat *W, int32_t *out)
+    ctypedef struct lrt_kernels:
+        const char *name
+        int level
+    const lrt_kernels *lrt_kernels_of(int level)
+    void lrt_matmul_with(const lrt_kernels *k, int M, const float *A, int lda, const lrt_mat *W,
+                         const float *bias, float *C, int ldc, int ncols, float *scratch)
+    double lrt_act_qmax(const lrt_mat *W)
+    int lrt_i8_colsums(const lrt_mat *W, int32_t *out)
     void lrt_dense(int M, int O, const float *x, int ldx, const lrt_mat *W, const float *bias,
                    int act, float *y, int ldy, float *scratch)
 

@@ -104,8 +104,10 @@ cdef const float *_fptr(object arr, list keep) except? NULL:
     return &mv[0]
 
 
-cdef int _mat(lrt_mat *m, object arr, object scale, int K, int gw, list keep) except -1:
-    """Describe a packed weight matrix (fp32 / fp16 / int8 panels, see lrt_kernels.h)."""
+cdef int _mat(lrt_mat *m, object arr, object scale, int K, int gw, list keep, bint act8=False) except -1:
+    """Describe a packed weight matrix (fp32 / fp16 / int8 panels, see lrt_kernels.h).
+    act8: int8 weights meet 8-bit activations (the recurrent products, whose operands are
+    bounded states); other products quantize activations to up to 16 bits."""
     memset(m, 0, sizeof(lrt_mat))
     if arr is None:
         return 0
@@ -113,6 +115,7 @@ cdef int _mat(lrt_mat *m, object arr, object scale, int K, int gw, list keep) ex
         raise ModelFormatError("packed weights must be C-contiguous")
     m.K = K
     m.gw = gw
+    m.act8 = act8
     m.nblk = arr.shape[0]
     if arr.dtype == np.float32:
         m.dtype = LRT_F32
@@ -136,8 +139,9 @@ cdef int _mat(lrt_mat *m, object arr, object scale, int K, int gw, list keep) ex
         colsum = np.zeros(m.nblk * gw, np.int32)
         keep.append(colsum)
         m.colsum = <const int32_t *> (<size_t> colsum.ctypes.data)
-        if arr.size:
-            lrt_i8_colsums(m, <int32_t *> m.colsum)
+        if arr.size and lrt_i8_colsums(m, <int32_t *> m.colsum):
+            # quantize_int8 never writes -128; the byte kernels need |w| <= 127
+            raise ValueError("int8 weights must lie in [-127, 127]; found -128")
     return 0
 
 
@@ -173,10 +177,11 @@ cdef class RecurrentCore:
             cl.Hr = (config.get("proj_size") or H) if proj is not None else H
             split = kind == "GRU" and not config.get("linear_before_reset")
             _mat(&cl.w, packed[f"{d}.w"], packed.get(f"{d}.w.scale"), self.input_size, cl.gates * 8, self._keep)
+            # the recurrent products meet states (h, r * h, o * g(c)): 8-bit activations
             _mat(&cl.r, packed[f"{d}.r"], packed.get(f"{d}.r.scale"), H if split else cl.Hr,
-                 16 if split else cl.gates * 8, self._keep)
-            _mat(&cl.r_h, packed.get(f"{d}.r_h"), packed.get(f"{d}.r_h.scale"), H, 8, self._keep)
-            _mat(&cl.proj, proj, packed.get(f"{d}.proj.scale"), H, 8, self._keep)
+                 16 if split else cl.gates * 8, self._keep, True)
+            _mat(&cl.r_h, packed.get(f"{d}.r_h"), packed.get(f"{d}.r_h.scale"), H, 8, self._keep, True)
+            _mat(&cl.proj, proj, packed.get(f"{d}.proj.scale"), H, 8, self._keep, True)
             if split and cl.r_h.data == NULL:
                 raise ModelFormatError("a GRU without linear_before_reset needs its r_h weights")
             if cl.w.nblk != cl.nblk or cl.r.nblk != cl.nblk or (split and cl.r_h.nblk != cl.nblk) \
@@ -823,38 +828,47 @@ def _gemm_panels(const float[:, ::1] a, packed, int gates, int ncols, str isa="a
     return out
 
 
-def _matmul(const float[:, ::1] a, packed, scale, int gates, int ncols, str isa="auto"):
+def _matmul(const float[:, ::1] a, packed, scale, int gates, int ncols, str isa="auto", bint act8=False):
     """Test hook: a [M, K] @ W via lrt_matmul for panels of any storage (fp32 / fp16 /
-    int8 + scale); isa (one of cpu_isas()) forces that implementation for this call."""
+    int8 + scale); isa (one of cpu_isas()) runs that level's kernels for this call; act8:
+    describe int8 weights as a recurrent product's (8-bit activations)."""
     cdef list keep = []
     cdef lrt_mat m
     cdef int M = a.shape[0], K = a.shape[1]
-    _mat(&m, packed, scale, K, gates * LRT_LANES, keep)
+    cdef const lrt_kernels *k = NULL
+    _mat(&m, packed, scale, K, gates * LRT_LANES, keep, act8)
     out = np.zeros((M, ncols), np.float32)
     cdef float[:, ::1] o = out
     cdef Workspace ws = Workspace()
     cdef float *scratch = ws.need(lrt_matmul_scratch_floats(M, K))
-    cdef int level = lrt_isa_level()
     if isa != "auto":
         if isa not in cpu_isas():
             raise UnsupportedError(f"this CPU cannot run {isa!r} kernels")
-        lrt_matmul_select(ISAS.index(isa))
-    try:
-        if M and ncols:
-            with nogil:
-                lrt_matmul(M, &a[0, 0], K, &m, NULL, &o[0, 0], ncols, ncols, scratch)
-    finally:
-        lrt_matmul_select(level)
+        k = lrt_kernels_of(ISAS.index(isa))
+    else:
+        k = lrt_kernels_of(lrt_isa_level())
+    if M and ncols:
+        with nogil:
+            lrt_matmul_with(k, M, &a[0, 0], K, &m, NULL, &o[0, 0], ncols, ncols, scratch)
     return out
 
 
-def _time_matmul(const float[:, ::1] a, packed, scale, int gates, int ncols, int reps):
+def _act_qmax(int K, bint act8):
+    """Test hook: the activation range lrt_matmul uses for int8 weights with K inputs."""
+    cdef lrt_mat m
+    memset(&m, 0, sizeof(lrt_mat))
+    m.K = K
+    m.act8 = act8
+    return lrt_act_qmax(&m)
+
+
+def _time_matmul(const float[:, ::1] a, packed, scale, int gates, int ncols, int reps, bint act8=False):
     """Benchmark hook: seconds per lrt_matmul call (the dispatched kernels), best of 5 runs
     of `reps` calls; the weights are described once, outside the timing."""
     cdef list keep = []
     cdef lrt_mat m
     cdef int M = a.shape[0], K = a.shape[1], i, r
-    _mat(&m, packed, scale, K, gates * LRT_LANES, keep)
+    _mat(&m, packed, scale, K, gates * LRT_LANES, keep, act8)
     out = np.zeros((M, ncols), np.float32)
     cdef float[:, ::1] o = out
     cdef Workspace ws = Workspace()

@@ -34,13 +34,10 @@ static void activate_generic(lrt_act act, float *x, int n)
     }
 }
 
-static int use_avx2 = 0;  /* set once by lrt_init */
-
-void lrt_activate_select(int avx2) { use_avx2 = avx2; }
-
 void lrt_activate(lrt_act act, float *x, int n)
 {
-    if (use_avx2 && act.kind == LRT_SIGMOID) lrt_sigmoid_avx2(x, n);
-    else if (use_avx2 && act.kind == LRT_TANH) lrt_tanh_avx2(x, n);
+    const lrt_kernels *k = lrt_kernels_active();
+    if (act.kind == LRT_SIGMOID && k->sigmoid) k->sigmoid(x, n);
+    else if (act.kind == LRT_TANH && k->tanh) k->tanh(x, n);
     else activate_generic(act, x, n);
 }

@@ -3,19 +3,10 @@
  * lrt_kernels.h), applies the activations in registers and writes the new state. The
  * portable path (lrt_recurrent.c) gathers each gate into a buffer and makes a pass per
  * activation. Only the standard cells come here (sigmoid/tanh, no clip, no peepholes, no
- * coupled input-forget); lrt_cell_fused_ok says which. Same arithmetic as the portable
+ * coupled input-forget); lrt_cell_fused_ok (lrt_dispatch.c) says which. Same arithmetic as the portable
  * path with the AVX2 activations (no fused multiply-adds), so the two agree bit for bit. */
 #include <string.h>
 #include "lrt_kernels.h"
-
-int lrt_cell_fused_ok(const lrt_cell *cl)
-{
-    if (lrt_isa_level() < LRT_ISA_AVX2 || cl->clip > 0.0f) return 0;
-    if (cl->act[0].kind != LRT_SIGMOID || cl->act[1].kind != LRT_TANH) return 0;
-    if (cl->kind == LRT_CELL_LSTM)
-        return cl->act[2].kind == LRT_TANH && !cl->peep && !cl->input_forget;
-    return cl->kind == LRT_CELL_GRU;
-}
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include "lrt_vmath_avx2.h"

@@ -11,10 +11,11 @@
  * - Kernels never allocate; callers hand in a workspace sized by lrt_workspace_floats.
  * - Every function here is safe to call without the GIL: no Python, no globals written
  *   after lrt_init().
- * - Three kernel levels, picked once by lrt_init: generic (portable C, every file), avx2
- *   (the *_avx2.c files) and avx512vnni (avx2 plus lrt_matmul_vnni.c for int8 products).
+ * - Three kernel levels, each a table of function pointers (lrt_kernels), one picked once
+ *   by lrt_init: generic (portable C, every file), avx2 (the *_avx2.c files) and
+ *   avx512vnni (avx2 plus lrt_matmul_vnni.c for int8 products). lrt_dispatch.c holds them.
  *
- * Files: lrt_gemm*.c fp32 products; lrt_matmul*.c fp16/int8 products and the activation
+ * Files: lrt_dispatch.c the tables, lrt_init, lrt_matmul; lrt_gemm*.c fp32 products; lrt_matmul*.c fp16/int8 products and the activation
  * quantizer; lrt_recurrent.c a layer over a sequence (portable cell math); lrt_cell_avx2.c
  * fused cell updates; lrt_act*.c activations (vector math in lrt_vmath_avx2.h);
  * lrt_dense.c; lrt_topk.c; lrt_probe.c (benchmark probes).
@@ -42,20 +43,40 @@ enum { LRT_F32 = 0, LRT_F16 = 1, LRT_I8 = 2 };
  *   LRT_F32  float    [nblk][K][gw]
  *   LRT_F16  uint16_t [nblk][K][gw]       IEEE half, widened to float on the fly
  *   LRT_I8   int8_t   [nblk][K4][gw][4]   K4 = ceil(K / 4): the weights of rows 4p..4p+3
- *            sit side by side, the operand order of the 4-way byte dot product (VNNI)
- *            and of two 16-bit pairwise multiply-adds (AVX2, generic);
+ *            sit side by side, the operand order of the 4-way byte dot product (VNNI),
+ *            of two 16-bit pairwise multiply-adds and of two byte pair multiply-adds (AVX2);
+ *            every weight in [-127, 127] (the Cython boundary refuses -128);
  *            scale [nblk * gw] floats, one per output column (symmetric, zero point 0);
  *            colsum [nblk * gw] int32, each column's sum of int8 weights (the VNNI kernels
  *            need it to undo the offset that makes activation bytes unsigned).
- * Activations meet int8 weights as int16 with one scale per row of A, chosen per call so
- * that no int32 sum can overflow (see lrt_matmul). */
+ *
+ * int8 products, the sums every kernel level computes (bit for bit the same floats):
+ *   each row a of A is quantized with one scale, s = amax / qmax, q_k = rint(a_k / s)
+ *   (computed as a_k * (float)(qmax / amax), ties to even; a row holding NaN/inf gives NaN),
+ *   C[m, j] = (float)(sum_k W[k, j] q_k) * (s * scale[j]) + bias[j], the sum exact in int32.
+ *   qmax = lrt_act_qmax(W): 64 when act8 (|q| <= 64 fits a byte: the AVX2 byte kernels),
+ *   else up to 32767 (int16), in both cases capped so that no int32 sum can overflow. */
 typedef struct {
     int dtype;
     const void *data;
     const float *scale;
     const int32_t *colsum;
     int nblk, K, gw;
+    int act8;   /* int8 weights meet 8-bit activations (|q| <= LRT_ACT8_QMAX): set for the
+                 * recurrent products (R h, the projection), whose operands are bounded states */
 } lrt_mat;
+
+/* The activation range of act8 matrices. Why 64: the AVX2 kernel applies q's sign to the
+ * weight (vpsignb) and multiplies |q| <= 64 by |w| <= 127 in vpmaddubsw, whose lanes hold
+ * two products: |lane| <= 2 * 64 * 127 = 16256, so the instruction never saturates and two
+ * lanes (two quad-rows) add in int16 without overflow (<= 32512 < 32767) before one
+ * vpmaddwd widens them to int32. 129 levels on a bounded state cost no accuracy that
+ * bench_accuracy can see; 8-bit inputs x (no bound, Gaussian tails) doubled the error of h,
+ * so the input products keep 16-bit activations. */
+#define LRT_ACT8_QMAX 64
+
+/* The largest |q| for a matrix (see lrt_mat). */
+double lrt_act_qmax(const lrt_mat *W);
 
 /* Recurrent cell kinds. */
 enum { LRT_CELL_LSTM = 0, LRT_CELL_GRU = 1, LRT_CELL_RNN = 2 };
@@ -87,6 +108,31 @@ typedef struct {
  * the forced ISA. */
 int lrt_init(const char *force);
 const char *lrt_isa_name(void);
+
+/* The kernels of one level, chosen once (as onnxruntime's MLAS platform table): lrt_init
+ * points the active table at the best level the CPU runs (or the forced one), and the hot
+ * entry points call through it without asking the CPU again. */
+typedef void (*lrt_matmul_fn)(int M, const float *A, int lda, const lrt_mat *W, const float *bias,
+                              float *C, int ldc, int ncols, float *scratch);
+typedef void (*lrt_gemm_fn)(int M, int K, const float *A, int lda, const float *Wp, int nblk, int gw,
+                            const float *bias, float *C, int ldc, int ncols);
+typedef struct {
+    const char *name;
+    int level;                          /* LRT_ISA_* */
+    lrt_matmul_fn matmul[3];            /* by weight type LRT_F32, LRT_F16, LRT_I8 */
+    lrt_gemm_fn gemm_panels;            /* fp32 products (matmul[LRT_F32] wraps it) */
+    void (*sigmoid)(float *x, int n);   /* NULL: the portable activation loop */
+    void (*tanh)(float *x, int n);
+    int fused_cells;                    /* the AVX2 fused cell updates (lrt_cell_avx2.c) */
+} lrt_kernels;
+
+/* Level `level`'s table (NULL for an unknown level); run its kernels only on a CPU with
+ * that level (lrt_cpu_isa_level). lrt_kernels_active: the table lrt_init chose. */
+const lrt_kernels *lrt_kernels_of(int level);
+const lrt_kernels *lrt_kernels_active(void);
+/* lrt_matmul with a given level's kernels (tests compare the levels with it). */
+void lrt_matmul_with(const lrt_kernels *k, int M, const float *A, int lda, const lrt_mat *W,
+                     const float *bias, float *C, int ldc, int ncols, float *scratch);
 
 /* The k largest of scores[ids[i]] (or scores[i] when ids is NULL) for i < n, best first:
  * writes their ids to out and scores to best (k slots each); returns how many (< k when
@@ -127,35 +173,51 @@ void lrt_matmul_f16_generic(int M, const float *A, int lda, const lrt_mat *W, co
                             float *C, int ldc, int ncols);
 void lrt_matmul_f16_avx2(int M, const float *A, int lda, const lrt_mat *W, const float *bias,
                          float *C, int ldc, int ncols);
-/* int8: A already quantized: q [M][K4 * 4] int16 (zero padded), ascale [M] */
+/* int8, A already quantized: q [M][K4 * 4] int16 (zero padded), ascale [M] */
 void lrt_matmul_i8_generic(int M, const int16_t *q, const float *ascale, const lrt_mat *W,
                            const float *bias, float *C, int ldc, int ncols);
 void lrt_matmul_i8_avx2(int M, const int16_t *q, const float *ascale, const lrt_mat *W,
                         const float *bias, float *C, int ldc, int ncols);
-/* lrt_matmul's activation quantizer and VNNI byte split with AVX2 (same results). */
+/* AVX2, act8 matrices: q [M][K4 * 4] int8 (|q| <= LRT_ACT8_QMAX, zero padded). */
+void lrt_matmul_i8a8_avx2(int M, const int8_t *q, const float *ascale, const lrt_mat *W,
+                          const float *bias, float *C, int ldc, int ncols);
+/* Every row of A quantized to int16 (q [M][K4 * 4], ascale [M]) by `quantize` (the
+ * portable or the AVX2 row quantizer); rows with NaN/inf get scale NaN and zeros. */
+void lrt_quantize_rows(int M, const float *A, int lda, const lrt_mat *W, int16_t *q, float *ascale,
+                       int (*quantize)(const float *, int, double, int16_t *, float *));
+/* The whole int8 product of each level (quantize A into scratch, then the kernel): the
+ * lrt_kernels.matmul[LRT_I8] entries. */
+void lrt_i8_generic(int M, const float *A, int lda, const lrt_mat *W, const float *bias,
+                    float *C, int ldc, int ncols, float *scratch);
+void lrt_i8_avx2(int M, const float *A, int lda, const lrt_mat *W, const float *bias,
+                 float *C, int ldc, int ncols, float *scratch);
+void lrt_i8_vnni(int M, const float *A, int lda, const lrt_mat *W, const float *bias,
+                 float *C, int ldc, int ncols, float *scratch);
+/* lrt_matmul's activation quantizer with AVX2 (same results as the portable one), to
+ * int16 and (|q| <= 127) to bytes; and the VNNI byte split. Return 1 for a row with NaN/inf. */
 int lrt_quantize_row_avx2(const float *a, int K, double qmax, int16_t *q, float *scale);
+int lrt_quantize_row8_avx2(const float *a, int K, double qmax, int8_t *q, float *scale);
 void lrt_split_bytes_avx2(const int16_t *q, int n, uint8_t *hi, uint8_t *lo);
-/* out [nblk * gw]: each column's sum of int8 weights (lrt_mat.colsum). */
-void lrt_i8_colsums(const lrt_mat *W, int32_t *out);
+/* out [nblk * gw]: each column's sum of int8 weights (lrt_mat.colsum). Returns how many
+ * weights are -128 (the kernels need [-127, 127]; the caller refuses such matrices). */
+int lrt_i8_colsums(const lrt_mat *W, int32_t *out);
 /* VNNI: each int16 activation q = 256 * (hi - 128) + lo as two unsigned byte planes,
  * bytes [M][2][K4 * 4] (hi plane, then lo plane, per row); exact like the others. */
 void lrt_matmul_i8_vnni(int M, const uint8_t *planes, const float *ascale, const lrt_mat *W,
                         const float *bias, float *C, int ldc, int ncols);
 /* Kernel levels, in order: each one's CPU also runs the ones below it. */
 enum { LRT_ISA_GENERIC = 0, LRT_ISA_AVX2 = 1, LRT_ISA_AVX512VNNI = 2 };
-void lrt_matmul_select(int level);
-int lrt_isa_level(void);
+int lrt_isa_level(void);  /* the active table's level */
 int lrt_cpu_isa_level(void);
 
 /* In-place activation of n values (sigmoid and tanh vectorized when lrt_init chose avx2). */
 void lrt_activate(lrt_act act, float *x, int n);
-void lrt_activate_select(int avx2);
 void lrt_sigmoid_avx2(float *x, int n);
 void lrt_tanh_avx2(float *x, int n);
 
 /* The fused AVX2 cell updates (lrt_cell_avx2.c) for one row of a step, and whether a cell
  * can use them. xp, pr: gate-blocked W x + b and R h (+ b); outputs padded to whole blocks. */
-int lrt_cell_fused_ok(const lrt_cell *cl);
+int lrt_cell_fused_ok(const lrt_cell *cl);  /* with the active table */
 void lrt_lstm_cell_avx2(const lrt_cell *cl, const float *xp, const float *pr, float *c, float *h);
 void lrt_gru_cell_a_avx2(const lrt_cell *cl, const float *xp, const float *pr, const float *h,
                          float *z, float *rh, float *hnew);

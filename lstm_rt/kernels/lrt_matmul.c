@@ -1,14 +1,9 @@
-/* lrt_matmul: one entry point for fp32, fp16 and int8 weights; portable kernels for the
- * two narrow types (fp32's live in lrt_gemm.c) and the int8 activation quantizer. */
+/* Portable kernels for the two narrow weight types (fp32's live in lrt_gemm.c), the int8
+ * activation quantizer and the whole portable int8 product (lrt_i8_generic). */
 #include <float.h>
 #include <math.h>
 #include <string.h>
 #include "lrt_kernels.h"
-
-static int isa_level = LRT_ISA_GENERIC;  /* set once by lrt_init */
-
-void lrt_matmul_select(int level) { isa_level = level; }
-int lrt_isa_level(void) { return isa_level; }
 
 /* IEEE half -> float, bit by bit (the AVX2 path uses F16C instead). */
 static inline float half_to_float(uint16_t h)
@@ -72,18 +67,22 @@ void lrt_matmul_i8_generic(int M, const int16_t *q, const float *ascale, const l
     }
 }
 
-void lrt_i8_colsums(const lrt_mat *W, int32_t *out)
+int lrt_i8_colsums(const lrt_mat *W, int32_t *out)
 {
-    int K4 = (W->K + 3) / 4, gw = W->gw;
+    int K4 = (W->K + 3) / 4, gw = W->gw, lowest = 0;
     const int8_t *w = (const int8_t *)W->data;
     int32_t acc[32 * 4];  /* a quad-row's gw * 4 bytes, summed over the quad-rows */
     for (int blk = 0; blk < W->nblk; blk++) {
         memset(acc, 0, sizeof(acc));
         for (int p = 0; p < K4; p++, w += (size_t)gw * 4)
-            for (int i = 0; i < gw * 4; i++) acc[i] += w[i];
+            for (int i = 0; i < gw * 4; i++) {
+                acc[i] += w[i];
+                lowest += w[i] == -128;
+            }
         for (int j = 0; j < gw; j++)
             out[(size_t)blk * gw + j] = acc[4 * j] + acc[4 * j + 1] + acc[4 * j + 2] + acc[4 * j + 3];
     }
+    return lowest;
 }
 
 void lrt_embed(int dtype, const void *table, const float *scale, int E, const int64_t *ids, int n,
@@ -108,17 +107,20 @@ void lrt_embed(int dtype, const void *table, const float *scale, int E, const in
 size_t lrt_matmul_scratch_floats(int M, int K)
 {
     /* per row: K4 * 4 int16 (two per float slot), the same again for the VNNI byte
-     * planes, and one scale */
+     * planes or the AVX2 bytes, and one scale */
     return (size_t)M * (4 * (size_t)((K + 3) / 4) + 1);
 }
 
-/* The largest int16 activation for K inputs: K4 * 4 products of |w| <= 127 times |q| <=
- * qmax stay below 2^31, so every int32 sum is exact (for K <= 516 that allows the full 15
- * bits; a 1536-wide input still gets ~13.4 bits, far finer than the 8-bit weights). */
-static double activation_qmax(int K)
+/* The largest activation for K inputs: K4 * 4 products of |w| <= 127 times |q| <= qmax
+ * stay below 2^31, so every int32 sum is exact (for K <= 516 that allows the full 15
+ * bits; a 1536-wide input still gets ~13.4 bits, far finer than the 8-bit weights). act8
+ * matrices: at most LRT_ACT8_QMAX (see lrt_kernels.h; the int32 cap binds only past
+ * K = 264,000). */
+double lrt_act_qmax(const lrt_mat *W)
 {
-    double qmax = floor(2147483647.0 / (127.0 * 4.0 * ((K + 3) / 4)));
-    return qmax > 32767.0 ? 32767.0 : qmax;
+    double qmax = floor(2147483647.0 / (127.0 * 4.0 * ((W->K + 3) / 4)));
+    double cap = W->act8 ? LRT_ACT8_QMAX : 32767.0;
+    return qmax > cap ? cap : qmax;
 }
 
 /* Quantize a row of A to int16 with one scale: K4 * 4 values (zero padded). Returns 0, or
@@ -140,42 +142,25 @@ static int quantize_row(const float *a, int K, double qmax, int16_t *q, float *s
     return 0;
 }
 
-void lrt_matmul(int M, const float *A, int lda, const lrt_mat *W, const float *bias,
-                float *C, int ldc, int ncols, float *scratch)
+/* Every row of A quantized to int16 (q [M][n], ascale [M]) with `quantize`; a row with
+ * NaN/inf gets scale NaN and zeros (NaN in, NaN out). */
+void lrt_quantize_rows(int M, const float *A, int lda, const lrt_mat *W, int16_t *q, float *ascale,
+                       int (*quantize)(const float *, int, double, int16_t *, float *))
 {
-    if (M <= 0 || W->nblk <= 0) return;
-    switch (W->dtype) {
-    case LRT_F32:
-        lrt_gemm_panels(M, W->K, A, lda, (const float *)W->data, W->nblk, W->gw, bias, C, ldc, ncols);
-        return;
-    case LRT_F16:
-        if (isa_level >= LRT_ISA_AVX2) lrt_matmul_f16_avx2(M, A, lda, W, bias, C, ldc, ncols);
-        else lrt_matmul_f16_generic(M, A, lda, W, bias, C, ldc, ncols);
-        return;
-    default: {
-        size_t n = 4 * (size_t)((W->K + 3) / 4);
-        double qmax = activation_qmax(W->K);
-        float *ascale = scratch;
-        int16_t *q = (int16_t *)(scratch + M);
-        for (int m = 0; m < M; m++) {
-            const float *a = A + (size_t)m * lda;
-            int bad = isa_level >= LRT_ISA_AVX2 ? lrt_quantize_row_avx2(a, W->K, qmax, q + m * n, ascale + m)
-                                                : quantize_row(a, W->K, qmax, q + m * n, ascale + m);
-            if (bad) {
-                ascale[m] = NAN;  /* NaN in, NaN out */
-                memset(q + m * n, 0, n * sizeof(int16_t));
-            }
+    size_t n = 4 * (size_t)((W->K + 3) / 4);
+    double qmax = lrt_act_qmax(W);
+    for (int m = 0; m < M; m++)
+        if (quantize(A + (size_t)m * lda, W->K, qmax, q + m * n, ascale + m)) {
+            ascale[m] = NAN;
+            memset(q + m * n, 0, n * sizeof(int16_t));
         }
-        if (isa_level >= LRT_ISA_AVX512VNNI) {
-            uint8_t *planes = (uint8_t *)(q + M * n);
-            for (int m = 0; m < M; m++)
-                lrt_split_bytes_avx2(q + m * n, (int)n, planes + 2 * m * n, planes + (2 * m + 1) * n);
-            lrt_matmul_i8_vnni(M, planes, ascale, W, bias, C, ldc, ncols);
-        } else if (isa_level >= LRT_ISA_AVX2) {
-            lrt_matmul_i8_avx2(M, q, ascale, W, bias, C, ldc, ncols);
-        } else {
-            lrt_matmul_i8_generic(M, q, ascale, W, bias, C, ldc, ncols);
-        }
-    }
-    }
+}
+
+void lrt_i8_generic(int M, const float *A, int lda, const lrt_mat *W, const float *bias,
+                    float *C, int ldc, int ncols, float *scratch)
+{
+    float *ascale = scratch;
+    int16_t *q = (int16_t *)(scratch + M);
+    lrt_quantize_rows(M, A, lda, W, q, ascale, quantize_row);
+    lrt_matmul_i8_generic(M, q, ascale, W, bias, C, ldc, ncols);
 }

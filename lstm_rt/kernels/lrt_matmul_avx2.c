@@ -83,11 +83,13 @@ LRT_AVX2_INLINE __m256i i8_fold(__m256i lo4, __m256i hi4)
     return _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(lo4, hi4), _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7));
 }
 
+/* sums * (ascale * wscale) + bias: multiply, then add (no FMA), the portable kernel's
+ * rounding, so that every level gives the same floats for the same integer sums. */
 LRT_AVX2_INLINE void i8_store(__m256i sums, float ascale, const float *wscale, const float *bias, float *out)
 {
     __m256 s = _mm256_mul_ps(_mm256_set1_ps(ascale), _mm256_loadu_ps(wscale));
     __m256 b = bias ? _mm256_loadu_ps(bias) : _mm256_setzero_ps();
-    _mm256_storeu_ps(out, _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), s, b));
+    _mm256_storeu_ps(out, _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(sums), s), b));
 }
 
 #define I8_W16(ptr) _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(ptr)))
@@ -217,14 +219,137 @@ void lrt_matmul_i8_avx2(int M, const int16_t *q, const float *ascale, const lrt_
     }
 }
 
+/* ---- int8 weights x 8-bit activations (act8 matrices, |q| <= 64; lrt_kernels.h proves
+ * the bounds). Per quad-row the row's 4 activation bytes are broadcast; vpsignb gives each
+ * weight its activation's sign and vpmaddubsw multiplies by |q| (two products per int16
+ * lane, never saturating); two quad-rows add in int16; vpmaddwd by ones folds a column's
+ * two lanes into its int32 sum. Per 32 weight bytes and row: 1.5 integer multiplies and
+ * no widening of weights, against the 16-bit path's 2 multiplies and 2 widenings (Zen 1
+ * runs both kinds on one pipe each, 2 cycles per 256-bit op). ---- */
+
+LRT_AVX2_INLINE __m256i a8_bcast(const int8_t *q)
+{
+    int32_t v;
+    memcpy(&v, q, 4);
+    return _mm256_set1_epi32(v);
+}
+
+/* int16 lanes: |x| * sign(w, x), two byte products each (|lane| <= 2 * 64 * 127). */
+LRT_AVX2_INLINE __m256i a8_mul(__m256i x, __m256i ax, const int8_t *w)
+{
+    return _mm256_maddubs_epi16(ax, _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)w), x));
+}
+
+/* R rows of q (qs bytes apart) times G 8-column groups; group g's quad-row p at
+ * w[g] + p * wstride. Writes G * 8 floats per row (rows ldo apart; groups' outputs,
+ * scales and biases consecutive). R * G <= 8 sums stay in registers. */
+LRT_AVX2_INLINE void a8_tile(int R, int G, int K4, const int8_t *q, size_t qs, const int8_t *const *w,
+                             size_t wstride, const float *ascale, const float *wscale, const float *bias,
+                             float *out, int ldo)
+{
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i acc[8];
+    for (int i = 0; i < R * G; i++) acc[i] = _mm256_setzero_si256();
+    size_t o = 0;
+    int p = 0;
+    for (; p + 2 <= K4; p += 2, o += 2 * wstride) {
+        for (int r = 0; r < R; r++) {
+            const int8_t *qr = q + (size_t)r * qs + 4 * p;
+            __m256i x0 = a8_bcast(qr), x1 = a8_bcast(qr + 4);
+            __m256i a0 = _mm256_abs_epi8(x0), a1 = _mm256_abs_epi8(x1);
+            for (int g = 0; g < G; g++) {
+                __m256i pair = _mm256_add_epi16(a8_mul(x0, a0, w[g] + o), a8_mul(x1, a1, w[g] + o + wstride));
+                acc[r * G + g] = _mm256_add_epi32(acc[r * G + g], _mm256_madd_epi16(pair, ones));
+            }
+        }
+    }
+    if (p < K4)  /* an odd last quad-row */
+        for (int r = 0; r < R; r++) {
+            __m256i x0 = a8_bcast(q + (size_t)r * qs + 4 * p), a0 = _mm256_abs_epi8(x0);
+            for (int g = 0; g < G; g++)
+                acc[r * G + g] = _mm256_add_epi32(acc[r * G + g], _mm256_madd_epi16(a8_mul(x0, a0, w[g] + o), ones));
+        }
+    for (int r = 0; r < R; r++)
+        for (int g = 0; g < G; g++)
+            i8_store(acc[r * G + g], ascale[r], wscale + 8 * g, bias ? bias + 8 * g : NULL,
+                     out + (size_t)r * ldo + 8 * g);
+}
+
+/* The tiles as functions of their own, so each keeps its sums in registers. */
+#define DEFINE_A8_TILE(R, G)                                                                    \
+LRT_AVX2_FN __attribute__((noinline)) static void a8_tile_##R##_##G(                            \
+    int K4, const int8_t *q, size_t qs, const int8_t *const *w, size_t wstride,                 \
+    const float *ascale, const float *wscale, const float *bias, float *out, int ldo)           \
+{ a8_tile(R, G, K4, q, qs, w, wstride, ascale, wscale, bias, out, ldo); }
+DEFINE_A8_TILE(1, 1)
+DEFINE_A8_TILE(1, 2)
+DEFINE_A8_TILE(1, 3)
+DEFINE_A8_TILE(1, 4)
+DEFINE_A8_TILE(2, 1)
+DEFINE_A8_TILE(2, 2)
+DEFINE_A8_TILE(2, 3)
+DEFINE_A8_TILE(2, 4)
+
+typedef void (*a8_tile_fn)(int, const int8_t *, size_t, const int8_t *const *, size_t, const float *,
+                           const float *, const float *, float *, int);
+static const a8_tile_fn a8_tiles[2][4] = {{a8_tile_1_1, a8_tile_1_2, a8_tile_1_3, a8_tile_1_4},
+                                          {a8_tile_2_1, a8_tile_2_2, a8_tile_2_3, a8_tile_2_4}};
+
+/* R (1 or 2) rows against every column: 8-column groups taken G at a time, whole panels
+ * per pass (a panel split between passes has its cache lines fetched twice): a 32-wide
+ * panel (LSTM gates) or a 24-wide one alone, narrower panels several at a time. A ragged
+ * last group goes through a buffer. */
+static void a8_rows(int R, const int8_t *q, size_t qs, const float *ascale, const lrt_mat *W,
+                    const float *bias, float *C, int ldc, int ncols)
+{
+    const int NV = W->gw / 8, K4 = (W->K + 3) / 4;
+    const size_t ws = (size_t)W->gw * 4, panel = (size_t)K4 * ws;
+    const int per = NV >= 3 ? NV : 4;
+    int ngroups = (ncols + 7) / 8, g = 0, v = 0;   /* group g is group v of its panel */
+    const int8_t *next = (const int8_t *)W->data;   /* its weights */
+    float tmp[2 * 32];
+    while (g < ngroups) {
+        int left = ngroups - g, G = left >= per ? per : left;
+        int full = 8 * (g + G) <= ncols;
+        const int8_t *w[4];
+        for (int i = 0; i < G; i++) {
+            w[i] = next;
+            next += 32;
+            if (++v == NV) {  /* on to the next panel */
+                v = 0;
+                next += panel - ws;
+            }
+        }
+        float *out = full ? C + 8 * g : tmp;
+        int ldo = full ? ldc : 32;
+        a8_tiles[R - 1][G - 1](K4, q, qs, w, ws, ascale, W->scale + 8 * g, bias ? bias + 8 * g : NULL, out, ldo);
+        if (!full)
+            for (int r = 0; r < R; r++)
+                store_cols(C + (size_t)r * ldc + 8 * g, tmp + 32 * r, ncols - 8 * g);
+        g += G;
+    }
+}
+
+void lrt_matmul_i8a8_avx2(int M, const int8_t *q, const float *ascale, const lrt_mat *W,
+                          const float *bias, float *C, int ldc, int ncols)
+{
+    const size_t qs = 4 * (size_t)((W->K + 3) / 4);
+    int m = 0;
+    for (; m + 2 <= M; m += 2)
+        a8_rows(2, q + m * qs, qs, ascale + m, W, bias, C + (size_t)m * ldc, ldc, ncols);
+    if (m < M)
+        a8_rows(1, q + m * qs, qs, ascale + m, W, bias, C + (size_t)m * ldc, ldc, ncols);
+}
+
 /* ---- activation quantizer: lrt_matmul's quantize_row, 8 floats at a time (same results:
  * the max is exact and vcvtps2dq rounds to nearest even like lrintf) ---- */
 
-LRT_AVX2_FN int lrt_quantize_row_avx2(const float *a, int K, double qmax, int16_t *q, float *scale)
+/* The row's largest |a| (exact) into *amax; returns 1 if the row holds NaN/inf. */
+LRT_AVX2_INLINE int row_amax(const float *a, int K, float *amax_out)
 {
     const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)), big = _mm256_set1_ps(FLT_MAX);
     __m256 vmax = _mm256_setzero_ps();
-    int bad = 0, k = 0, n = (K + 3) / 4 * 4;
+    int bad = 0, k = 0;
     for (; k + 8 <= K; k += 8) {
         __m256 v = _mm256_and_ps(_mm256_loadu_ps(a + k), absmask);
         bad |= _mm256_movemask_ps(_mm256_cmp_ps(v, big, _CMP_NLE_UQ));  /* inf, or NaN (unordered) */
@@ -238,7 +363,15 @@ LRT_AVX2_FN int lrt_quantize_row_avx2(const float *a, int K, double qmax, int16_
         amax = v > amax ? v : amax;
         bad |= !(v <= FLT_MAX);
     }
-    if (bad) return 1;
+    *amax_out = amax;
+    return bad != 0;
+}
+
+LRT_AVX2_FN int lrt_quantize_row_avx2(const float *a, int K, double qmax, int16_t *q, float *scale)
+{
+    float amax;
+    if (row_amax(a, K, &amax)) return 1;
+    int k, n = (K + 3) / 4 * 4;
     float inv = amax > 0.0f ? (float)(qmax / amax) : 0.0f;
     *scale = amax > 0.0f ? (float)(amax / qmax) : 0.0f;
     const __m256 vinv = _mm256_set1_ps(inv);
@@ -251,6 +384,53 @@ LRT_AVX2_FN int lrt_quantize_row_avx2(const float *a, int K, double qmax, int16_
     for (; k < K; k++) q[k] = (int16_t)lrintf(a[k] * inv);
     for (; k < n; k++) q[k] = 0;
     return 0;
+}
+
+/* The same values as bytes (qmax <= 127, so the packs never saturate). */
+LRT_AVX2_FN int lrt_quantize_row8_avx2(const float *a, int K, double qmax, int8_t *q, float *scale)
+{
+    float amax;
+    if (row_amax(a, K, &amax)) return 1;
+    int k, n = (K + 3) / 4 * 4;
+    float inv = amax > 0.0f ? (float)(qmax / amax) : 0.0f;
+    *scale = amax > 0.0f ? (float)(amax / qmax) : 0.0f;
+    const __m256 vinv = _mm256_set1_ps(inv);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (k = 0; k + 32 <= K; k += 32) {
+        __m256i c0 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(a + k), vinv));
+        __m256i c1 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(a + k + 8), vinv));
+        __m256i c2 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(a + k + 16), vinv));
+        __m256i c3 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(a + k + 24), vinv));
+        /* the packs interleave 4-value pieces per 128-bit lane; the permute restores the order */
+        __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(c0, c1), _mm256_packs_epi32(c2, c3));
+        _mm256_storeu_si256((__m256i *)(q + k), _mm256_permutevar8x32_epi32(b, order));
+    }
+    for (; k < K; k++) q[k] = (int8_t)lrintf(a[k] * inv);
+    for (; k < n; k++) q[k] = 0;
+    return 0;
+}
+
+/* The avx2 level's int8 product. scratch: ascale [M], then q [M][K4 * 4] as int16 or, for
+ * act8 matrices, as bytes. */
+void lrt_i8_avx2(int M, const float *A, int lda, const lrt_mat *W, const float *bias,
+                 float *C, int ldc, int ncols, float *scratch)
+{
+    float *ascale = scratch;
+    if (!W->act8) {
+        int16_t *q = (int16_t *)(scratch + M);
+        lrt_quantize_rows(M, A, lda, W, q, ascale, lrt_quantize_row_avx2);
+        lrt_matmul_i8_avx2(M, q, ascale, W, bias, C, ldc, ncols);
+        return;
+    }
+    size_t n = 4 * (size_t)((W->K + 3) / 4);
+    double qmax = lrt_act_qmax(W);
+    int8_t *q = (int8_t *)(scratch + M);
+    for (int m = 0; m < M; m++)
+        if (lrt_quantize_row8_avx2(A + (size_t)m * lda, W->K, qmax, q + m * n, ascale + m)) {
+            ascale[m] = NAN;  /* NaN in, NaN out */
+            memset(q + m * n, 0, n);
+        }
+    lrt_matmul_i8a8_avx2(M, q, ascale, W, bias, C, ldc, ncols);
 }
 
 /* q = 256 * (hi - 128) + lo, 32 values at a time (n is a multiple of 4). */
@@ -272,12 +452,30 @@ LRT_AVX2_FN void lrt_split_bytes_avx2(const int16_t *q, int n, uint8_t *hi, uint
     }
 }
 
-#else
+#else  /* lrt_init never selects the AVX2 kernels here: portable stand-ins */
 
 int lrt_quantize_row_avx2(const float *a, int K, double qmax, int16_t *q, float *scale)
 {
     (void)a; (void)K; (void)qmax; (void)q; (void)scale;
-    return -1;  /* lrt_init never selects the AVX2 kernels here */
+    return -1;
+}
+
+int lrt_quantize_row8_avx2(const float *a, int K, double qmax, int8_t *q, float *scale)
+{
+    (void)a; (void)K; (void)qmax; (void)q; (void)scale;
+    return -1;
+}
+
+void lrt_i8_avx2(int M, const float *A, int lda, const lrt_mat *W, const float *bias,
+                 float *C, int ldc, int ncols, float *scratch)
+{
+    lrt_i8_generic(M, A, lda, W, bias, C, ldc, ncols, scratch);
+}
+
+void lrt_matmul_i8a8_avx2(int M, const int8_t *q, const float *ascale, const lrt_mat *W,
+                          const float *bias, float *C, int ldc, int ncols)
+{
+    (void)M; (void)q; (void)ascale; (void)W; (void)bias; (void)C; (void)ldc; (void)ncols;
 }
 
 void lrt_split_bytes_avx2(const int16_t *q, int n, uint8_t *hi, uint8_t *lo)

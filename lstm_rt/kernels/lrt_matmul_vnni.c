@@ -3,7 +3,10 @@
  * activation q is split into two unsigned bytes, q = 256 * (hi - 128) + lo, so one weight
  * load feeds two dot products and the result is as exact as the 16-bit kernels':
  *     sum_k w q = 256 * (sum_k w hi - 128 * colsum) + sum_k w lo.
- * Same contract as lrt_matmul_i8_avx2; run only after lrt_init chose "avx512vnni". */
+ * Same contract as lrt_matmul_i8_avx2; run only after lrt_init chose "avx512vnni".
+ * act8 matrices (|q| <= 64) come through the same int16 quantizer and split (hi is then
+ * 127 or 128), so this level computes the documented sums by construction; one byte plane
+ * (q + 128) would halve its dot products, but no CPU at hand runs it to test that. */
 #include "lrt_kernels.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -68,7 +71,8 @@ LRT_VNNI_INLINE void vnni_tile(int R, int NV, int K4, const uint8_t *planes, siz
             __m256i sums = _mm256_add_epi32(_mm256_slli_epi32(hi[r * NV + v], 8), lo[r * NV + v]);
             __m256 s = _mm256_mul_ps(_mm256_set1_ps(ascale[r]), _mm256_loadu_ps(wscale + 8 * v));
             __m256 b = bias ? _mm256_loadu_ps(bias + 8 * v) : _mm256_setzero_ps();
-            _mm256_storeu_ps(out + (size_t)r * ldo + 8 * v, _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), s, b));
+            /* multiply, then add (no FMA): the portable kernel's rounding, bit for bit */
+            _mm256_storeu_ps(out + (size_t)r * ldo + 8 * v, _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(sums), s), b));
         }
 }
 
@@ -125,7 +129,7 @@ LRT_VNNI_INLINE void vnni_row(int G, int K4, const uint8_t *qhi, const uint8_t *
         __m256i sums = _mm256_add_epi32(_mm256_slli_epi32(h##i, 8), l##i);                      \
         __m256 sc = _mm256_mul_ps(_mm256_set1_ps(ascale), _mm256_loadu_ps(wscale + 8 * i));     \
         __m256 bb = bias ? _mm256_loadu_ps(bias + 8 * i) : _mm256_setzero_ps();                 \
-        _mm256_storeu_ps(out + 8 * i, _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), sc, bb));       \
+        _mm256_storeu_ps(out + 8 * i, _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(sums), sc), bb)); \
     }
     FINISH(0) FINISH(1) FINISH(2) FINISH(3) FINISH(4) FINISH(5) FINISH(6) FINISH(7)
 #undef FINISH
@@ -212,9 +216,30 @@ void lrt_matmul_i8_vnni(int M, const uint8_t *planes, const float *ascale, const
     }
 }
 
+/* The avx512vnni level's int8 product: int16 activations (lrt_act_qmax) split into byte
+ * planes. scratch: ascale [M], q [M][n] int16, planes [M][2][n] bytes. */
+void lrt_i8_vnni(int M, const float *A, int lda, const lrt_mat *W, const float *bias,
+                 float *C, int ldc, int ncols, float *scratch)
+{
+    size_t n = 4 * (size_t)((W->K + 3) / 4);
+    float *ascale = scratch;
+    int16_t *q = (int16_t *)(scratch + M);
+    uint8_t *planes = (uint8_t *)(q + M * n);
+    lrt_quantize_rows(M, A, lda, W, q, ascale, lrt_quantize_row_avx2);
+    for (int m = 0; m < M; m++)
+        lrt_split_bytes_avx2(q + m * n, (int)n, planes + 2 * m * n, planes + (2 * m + 1) * n);
+    lrt_matmul_i8_vnni(M, planes, ascale, W, bias, C, ldc, ncols);
+}
+
 #else
 
 /* lrt_init never selects the VNNI kernels here */
+void lrt_i8_vnni(int M, const float *A, int lda, const lrt_mat *W, const float *bias,
+                 float *C, int ldc, int ncols, float *scratch)
+{
+    lrt_i8_generic(M, A, lda, W, bias, C, ldc, ncols, scratch);
+}
+
 void lrt_matmul_i8_vnni(int M, const uint8_t *planes, const float *ascale, const lrt_mat *W,
                         const float *bias, float *C, int ldc, int ncols)
 {

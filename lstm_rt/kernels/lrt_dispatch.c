@@ -1,0 +1,105 @@
+/* The kernel tables, one per level, and the entry points that call through the active one.
+ * Like onnxruntime's MLAS platform table: start from the portable table, probe the CPU once
+ * (lrt_init, at import), point `active` at the best level it runs; afterwards a call costs
+ * one indirect jump instead of a test of the CPU level per product. */
+#include <string.h>
+#include "lrt_kernels.h"
+
+static void f32_product(int M, const float *A, int lda, const lrt_mat *W, const float *bias,
+                        float *C, int ldc, int ncols, float *scratch, lrt_gemm_fn gemm)
+{
+    (void)scratch;
+    gemm(M, W->K, A, lda, (const float *)W->data, W->nblk, W->gw, bias, C, ldc, ncols);
+}
+
+static void f32_generic(int M, const float *A, int lda, const lrt_mat *W, const float *bias,
+                        float *C, int ldc, int ncols, float *scratch)
+{
+    f32_product(M, A, lda, W, bias, C, ldc, ncols, scratch, lrt_gemm_panels_generic);
+}
+
+static void f32_avx2(int M, const float *A, int lda, const lrt_mat *W, const float *bias,
+                     float *C, int ldc, int ncols, float *scratch)
+{
+    f32_product(M, A, lda, W, bias, C, ldc, ncols, scratch, lrt_gemm_panels_avx2);
+}
+
+static void f16_generic(int M, const float *A, int lda, const lrt_mat *W, const float *bias,
+                        float *C, int ldc, int ncols, float *scratch)
+{
+    (void)scratch;
+    lrt_matmul_f16_generic(M, A, lda, W, bias, C, ldc, ncols);
+}
+
+static void f16_avx2(int M, const float *A, int lda, const lrt_mat *W, const float *bias,
+                     float *C, int ldc, int ncols, float *scratch)
+{
+    (void)scratch;
+    lrt_matmul_f16_avx2(M, A, lda, W, bias, C, ldc, ncols);
+}
+
+static const lrt_kernels tables[3] = {
+    {"generic", LRT_ISA_GENERIC, {f32_generic, f16_generic, lrt_i8_generic},
+     lrt_gemm_panels_generic, NULL, NULL, 0},
+    {"avx2", LRT_ISA_AVX2, {f32_avx2, f16_avx2, lrt_i8_avx2},
+     lrt_gemm_panels_avx2, lrt_sigmoid_avx2, lrt_tanh_avx2, 1},
+    {"avx512vnni", LRT_ISA_AVX512VNNI, {f32_avx2, f16_avx2, lrt_i8_vnni},
+     lrt_gemm_panels_avx2, lrt_sigmoid_avx2, lrt_tanh_avx2, 1},
+};
+
+static const lrt_kernels *active = &tables[LRT_ISA_GENERIC];  /* written once, by lrt_init */
+
+const lrt_kernels *lrt_kernels_of(int level)
+{
+    return level >= 0 && level < 3 ? &tables[level] : NULL;
+}
+
+const lrt_kernels *lrt_kernels_active(void) { return active; }
+const char *lrt_isa_name(void) { return active->name; }
+int lrt_isa_level(void) { return active->level; }
+
+int lrt_cpu_isa_level(void)
+{
+    if (!lrt_cpu_has_avx2_fma()) return LRT_ISA_GENERIC;
+    return lrt_cpu_has_avx512vnni() ? LRT_ISA_AVX512VNNI : LRT_ISA_AVX2;
+}
+
+int lrt_init(const char *force)
+{
+    int cpu = lrt_cpu_isa_level(), level = cpu;
+    if (force && force[0]) {
+        for (level = 0; level < 3 && strcmp(force, tables[level].name) != 0; level++) {}
+        if (level == 3) return -1;
+        if (level > cpu) return -2;
+    }
+    active = &tables[level];
+    return 0;
+}
+
+void lrt_gemm_panels(int M, int K, const float *A, int lda, const float *Wp, int nblk, int gw,
+                     const float *bias, float *C, int ldc, int ncols)
+{
+    active->gemm_panels(M, K, A, lda, Wp, nblk, gw, bias, C, ldc, ncols);
+}
+
+void lrt_matmul_with(const lrt_kernels *k, int M, const float *A, int lda, const lrt_mat *W,
+                     const float *bias, float *C, int ldc, int ncols, float *scratch)
+{
+    if (M <= 0 || W->nblk <= 0 || W->dtype < LRT_F32 || W->dtype > LRT_I8) return;
+    k->matmul[W->dtype](M, A, lda, W, bias, C, ldc, ncols, scratch);
+}
+
+void lrt_matmul(int M, const float *A, int lda, const lrt_mat *W, const float *bias,
+                float *C, int ldc, int ncols, float *scratch)
+{
+    lrt_matmul_with(active, M, A, lda, W, bias, C, ldc, ncols, scratch);
+}
+
+int lrt_cell_fused_ok(const lrt_cell *cl)
+{
+    if (!active->fused_cells || cl->clip > 0.0f) return 0;
+    if (cl->act[0].kind != LRT_SIGMOID || cl->act[1].kind != LRT_TANH) return 0;
+    if (cl->kind == LRT_CELL_LSTM)
+        return cl->act[2].kind == LRT_TANH && !cl->peep && !cl->input_forget;
+    return cl->kind == LRT_CELL_GRU;
+}
