@@ -285,6 +285,8 @@ DEFINE_A8_TILE(1, 1)
 DEFINE_A8_TILE(1, 2)
 DEFINE_A8_TILE(1, 3)
 DEFINE_A8_TILE(1, 4)
+DEFINE_A8_TILE(1, 6)
+DEFINE_A8_TILE(1, 8)
 DEFINE_A8_TILE(2, 1)
 DEFINE_A8_TILE(2, 2)
 DEFINE_A8_TILE(2, 3)
@@ -292,8 +294,9 @@ DEFINE_A8_TILE(2, 4)
 
 typedef void (*a8_tile_fn)(int, const int8_t *, size_t, const int8_t *const *, size_t, const float *,
                            const float *, const float *, float *, int);
-static const a8_tile_fn a8_tiles[2][4] = {{a8_tile_1_1, a8_tile_1_2, a8_tile_1_3, a8_tile_1_4},
-                                          {a8_tile_2_1, a8_tile_2_2, a8_tile_2_3, a8_tile_2_4}};
+static const a8_tile_fn a8_tiles[2][8] = {
+    {a8_tile_1_1, a8_tile_1_2, a8_tile_1_3, a8_tile_1_4, NULL, a8_tile_1_6, NULL, a8_tile_1_8},
+    {a8_tile_2_1, a8_tile_2_2, a8_tile_2_3, a8_tile_2_4, NULL, NULL, NULL, NULL}};
 
 /* R (1 or 2) rows against every column: 8-column groups taken G at a time, whole panels
  * per pass (a panel split between passes has its cache lines fetched twice): a 32-wide
@@ -304,14 +307,14 @@ static void a8_rows(int R, const int8_t *q, size_t qs, const float *ascale, cons
 {
     const int NV = W->gw / 8, K4 = (W->K + 3) / 4;
     const size_t ws = (size_t)W->gw * 4, panel = (size_t)K4 * ws;
-    const int per = NV >= 3 ? NV : 4;
+    const int per = R == 2 ? (NV >= 3 ? NV : 4) : (NV == 3 ? 6 : 8);
     int ngroups = (ncols + 7) / 8, g = 0, v = 0;   /* group g is group v of its panel */
     const int8_t *next = (const int8_t *)W->data;   /* its weights */
     float tmp[2 * 32];
     while (g < ngroups) {
-        int left = ngroups - g, G = left >= per ? per : left;
+        int left = ngroups - g, G = left >= per ? per : left >= 4 ? 4 : left;
         int full = 8 * (g + G) <= ncols;
-        const int8_t *w[4];
+        const int8_t *w[8];
         for (int i = 0; i < G; i++) {
             w[i] = next;
             next += 32;
