@@ -40,6 +40,21 @@ def test_gemm_panels_matches_numpy(isa, gates, M, K, H):
             np.testing.assert_allclose(got[:, col], want[:, g, u], atol=ATOL, rtol=0)
 
 
+@pytest.mark.parametrize("isa", _core.cpu_isas())
+def test_products_in_row_chunks_match_one_chunk(isa):
+    """lrt_matmul hands the kernels A in row chunks that stay in L2 (48 rows at K = 4100):
+    100 rows give numpy's result, and the same as the three chunks called one by one."""
+    rng = np.random.default_rng(5)
+    K, G, H = 4100, 1, 24
+    w = rng.normal(size=(G * H, K)).astype(np.float32)
+    a = rng.normal(size=(100, K)).astype(np.float32)
+    packed = pack_panels(w, G)
+    whole = _core._matmul(a, packed, None, G, H, isa)
+    np.testing.assert_allclose(whole, a.astype(np.float64) @ w.T.astype(np.float64), atol=2e-4, rtol=1e-5)
+    pieces = [_core._matmul(np.ascontiguousarray(a[m:m + 48]), packed, None, G, H, isa) for m in (0, 48, 96)]
+    np.testing.assert_array_equal(whole, np.concatenate(pieces))
+
+
 @pytest.mark.parametrize("name", list(ACTIVATIONS))
 def test_activation_kernel_matches_reference(name):
     x = np.concatenate([np.linspace(-30, 30, 601), [-1e-3, 0.0, 1e-3, 0.7, 1.0, 1.3]]).astype(np.float32)

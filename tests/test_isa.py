@@ -36,6 +36,35 @@ def test_force_isa_override():
         assert r.returncode != 0 and "this CPU lacks it" in r.stderr
 
 
+@pytest.mark.parametrize("isa", _core.cpu_isas())
+def test_a_forced_level_runs_that_levels_kernel_table(isa):
+    """LSTM_RT_FORCE_ISA picks the table once at import: the process's dispatched products
+    are that level's (bit for bit what the hook computes here with isa=...), and the
+    activations and cells follow the same table."""
+    code = ("import numpy as np; from lstm_rt import _core; from lstm_rt.packing import pack_panels;"
+            "from lstm_rt.quantize import quantize_int8;"
+            "rng = np.random.default_rng(1); p = pack_panels(rng.normal(size=(4 * 21, 45)).astype(np.float32), 4);"
+            "q, s = quantize_int8(p); a = rng.normal(size=(3, 45)).astype(np.float32);"
+            "x = np.linspace(-9, 9, 101).astype(np.float32);"
+            "print(_core._matmul(a, q, s, 4, 96, 'auto', True).tobytes().hex(),"
+            "      _core._matmul(a, p, None, 4, 96).tobytes().hex(), _core._activate('Tanh', 0, 0, x).tobytes().hex())")
+    r = run_python(code, LSTM_RT_FORCE_ISA=isa)
+    assert r.returncode == 0, r.stderr
+    i8, f32, tanh = r.stdout.split()
+    import numpy as np
+    from lstm_rt.packing import pack_panels
+    from lstm_rt.quantize import quantize_int8
+    rng = np.random.default_rng(1)
+    p = pack_panels(rng.normal(size=(4 * 21, 45)).astype(np.float32), 4)
+    q, s = quantize_int8(p)
+    a = rng.normal(size=(3, 45)).astype(np.float32)
+    assert i8 == _core._matmul(a, q, s, 4, 96, isa, True).tobytes().hex()
+    assert f32 == _core._matmul(a, p, None, 4, 96, isa).tobytes().hex()
+    x = np.linspace(-9, 9, 101).astype(np.float32)
+    if (isa == "generic") == (lstm_rt.cpu_isa() == "generic"):  # libm's tanhf, or the AVX2 one
+        assert tanh == _core._activate("Tanh", 0, 0, x).tobytes().hex()
+
+
 @pytest.mark.parametrize("isa", _core.cpu_isas()[:-1])
 def test_lower_kernel_levels_pass_the_core_tests(isa):
     """The levels below the detected one (generic C; avx2 on a VNNI CPU) run whole models too."""

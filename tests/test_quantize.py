@@ -7,7 +7,7 @@ from lstm_rt.errors import ShapeError, UnsupportedError
 from lstm_rt.layers import LSTM, Dense
 from lstm_rt.model import Model, Node, Port
 from lstm_rt.packing import pack_panels
-from lstm_rt.quantize import dequantize_int8, quantize_int8, to_fp16
+from lstm_rt.quantize import dequantize_int8, quantize_int8, to_fp16, ungroup_rows
 from util import random_layer, sequence_model
 
 ISAS = list(_core.cpu_isas())
@@ -35,20 +35,23 @@ def test_int8_and_fp16_matmul_match_numpy(isa, M, K, H, G):
     q, s = quantize_int8(p)
     deq = np.ascontiguousarray(dequantize_int8(q, s, K))
     want8 = a.astype(np.float64) @ deq.transpose(1, 0, 2).reshape(K, -1).astype(np.float64)
-    got8 = _core._matmul(a, q, s, G, ncols, isa)
-    # int16 activations: per-row error <= sum_k |w_k| * amax / (2 qmax), qmax = 32767 here
-    bound = np.abs(deq).sum(axis=1).reshape(-1) * np.abs(a).max(axis=1, keepdims=True) / 32767
-    assert (np.abs(got8 - want8) <= bound + 1e-5).all()
+    for act8, qmax in ((False, 32767), (True, 64)):
+        got8 = _core._matmul(a, q, s, G, ncols, isa, act8)
+        # per-row error <= sum_k |w_k| * amax / (2 qmax): qmax 32767 (int16) or 64 (act8)
+        bound = np.abs(deq).sum(axis=1).reshape(-1) * np.abs(a).max(axis=1, keepdims=True) / (2 * qmax)
+        assert (np.abs(got8 - want8) <= bound * 1.001 + 1e-5).all()
     h = p.astype(np.float16)
     want16 = a.astype(np.float64) @ h.astype(np.float64).transpose(1, 0, 2).reshape(K, -1)
     np.testing.assert_allclose(_core._matmul(a, h, None, G, ncols, isa), want16, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("act8", [False, True])
 @pytest.mark.parametrize("M,K,H,G", [(3, 50, 32, 3), (1, 13, 70, 1), (1, 40, 33, 4), (2, 9, 16, 2),
                                      (5, 1537, 24, 4), (1, 700, 130, 1)])
-def test_int8_kernels_agree_across_isas(M, K, H, G):
-    """Every kernel level computes the same exact integer sums (a row of 8 panels, ragged
-    column counts, odd K, and K = 1537 where the activations get fewer bits)."""
+def test_int8_kernels_agree_across_isas(M, K, H, G, act8):
+    """Every kernel level computes the same exact integer sums and the same float epilogue,
+    so their outputs are equal bit for bit (a row of 8 panels, ragged column counts, odd K,
+    and K = 1537 where 16-bit activations get fewer bits)."""
     if len(ISAS) < 2:
         pytest.skip("this CPU has only the generic kernels")
     rng = np.random.default_rng(K)
@@ -56,11 +59,98 @@ def test_int8_kernels_agree_across_isas(M, K, H, G):
     q, s = quantize_int8(p)
     a = rng.normal(size=(M, K)).astype(np.float32)
     ncols = G * H if G == 1 else p.shape[0] * G * 8
-    got = {isa: _core._matmul(a, q, s, G, ncols, isa) for isa in ISAS}
+    got = {isa: _core._matmul(a, q, s, G, ncols, isa, act8) for isa in ISAS}
     for isa in ISAS[1:]:
-        np.testing.assert_allclose(got[isa], got["generic"], rtol=1e-6, atol=1e-6)
-    if "avx512vnni" in ISAS:  # the same float epilogue as avx2: bit for bit
-        np.testing.assert_array_equal(got["avx512vnni"], got["avx2"])
+        np.testing.assert_array_equal(got[isa], got["generic"])
+
+
+def documented_int8_product(a, q, s, K, ncols, qmax):
+    """The sums lrt_kernels.h documents, in numpy: q_k = rint(a_k * (float)(qmax / amax)),
+    exact integer sums, then (float)sum * (amax / qmax * scale) + 0."""
+    a = np.asarray(a, np.float32)
+    amax = np.abs(a).max(axis=1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv = np.where(amax > 0, (qmax / amax.astype(np.float64)).astype(np.float32), np.float32(0))
+        ascale = np.where(amax > 0, (amax.astype(np.float64) / qmax).astype(np.float32), np.float32(0))
+    qa = np.rint(a * inv).astype(np.int64)          # float32 product, ties to even
+    w = ungroup_rows(q)[:, :K].astype(np.int64)      # [nblk, K, gw]
+    w = w.transpose(1, 0, 2).reshape(K, -1)[:, :ncols]
+    sums = qa @ w
+    return (sums.astype(np.float32) * (ascale * s[:ncols])).astype(np.float32) + np.float32(0)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("act8", [False, True])
+@pytest.mark.parametrize("G,H", [(4, 13), (3, 17), (2, 9), (1, 70), (4, 64)])
+def test_int8_kernels_compute_the_documented_sums(isa, act8, G, H):
+    """Bit for bit the documented quantization and sums, for M = 1..70 rows (the row kernel,
+    the 2-row tiles, odd batches, row chunks) and K not a multiple of 4, 8 or 16."""
+    rng = np.random.default_rng(G * 100 + H)
+    for K in (1, 3, 5, 13, 30, 131):
+        p = pack_panels(rng.normal(size=(G * H, K)).astype(np.float32), G)
+        q, s = quantize_int8(p)
+        ncols = G * H if G == 1 else p.shape[0] * G * 8
+        for M in (1, 2, 3, 4, 7, 16, 33, 70):
+            a = (rng.normal(size=(M, K)) * rng.uniform(0.01, 100, size=(M, 1))).astype(np.float32)
+            a[M // 2] = 0.0                          # an all-zero row: scale 0
+            want = documented_int8_product(a, q, s, K, ncols, _core._act_qmax(K, act8))
+            np.testing.assert_array_equal(_core._matmul(a, q, s, G, ncols, isa, act8), want,
+                                          err_msg=f"M={M} K={K}")
+
+
+def test_activation_ranges_are_the_documented_ones():
+    assert _core._act_qmax(512, False) == 32767 and _core._act_qmax(512, True) == 64
+    assert _core._act_qmax(1536, False) == np.floor((2**31 - 1) / (127 * 1536))
+    assert _core._act_qmax(300_000, True) == np.floor((2**31 - 1) / (127 * 300_000))  # int32 still safe
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("pattern", ["same", "alternating", "pairs"])
+def test_act8_sums_at_the_int16_bound_are_exact(isa, pattern):
+    """Weights at +-127 against activations at +-amax (q = +-64): every vpmaddubsw lane of
+    the AVX2 byte kernel holds 2 * 64 * 127 and two quad-rows add to 32512, the most an int16
+    lane gets; sign patterns that make the products all agree (the worst case) or cancel."""
+    K, G = 1030, 4
+    k = np.arange(K)
+    sign = {"same": np.ones(K), "alternating": np.where(k % 2, -1.0, 1.0),
+            "pairs": np.where((k // 4) % 2, -1.0, 1.0)}[pattern]
+    w = np.repeat(sign[None], G * 8, axis=0).astype(np.float32)      # [G*8, K]
+    w[::2] *= -1                                                       # columns of both signs
+    p = pack_panels(w, G)
+    q, s = quantize_int8(p)
+    assert np.abs(ungroup_rows(q)[:, :K]).min() == 127
+    a = np.stack([sign, -sign, np.ones(K), sign * np.where(k % 3, 1.0, 0.5)]).astype(np.float32) * 3.0
+    got = _core._matmul(a, q, s, G, G * 8, isa, True)
+    want = documented_int8_product(a, q, s, K, G * 8, 64)
+    np.testing.assert_array_equal(got, want)
+    exact = a.astype(np.float64) @ w.T.astype(np.float64)
+    np.testing.assert_allclose(got[:2], exact[:2], rtol=1e-6)          # |q| = 64 exactly: no rounding
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("act8", [False, True])
+def test_int8_rows_with_nan_or_inf_give_nan_only_there(isa, act8):
+    rng = np.random.default_rng(9)
+    K, G, H = 37, 4, 20
+    p = pack_panels(rng.normal(size=(G * H, K)).astype(np.float32), G)
+    q, s = quantize_int8(p)
+    a = rng.normal(size=(6, K)).astype(np.float32)
+    a[1, 5], a[3, 36], a[4, 0] = np.nan, np.inf, -np.inf
+    got = _core._matmul(a, q, s, G, p.shape[0] * G * 8, isa, act8)
+    assert np.isnan(got[[1, 3, 4]]).all() and np.isfinite(got[[0, 2, 5]]).all()
+    clean = _core._matmul(np.ascontiguousarray(a[[0, 2, 5]]), q, s, G, p.shape[0] * G * 8, isa, act8)
+    np.testing.assert_array_equal(got[[0, 2, 5]], clean)
+
+
+def test_int8_weights_of_minus_128_are_refused():
+    """quantize_int8 never writes -128; a file that holds one (edited by hand) is refused
+    at load, since the AVX2 byte kernel needs |w| <= 127 for its int16 bound."""
+    p = pack_panels(np.ones((8, 8), np.float32), 1)
+    q, s = quantize_int8(p)
+    q = q.copy()
+    q[0, 1, 3, 2] = -128
+    with pytest.raises(ValueError, match=r"\[-127, 127\]"):
+        _core._matmul(np.ones((1, 8), np.float32), q, s, 1, 8)
 
 
 @pytest.mark.parametrize("isa", ISAS)
