@@ -1,7 +1,9 @@
 """Accuracy of int8 and fp16 weights against fp32: max abs error of h over 1000 steps
 (and at step 1000) for LSTM and GRU at the benchmark sizes, PyTorch-like uniform weights,
 N(0, 1) inputs; then the bundled next-word model's held-out agreement as measured by
-examples/train_nextword.py (stored in the model file).
+examples/train_nextword.py (stored in the model file), and the same model's int8 kernels
+against an fp32 run of its own (dequantized) weights on the held-out sample in tests/data:
+what the kernels' activation quantization alone changes, with the kernels of this build.
 
     python bench/bench_accuracy.py [--seeds 3]
 """
@@ -45,6 +47,27 @@ def main(argv=None):
     if held:
         print(f"\nbundled next-word model, held-out text ({held['fp32']['tokens']:,} tokens):")
         print(json.dumps(held, indent=1))
+    demo_kernel_agreement()
+
+
+def demo_kernel_agreement():
+    """Top-1 / top-3 agreement of the demo model's int8 kernels with an fp32 run of the same
+    weights (dequantized), over the held-out sample."""
+    from lstm_rt.text import Tokenizer
+    sample = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "kjv_heldout_sample.txt")
+    q = lstm_rt.load(DEMO_MODEL)
+    tok = Tokenizer.from_metadata(q.metadata)
+    with open(sample, encoding="utf-8") as f:
+        ids = np.array([tok.index["."]] + tok.encode(f.read()))[:, None]
+    names = ["ids"] + [f"t{i}" for i in range(len(q.layers) - 1)] + ["y"]
+    fp32 = lstm_rt.Model([lstm_rt.Node(layer, [names[i]], [names[i + 1]]) for i, layer in enumerate(q.layers)],
+                         [lstm_rt.Port("ids", "ids", "TB")], [lstm_rt.Port("y", "y", "TBF")])
+    want, got = fp32.run(ids)[:, 0], q.run(ids)[:, 0]
+    top1 = float(np.mean(want.argmax(1) == got.argmax(1)))
+    top3 = float(np.mean([set(np.argsort(-a)[:3]) == set(np.argsort(-b)[:3]) for a, b in zip(want, got)]))
+    print(f"\nint8 kernels ({lstm_rt.cpu_isa()}) vs fp32 on the demo model's own weights, held-out sample "
+          f"({len(ids):,} tokens): top-1 {top1:.4f}, top-3 set {top3:.4f}, "
+          f"max abs logit error {float(np.abs(want - got).max()):.4f}")
 
 
 if __name__ == "__main__":
