@@ -141,11 +141,12 @@ def test_run_matches_reference(kind, kw, H):
 
 @pytest.mark.parametrize("kind,kw", [("LSTM", {}), ("LSTM", {"proj": 5}), ("GRU", {}),
                                      ("GRU", {"linear_before_reset": True})])
-@pytest.mark.parametrize("H", [3, 8, 21])
+@pytest.mark.parametrize("H", [3, 8, 21, 40])
 def test_fused_cell_kernels_equal_the_portable_cell_math(kind, kw, H):
     """Standard cells take the fused AVX2 cell update; a clip too large to bite sends the same
     cell through the portable per-gate code. Same arithmetic, so equal bit for bit (incl. a
-    partial last block of units, and lengths that freeze rows)."""
+    partial last block of units, LSTM blocks taken two at a time plus an odd one (40), and
+    lengths that freeze rows)."""
     rng = np.random.default_rng(H)
     I, T, B = 6, 7, 3
     layer = random_layer(kind, I, H, rng=rng, **kw)

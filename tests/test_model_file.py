@@ -135,7 +135,9 @@ def test_older_format_versions_load_repacked_and_resave(tmp_path, name, version,
     m = lstm_rt.load(os.path.join(data, name + ".lrt"))
     assert m._file.version == version and m.weights == weights
     y = m.run(x)
-    np.testing.assert_allclose(y, y_want, rtol=0, atol=1e-6)
+    # int8: the files' outputs were computed before the recurrent products met 8-bit
+    # activations (issue 14); that moves them by <= 1.2e-3 (a repacking error moves them by O(1))
+    np.testing.assert_allclose(y, y_want, rtol=0, atol=2e-3 if weights == "int8" else 1e-6)
     m.save(tmp_path / "now.lrt")
     m2 = lstm_rt.load(tmp_path / "now.lrt")
     assert m2._file.version == FORMAT_VERSION

@@ -38,11 +38,39 @@ LRT_AVX2_INLINE void lstm_block(const float *xp, const float *pr, float *c, floa
     _mm256_storeu_ps(h, _mm256_mul_ps(tanh256(cn), o));
 }
 
+/* Two blocks at once (k and k + 1): their activation chains overlap. */
+LRT_AVX2_INLINE void lstm_block2(const float *xp, const float *pr, float *c, float *h)
+{
+    __m256 s[6], t[2];
+    for (int b = 0; b < 2; b++) {
+        const float *x = xp + b * 4 * L, *p = pr + b * 4 * L;
+        s[3 * b] = gate(x, p);
+        s[3 * b + 1] = gate(x + 8, p + 8);
+        s[3 * b + 2] = gate(x + 16, p + 16);
+        t[b] = gate(x + 24, p + 24);
+    }
+    sigmoid256n(6, s);
+    tanh256n(2, t);
+    __m256 cn[2];
+    for (int b = 0; b < 2; b++) {
+        cn[b] = _mm256_add_ps(_mm256_mul_ps(s[3 * b + 2], _mm256_loadu_ps(c + b * L)), _mm256_mul_ps(s[3 * b], t[b]));
+        _mm256_storeu_ps(c + b * L, cn[b]);
+    }
+    tanh256n(2, cn);
+    for (int b = 0; b < 2; b++) _mm256_storeu_ps(h + b * L, _mm256_mul_ps(cn[b], s[3 * b + 1]));
+}
+
 LRT_AVX2_FN void lrt_lstm_cell_avx2(const lrt_cell *cl, const float *xp, const float *pr, float *c, float *h)
 {
     float ct[L], ht[L];
-    int n = cl->H % L;
-    FOR_BLOCKS(cl->H,
+    int n = cl->H % L, pairs = cl->H / L / 2;
+    for (int k = 0; k < 2 * pairs; k += 2)
+        lstm_block2(xp + k * 4 * L, pr + k * 4 * L, c + k * L, h + k * L);
+    xp += 2 * pairs * 4 * L;
+    pr += 2 * pairs * 4 * L;
+    c += 2 * pairs * L;
+    h += 2 * pairs * L;
+    FOR_BLOCKS(cl->H - 2 * pairs * L,
         lstm_block(xp + k * 4 * L, pr + k * 4 * L, c + k * L, h + k * L);,
         memcpy(ct, c + k * L, n * sizeof(float));
         lstm_block(xp + k * 4 * L, pr + k * 4 * L, ct, ht);
