@@ -16,9 +16,10 @@
  *   avx512vnni (avx2 plus lrt_matmul_vnni.c for int8 products). lrt_dispatch.c holds them.
  *
  * Files: lrt_dispatch.c the kernel tables, lrt_init, lrt_matmul; lrt_gemm*.c fp32
- * products; lrt_matmul*.c fp16/int8 products and the activation quantizer; lrt_recurrent.c a layer over a sequence (portable cell math); lrt_cell_avx2.c
- * fused cell updates; lrt_act*.c activations (vector math in lrt_vmath_avx2.h);
- * lrt_dense.c; lrt_topk.c; lrt_probe.c (benchmark probes).
+ * products; lrt_matmul*.c fp16/int8 products and the activation quantizer;
+ * lrt_recurrent.c a layer over a sequence (portable cell math); lrt_cell_avx2.c fused
+ * cell updates; lrt_act*.c activations (vector math in lrt_vmath_avx2.h); lrt_dense.c;
+ * lrt_topk.c; lrt_probe.c (benchmark probes).
  */
 #ifndef LRT_KERNELS_H
 #define LRT_KERNELS_H
