@@ -110,17 +110,40 @@ LRT_AVX2_INLINE void gru_n_block(const float *xp, const float *hn, const float *
     _mm256_storeu_ps(hnew, gru_mix(_mm256_loadu_ps(z), n, h));
 }
 
+/* Two linear_before_reset blocks at once (k and k + 1), as lstm_block2. */
+LRT_AVX2_INLINE void gru_lbr_block2(const float *xp, const float *pr, const float *h, float *hnew)
+{
+    __m256 zr[4], n[2];
+    for (int b = 0; b < 2; b++) {
+        zr[2 * b] = gate(xp + b * 3 * L, pr + b * 3 * L);
+        zr[2 * b + 1] = gate(xp + b * 3 * L + 8, pr + b * 3 * L + 8);
+    }
+    sigmoid256n(4, zr);
+    for (int b = 0; b < 2; b++)
+        n[b] = _mm256_add_ps(_mm256_loadu_ps(xp + b * 3 * L + 16),
+                             _mm256_mul_ps(zr[2 * b + 1], _mm256_loadu_ps(pr + b * 3 * L + 16)));
+    tanh256n(2, n);
+    for (int b = 0; b < 2; b++) _mm256_storeu_ps(hnew + b * L, gru_mix(zr[2 * b], n[b], h + b * L));
+}
+
 LRT_AVX2_FN void lrt_gru_cell_a_avx2(const lrt_cell *cl, const float *xp, const float *pr, const float *h,
                                      float *z, float *rh, float *hnew)
 {
     float ht[L] = {0};
     int n = cl->H % L;
-    if (cl->linear_before_reset)
-        FOR_BLOCKS(cl->H,
+    if (cl->linear_before_reset) {
+        int pairs = cl->H / L / 2;
+        for (int k = 0; k < 2 * pairs; k += 2)
+            gru_lbr_block2(xp + k * 3 * L, pr + k * 3 * L, h + k * L, hnew + k * L);
+        xp += 2 * pairs * 3 * L;
+        pr += 2 * pairs * 3 * L;
+        h += 2 * pairs * L;
+        hnew += 2 * pairs * L;
+        FOR_BLOCKS(cl->H - 2 * pairs * L,
             gru_lbr_block(xp + k * 3 * L, pr + k * 3 * L, h + k * L, hnew + k * L);,
             memcpy(ht, h + k * L, n * sizeof(float));
             gru_lbr_block(xp + k * 3 * L, pr + k * 3 * L, ht, hnew + k * L););
-    else
+    } else
         FOR_BLOCKS(cl->H,
             gru_zr_block(xp + k * 3 * L, pr + k * 2 * L, h + k * L, z + k * L, rh + k * L);,
             memcpy(ht, h + k * L, n * sizeof(float));
