@@ -141,7 +141,7 @@ cdef int _mat(lrt_mat *m, object arr, object scale, int K, int gw, list keep, bi
         m.colsum = <const int32_t *> (<size_t> colsum.ctypes.data)
         if arr.size and lrt_i8_colsums(m, <int32_t *> m.colsum):
             # quantize_int8 never writes -128; the byte kernels need |w| <= 127
-            raise ValueError("int8 weights must lie in [-127, 127]; found -128")
+            raise ModelFormatError("int8 weights must lie in [-127, 127]; found -128")
     return 0
 
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from lstm_rt import _core
-from lstm_rt.errors import ShapeError, UnsupportedError
+from lstm_rt.errors import ModelFormatError, ShapeError, UnsupportedError
 from lstm_rt.layers import LSTM, Dense
 from lstm_rt.model import Model, Node, Port
 from lstm_rt.packing import pack_panels
@@ -149,7 +149,7 @@ def test_int8_weights_of_minus_128_are_refused():
     q, s = quantize_int8(p)
     q = q.copy()
     q[0, 1, 3, 2] = -128
-    with pytest.raises(ValueError, match=r"\[-127, 127\]"):
+    with pytest.raises(ModelFormatError, match=r"\[-127, 127\]"):
         _core._matmul(np.ones((1, 8), np.float32), q, s, 1, 8)
 
 
