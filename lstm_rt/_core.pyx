@@ -20,6 +20,7 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.string cimport memcpy, memset
 
 from lstm_rt._core cimport *
+from lstm_rt.activations import ACTIVATIONS, DENSE_ACTIVATIONS
 from lstm_rt.errors import LstmRtError, ModelFormatError, ShapeError, UnsupportedError
 
 cnp.import_array()
@@ -40,10 +41,28 @@ def _select_isa():
 
 _select_isa()
 
-_ACT_CODES = {"Sigmoid": 0, "Tanh": 1, "Relu": 2, "Affine": 3, "LeakyRelu": 4,
-              "ThresholdedRelu": 5, "ScaledTanh": 6, "HardSigmoid": 7, "Elu": 8,
-              "Softsign": 9, "Softplus": 10}
-_DENSE_CODES = {"linear": 0, "relu": 1, "tanh": 2, "sigmoid": 3, "softmax": 4, "log_softmax": 5}
+# the kernels' activation codes, from the one table (lstm_rt.activations); _kernel_enums lets
+# the tests check them against lrt_kernels.h
+_ACT_CODES = {name: row[0] for name, row in ACTIVATIONS.items()}
+_DENSE_CODES = {name: code for code, name in enumerate(DENSE_ACTIVATIONS)}
+
+
+def _kernel_enums():
+    """Test hook: the C enums that Python tables mirror (activation codes, cell kinds, join
+    and merge modes), by their names in lrt_kernels.h / lrt_plan.h."""
+    return {"LRT_SIGMOID": LRT_SIGMOID, "LRT_TANH": LRT_TANH, "LRT_RELU": LRT_RELU,
+            "LRT_AFFINE": LRT_AFFINE, "LRT_LEAKYRELU": LRT_LEAKYRELU,
+            "LRT_THRESHOLDEDRELU": LRT_THRESHOLDEDRELU, "LRT_SCALEDTANH": LRT_SCALEDTANH,
+            "LRT_HARDSIGMOID": LRT_HARDSIGMOID, "LRT_ELU": LRT_ELU, "LRT_SOFTSIGN": LRT_SOFTSIGN,
+            "LRT_SOFTPLUS": LRT_SOFTPLUS,
+            "LRT_DENSE_LINEAR": LRT_DENSE_LINEAR, "LRT_DENSE_RELU": LRT_DENSE_RELU,
+            "LRT_DENSE_TANH": LRT_DENSE_TANH, "LRT_DENSE_SIGMOID": LRT_DENSE_SIGMOID,
+            "LRT_DENSE_SOFTMAX": LRT_DENSE_SOFTMAX, "LRT_DENSE_LOG_SOFTMAX": LRT_DENSE_LOG_SOFTMAX,
+            "LRT_CELL_LSTM": LRT_CELL_LSTM, "LRT_CELL_GRU": LRT_CELL_GRU, "LRT_CELL_RNN": LRT_CELL_RNN,
+            "LRT_JOIN_CONCAT": LRT_JOIN_CONCAT, "LRT_JOIN_SUM": LRT_JOIN_SUM, "LRT_JOIN_SUB": LRT_JOIN_SUB,
+            "LRT_JOIN_MUL": LRT_JOIN_MUL, "LRT_JOIN_AVE": LRT_JOIN_AVE, "LRT_JOIN_MAX": LRT_JOIN_MAX,
+            "LRT_JOIN_MIN": LRT_JOIN_MIN,
+            "LRT_MERGE_SUM": LRT_MERGE_SUM, "LRT_MERGE_MUL": LRT_MERGE_MUL, "LRT_MERGE_AVE": LRT_MERGE_AVE}
 
 
 def cpu_isa():

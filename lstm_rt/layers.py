@@ -15,65 +15,12 @@ when built, so a bad shape or attribute fails at conversion, not mid-run.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import numpy as np
 
+from .activations import (ACTIVATIONS, DENSE_ACTIVATIONS, Activation, activation,  # noqa: F401
+                          activations_from_onnx)
 from .errors import ShapeError, UnsupportedError
-
-# ---------------------------------------------------------------- activations
-
-
-class Activation(NamedTuple):
-    """One activation function of a recurrent cell, with its ONNX alpha/beta."""
-    name: str
-    alpha: float = 0.0
-    beta: float = 0.0
-
-
-#: ONNX activation names -> (kernel code, uses alpha, uses beta, default alpha, default beta).
-#: Defaults are those of the ONNX operators of the same name (LeakyRelu 0.01,
-#: ThresholdedRelu 1.0, HardSigmoid 0.2/0.5, Elu 1.0) and of the former ONNX
-#: experimental ops (Affine 1.0/0.0, ScaledTanh 1.0/1.0).
-ACTIVATIONS = {
-    "Sigmoid":         (0, False, False, 0.0, 0.0),
-    "Tanh":            (1, False, False, 0.0, 0.0),
-    "Relu":            (2, False, False, 0.0, 0.0),
-    "Affine":          (3, True, True, 1.0, 0.0),
-    "LeakyRelu":       (4, True, False, 0.01, 0.0),
-    "ThresholdedRelu": (5, True, False, 1.0, 0.0),
-    "ScaledTanh":      (6, True, True, 1.0, 1.0),
-    "HardSigmoid":     (7, True, True, 0.2, 0.5),
-    "Elu":             (8, True, False, 1.0, 0.0),
-    "Softsign":        (9, False, False, 0.0, 0.0),
-    "Softplus":        (10, False, False, 0.0, 0.0),
-}
-_ACT_BY_LOWER = {k.lower(): k for k in ACTIVATIONS}
-
-
-def activation(name: str, alpha: float | None = None, beta: float | None = None) -> Activation:
-    """An Activation by (case-insensitive) ONNX name; missing alpha/beta take the defaults."""
-    canon = _ACT_BY_LOWER.get(str(name).lower())
-    if canon is None:
-        raise UnsupportedError(
-            f"activation {name!r} is not supported; expected one of {', '.join(ACTIVATIONS)}")
-    _, _, _, da, db = ACTIVATIONS[canon]
-    return Activation(canon, float(da if alpha is None else alpha), float(db if beta is None else beta))
-
-
-def activations_from_onnx(names, alphas=(), betas=()) -> list[Activation]:
-    """Resolve an ONNX `activations` list, consuming `activation_alpha`/`activation_beta`
-    in order, one value per activation that uses it (as the ONNX spec describes)."""
-    alphas, betas = list(alphas or ()), list(betas or ())
-    out = []
-    for name in names:
-        canon = activation(name).name
-        _, use_a, use_b, _, _ = ACTIVATIONS[canon]
-        a = alphas.pop(0) if use_a and alphas else None
-        b = betas.pop(0) if use_b and betas else None
-        out.append(activation(canon, a, b))
-    return out
-
 
 DIRECTIONS = ("forward", "reverse", "bidirectional")
 
@@ -314,9 +261,6 @@ class Embedding(Layer):
 
     def config(self):
         return {"name": self.name, "vocab_size": self.vocab_size, "embedding_size": self.output_size}
-
-
-DENSE_ACTIVATIONS = ("linear", "relu", "tanh", "sigmoid", "softmax", "log_softmax")
 
 
 class Dense(Layer):

@@ -14,35 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .layers import GRU, LSTM, RNN, Activation, Dense, Embedding
-
-
-def apply_activation(act: Activation, x: np.ndarray) -> np.ndarray:
-    """ONNX activation functions (see the LSTM/GRU/RNN operator docs)."""
-    n, a, b = act
-    if n == "Sigmoid":
-        return 1.0 / (1.0 + np.exp(-x))
-    if n == "Tanh":
-        return np.tanh(x)
-    if n == "Relu":
-        return np.maximum(x, 0.0)
-    if n == "Affine":
-        return a * x + b
-    if n == "LeakyRelu":
-        return np.where(x >= 0, x, a * x)
-    if n == "ThresholdedRelu":
-        return np.where(x > a, x, 0.0)
-    if n == "ScaledTanh":
-        return a * np.tanh(b * x)
-    if n == "HardSigmoid":
-        return np.clip(a * x + b, 0.0, 1.0)
-    if n == "Elu":
-        return np.where(x >= 0, x, a * (np.exp(np.minimum(x, 0.0)) - 1.0))
-    if n == "Softsign":
-        return x / (1.0 + np.abs(x))
-    if n == "Softplus":
-        return np.logaddexp(0.0, x)
-    raise ValueError(f"unknown activation {n!r}")
+from .activations import apply_activation, apply_dense_activation
+from .layers import GRU, LSTM, RNN, Dense, Embedding
 
 
 def _clip(layer, x):
@@ -141,19 +114,7 @@ def dense_reference(layer: Dense, x):
     y = np.asarray(x, dtype=np.float64) @ layer.weight.T.astype(np.float64)
     if layer.bias is not None:
         y = y + layer.bias
-    if layer.activation == "relu":
-        y = np.maximum(y, 0.0)
-    elif layer.activation == "tanh":
-        y = np.tanh(y)
-    elif layer.activation == "sigmoid":
-        y = 1.0 / (1.0 + np.exp(-y))
-    elif layer.activation == "softmax":
-        e = np.exp(y - y.max(axis=-1, keepdims=True))
-        y = e / e.sum(axis=-1, keepdims=True)
-    elif layer.activation == "log_softmax":
-        z = y - y.max(axis=-1, keepdims=True)
-        y = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
-    return y
+    return apply_dense_activation(layer.activation, y)
 
 
 def embedding_reference(layer: Embedding, ids):

@@ -8,11 +8,12 @@ import pytest
 
 import lstm_rt
 from lstm_rt import _core
+from lstm_rt.activations import apply_activation
 from lstm_rt.errors import ShapeError, UnsupportedError
 from lstm_rt.layers import ACTIVATIONS, Activation, Dense, Embedding, activation, layer_from_config
 from lstm_rt.model import Model, Node, Port
 from lstm_rt.packing import pack_layer, pack_panels, unpack_layer_weights
-from lstm_rt.reference import apply_activation, dense_reference, embedding_reference, recurrent_reference
+from lstm_rt.reference import dense_reference, embedding_reference, recurrent_reference
 from util import onnx_style_model, random_layer, sequence_model
 
 ATOL = 1e-5
