@@ -3,8 +3,8 @@ their numpy definitions (the reference the kernels are tested against).
 
 The kernel codes here are the source: `_core` builds its name -> code maps from these
 tables, and tests/test_layers.py checks that the C enums (lrt_kernels.h LRT_SIGMOID...,
-LRT_DENSE_*) agree. (A module of its own so that _core can import it without the layer
-specs; lstm_rt.layers re-exports every name.)
+LRT_DENSE_*) agree. (A module of its own so that _core can import it: lstm_rt.layers,
+which re-exports every name, imports _core.)
 """
 from __future__ import annotations
 

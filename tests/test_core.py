@@ -10,10 +10,9 @@ import lstm_rt
 from lstm_rt import _core
 from lstm_rt.activations import apply_activation
 from lstm_rt.errors import ShapeError, UnsupportedError
-from lstm_rt.layers import ACTIVATIONS, Activation, Dense, Embedding, activation, layer_from_config
+from lstm_rt.layers import ACTIVATIONS, Activation, Dense, Embedding, activation
 from lstm_rt.model import Model, Node, Port
-from lstm_rt.packing import pack_layer, pack_panels, unpack_layer_weights
-from lstm_rt.reference import dense_reference, embedding_reference, recurrent_reference
+from lstm_rt.packing import pack_panels
 from util import onnx_style_model, random_layer, sequence_model
 
 ATOL = 1e-5
@@ -72,12 +71,11 @@ def test_sigmoid_tanh_accurate_over_the_float_range(name, f):
 def test_pack_unpack_is_an_equivalent_model(kind, kw):
     rng = np.random.default_rng(0)
     layer = random_layer(kind, 6, 11, rng=rng, **kw)
-    back = layer_from_config(layer.kind, layer.config(),
-                             unpack_layer_weights(layer.kind, layer.config(), pack_layer(layer)))
+    back = type(layer).from_config(layer.config(), type(layer).unpack(layer.config(), layer.pack()))
     np.testing.assert_array_equal(back.w, layer.w)
     np.testing.assert_array_equal(back.r, layer.r)
     x = rng.normal(size=(5, 2, 6))
-    for a, b in zip(recurrent_reference(layer, x), recurrent_reference(back, x)):
+    for a, b in zip(layer.reference(x), back.reference(x)):
         if a is not None:
             np.testing.assert_allclose(a, b, atol=1e-6)
 
@@ -118,7 +116,7 @@ def test_run_matches_reference(kind, kw, H):
         if with_lens:
             feeds["sequence_lens"] = lens
         out = m.run(feeds)
-        y, h, c = recurrent_reference(layer, x, lens if with_lens else None, h0, c0)
+        y, h, c = layer.reference(x, lens if with_lens else None, h0, c0)
         np.testing.assert_allclose(out["Y"], y, atol=ATOL, rtol=0)
         np.testing.assert_allclose(out["Y_h"], h, atol=ATOL, rtol=0)
         if kind == "LSTM":
@@ -171,10 +169,10 @@ def test_stacked_language_model_matches_reference():
               [Port("ids", "ids", "BT")], [Port("probs", "p", "BTF")])
     ids = rng.integers(0, V, size=(3, 11))
     got = m.run(ids)
-    e = embedding_reference(emb, ids.T)
-    y1 = recurrent_reference(l1, e)[0][:, 0]
-    y2 = recurrent_reference(l2, y1)[0][:, 0]
-    want = dense_reference(head, y2).transpose(1, 0, 2)
+    e = emb.reference(ids.T)
+    y1 = l1.reference(e)[0][:, 0]
+    y2 = l2.reference(y1)[0][:, 0]
+    want = head.reference(y2).transpose(1, 0, 2)
     assert got.shape == (3, 11, V)
     np.testing.assert_allclose(got, want, atol=ATOL, rtol=0)
     np.testing.assert_allclose(got.sum(-1), 1.0, atol=1e-5)
@@ -219,7 +217,7 @@ def test_dense_activations(act):
     d = Dense("d", rng.normal(size=(19, 5)), rng.normal(size=19), activation=act)
     m = Model([Node(d, ["x"], ["y"])], [Port("x", "x", "TBF")], [Port("y", "y", "TBF")])
     x = rng.normal(size=(3, 2, 5)).astype(np.float32)
-    np.testing.assert_allclose(m.run(x), dense_reference(d, x), atol=ATOL, rtol=0)
+    np.testing.assert_allclose(m.run(x), d.reference(x), atol=ATOL, rtol=0)
 
 
 def test_log_softmax_is_stable_for_large_scores():
@@ -231,7 +229,7 @@ def test_log_softmax_is_stable_for_large_scores():
     x = rng.normal(size=(2, 3, 5)).astype(np.float32)
     y = m.run(x)
     assert np.all(np.isfinite(y)) and np.all(y <= 0)
-    np.testing.assert_allclose(y, dense_reference(d, x), rtol=1e-5, atol=1e-5 * np.abs(y).max())
+    np.testing.assert_allclose(y, d.reference(x), rtol=1e-5, atol=1e-5 * np.abs(y).max())
 
 
 # ------------------------------------------------------ streaming invariants
@@ -453,7 +451,7 @@ def test_masked_steps_keep_the_state_and_repeat_the_output(kind, direction, zero
     x[:2, 1] = 0.0        # pre-padding
     x[3, 2] = 0.0         # a hole
     mask = np.any(x != 0, axis=-1)
-    y, _, _ = recurrent_reference(layer, x, mask=mask)
+    y, _, _ = layer.reference(x, mask=mask)
     want = y.transpose(0, 2, 1, 3).reshape(8, 3, -1)
     np.testing.assert_allclose(m.run(x), want, atol=ATOL, rtol=0)
     if direction == "forward":
