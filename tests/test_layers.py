@@ -7,8 +7,8 @@ import lstm_rt
 from lstm_rt import _core
 from lstm_rt.activations import ACTIVATIONS, DENSE_ACTIVATIONS
 from lstm_rt.errors import ModelFormatError, ShapeError
-from lstm_rt.layers import (GRU, LAYER_KINDS, LSTM, RNN, Dense, Embedding, Join, LastState,
-                            Layer, Mask, Merge, ReverseTime, SelectDirection)
+from lstm_rt.layers import (GRU, LAYER_KINDS, LSTM, RNN, Activation, Dense, Embedding, Join, LastState,
+                            Layer, Mask, Merge, ReverseTime, SelectDirection, activation)
 from util import random_layer
 
 # ------------------------------------------------------------ the one activation table
@@ -158,6 +158,29 @@ def test_check_stored_refuses_what_the_config_does_not_imply():
 def test_check_config_applies_the_specs_rules(kind, config, match):
     with pytest.raises(lstm_rt.LstmRtError, match=match):
         LAYER_KINDS[kind].check_config(config)
+
+
+@pytest.mark.parametrize("build,match", [
+    (lambda: random_layer("LSTM", 3, 4, rng=np.random.default_rng(0), direction="sideways"), "direction"),
+    (lambda: random_layer("LSTM", 3, 4, rng=np.random.default_rng(0), clip=-1.0), "clip"),
+    (lambda: random_layer("GRU", 3, 4, rng=np.random.default_rng(0), activations=["Sigmoid"]), "activations"),
+    (lambda: random_layer("RNN", 3, 4, rng=np.random.default_rng(0), activations=["Swish"]), "Swish"),
+    (lambda: LSTM("l", np.zeros((1, 16, 3)), np.zeros((1, 16, 5))), r"\(1, 16, 4\)"),
+    (lambda: RNN("r", np.full((1, 2, 3), np.nan), np.zeros((1, 2, 2))), "NaN"),
+    (lambda: GRU("g", np.zeros((1, 6, 3), np.int32), np.zeros((1, 6, 2))), "floating"),
+    (lambda: Dense("d", np.zeros((3, 2)), activation="gelu"), "gelu"),
+])
+def test_bad_layer_specs_raise(build, match):
+    with pytest.raises(lstm_rt.LstmRtError, match=match):
+        build()
+
+
+def test_onnx_default_activation_parameters():
+    assert activation("LeakyRelu") == Activation("LeakyRelu", 0.01, 0.0)
+    assert activation("thresholdedrelu") == Activation("ThresholdedRelu", 1.0, 0.0)
+    assert activation("HardSigmoid") == Activation("HardSigmoid", 0.2, 0.5)
+    assert lstm_rt.layers.activations_from_onnx(["Sigmoid", "Affine", "LeakyRelu"], [2.0, 0.3], [1.0]) == [
+        Activation("Sigmoid", 0.0, 0.0), Activation("Affine", 2.0, 1.0), Activation("LeakyRelu", 0.3, 0.0)]
 
 
 def test_what_cannot_stream_says_why():
