@@ -3,6 +3,10 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 
 cdef extern from "lrt_kernels.h" nogil:
     enum: LRT_LANES
+    enum: LRT_SIGMOID, LRT_TANH, LRT_RELU, LRT_AFFINE, LRT_LEAKYRELU, LRT_THRESHOLDEDRELU
+    enum: LRT_SCALEDTANH, LRT_HARDSIGMOID, LRT_ELU, LRT_SOFTSIGN, LRT_SOFTPLUS
+    enum: LRT_DENSE_LINEAR, LRT_DENSE_RELU, LRT_DENSE_TANH, LRT_DENSE_SIGMOID, LRT_DENSE_SOFTMAX
+    enum: LRT_DENSE_LOG_SOFTMAX
     ctypedef struct lrt_act:
         int kind
         float alpha
@@ -71,6 +75,8 @@ cdef extern from "lrt_kernels.h" nogil:
 cdef extern from "lrt_plan.h" nogil:
     enum: LRT_OP_EMBED, LRT_OP_RECURRENT, LRT_OP_DENSE, LRT_OP_MERGE, LRT_OP_MASK_IDS, LRT_OP_MASK_VALUE
     enum: LRT_OP_LAST_STATE, LRT_OP_SELECT_DIRECTION, LRT_OP_COPY_STATE, LRT_OP_REVERSE_TIME, LRT_OP_JOIN
+    enum: LRT_JOIN_CONCAT, LRT_JOIN_SUM, LRT_JOIN_SUB, LRT_JOIN_MUL, LRT_JOIN_AVE, LRT_JOIN_MAX, LRT_JOIN_MIN
+    enum: LRT_MERGE_SUM, LRT_MERGE_MUL, LRT_MERGE_AVE
     ctypedef struct lrt_op:
         int kind, time, x, y, in_f, out_f
         int lens, mask, h, c, ndir

@@ -20,6 +20,7 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.string cimport memcpy, memset
 
 from lstm_rt._core cimport *
+from lstm_rt.activations import ACTIVATIONS, DENSE_ACTIVATIONS
 from lstm_rt.errors import LstmRtError, ModelFormatError, ShapeError, UnsupportedError
 
 cnp.import_array()
@@ -40,10 +41,28 @@ def _select_isa():
 
 _select_isa()
 
-_ACT_CODES = {"Sigmoid": 0, "Tanh": 1, "Relu": 2, "Affine": 3, "LeakyRelu": 4,
-              "ThresholdedRelu": 5, "ScaledTanh": 6, "HardSigmoid": 7, "Elu": 8,
-              "Softsign": 9, "Softplus": 10}
-_DENSE_CODES = {"linear": 0, "relu": 1, "tanh": 2, "sigmoid": 3, "softmax": 4, "log_softmax": 5}
+# the kernels' activation codes, from the one table (lstm_rt.activations); _kernel_enums lets
+# the tests check them against lrt_kernels.h
+_ACT_CODES = {name: row[0] for name, row in ACTIVATIONS.items()}
+_DENSE_CODES = {name: code for code, name in enumerate(DENSE_ACTIVATIONS)}
+
+
+def _kernel_enums():
+    """Test hook: the C enums that Python tables mirror (activation codes, cell kinds, join
+    and merge modes), by their names in lrt_kernels.h / lrt_plan.h."""
+    return {"LRT_SIGMOID": LRT_SIGMOID, "LRT_TANH": LRT_TANH, "LRT_RELU": LRT_RELU,
+            "LRT_AFFINE": LRT_AFFINE, "LRT_LEAKYRELU": LRT_LEAKYRELU,
+            "LRT_THRESHOLDEDRELU": LRT_THRESHOLDEDRELU, "LRT_SCALEDTANH": LRT_SCALEDTANH,
+            "LRT_HARDSIGMOID": LRT_HARDSIGMOID, "LRT_ELU": LRT_ELU, "LRT_SOFTSIGN": LRT_SOFTSIGN,
+            "LRT_SOFTPLUS": LRT_SOFTPLUS,
+            "LRT_DENSE_LINEAR": LRT_DENSE_LINEAR, "LRT_DENSE_RELU": LRT_DENSE_RELU,
+            "LRT_DENSE_TANH": LRT_DENSE_TANH, "LRT_DENSE_SIGMOID": LRT_DENSE_SIGMOID,
+            "LRT_DENSE_SOFTMAX": LRT_DENSE_SOFTMAX, "LRT_DENSE_LOG_SOFTMAX": LRT_DENSE_LOG_SOFTMAX,
+            "LRT_CELL_LSTM": LRT_CELL_LSTM, "LRT_CELL_GRU": LRT_CELL_GRU, "LRT_CELL_RNN": LRT_CELL_RNN,
+            "LRT_JOIN_CONCAT": LRT_JOIN_CONCAT, "LRT_JOIN_SUM": LRT_JOIN_SUM, "LRT_JOIN_SUB": LRT_JOIN_SUB,
+            "LRT_JOIN_MUL": LRT_JOIN_MUL, "LRT_JOIN_AVE": LRT_JOIN_AVE, "LRT_JOIN_MAX": LRT_JOIN_MAX,
+            "LRT_JOIN_MIN": LRT_JOIN_MIN,
+            "LRT_MERGE_SUM": LRT_MERGE_SUM, "LRT_MERGE_MUL": LRT_MERGE_MUL, "LRT_MERGE_AVE": LRT_MERGE_AVE}
 
 
 def cpu_isa():
@@ -153,40 +172,44 @@ cdef class RecurrentCore:
     cdef readonly bint has_cell_state
     cdef list _keep
 
-    def __init__(self, str kind, dict config, dict packed):
+    def __init__(self, kind, dict config, dict packed):
+        """kind: the layer's class (lstm_rt.layers.LSTM, GRU or RNN), which says its cell
+        code, gates, activations per direction, whether it has a cell state, and the
+        packed shapes [nblk, K, gw] of its matrices "<d>.w", "<d>.r", "<d>.r_h", "<d>.proj"."""
         cdef int d, k
         cdef lrt_cell *cl
+        cdef lrt_mat *m
         self._keep = []
         D = 2 if config["direction"] == "bidirectional" else 1
         self.num_directions = D
         self.input_size = config["input_size"]
         self.hidden_size = config["hidden_size"]
-        self.has_cell_state = kind == "LSTM"
+        self.has_cell_state = kind.has_cell_state
         H = self.hidden_size
         acts = config["activations"]
-        n_acts = {"LSTM": 3, "GRU": 2, "RNN": 1}[kind]
+        n_acts = kind.n_acts
+        shapes = kind.packed_shapes(config)
         for d in range(D):
             cl = &self.cells[d]
             memset(cl, 0, sizeof(lrt_cell))
-            cl.kind = {"LSTM": LRT_CELL_LSTM, "GRU": LRT_CELL_GRU, "RNN": LRT_CELL_RNN}[kind]
-            cl.gates = {"LSTM": 4, "GRU": 3, "RNN": 1}[kind]
+            cl.kind = kind.cell_code
+            cl.gates = kind.n_gates
             cl.in_size = self.input_size
             cl.H = H
             cl.nblk = (H + LRT_LANES - 1) // LRT_LANES
-            proj = packed.get(f"{d}.proj")
-            cl.Hr = (config.get("proj_size") or H) if proj is not None else H
-            split = kind == "GRU" and not config.get("linear_before_reset")
-            _mat(&cl.w, packed[f"{d}.w"], packed.get(f"{d}.w.scale"), self.input_size, cl.gates * 8, self._keep)
-            # the recurrent products meet states (h, r * h, o * g(c)): 8-bit activations
-            _mat(&cl.r, packed[f"{d}.r"], packed.get(f"{d}.r.scale"), H if split else cl.Hr,
-                 16 if split else cl.gates * 8, self._keep, True)
-            _mat(&cl.r_h, packed.get(f"{d}.r_h"), packed.get(f"{d}.r_h.scale"), H, 8, self._keep, True)
-            _mat(&cl.proj, proj, packed.get(f"{d}.proj.scale"), H, 8, self._keep, True)
-            if split and cl.r_h.data == NULL:
-                raise ModelFormatError("a GRU without linear_before_reset needs its r_h weights")
-            if cl.w.nblk != cl.nblk or cl.r.nblk != cl.nblk or (split and cl.r_h.nblk != cl.nblk) \
-                    or (proj is not None and cl.proj.nblk != (cl.Hr + LRT_LANES - 1) // LRT_LANES):
-                raise ModelFormatError("packed weights disagree with hidden_size / proj_size")
+            cl.Hr = config.get("proj_size") or H
+            for part in ("w", "r", "r_h", "proj"):
+                key = f"{d}.{part}"
+                if key not in shapes:
+                    continue     # the kind has no such matrix: left empty
+                if packed.get(key) is None:
+                    raise ModelFormatError(f"{kind.kind} {config['name']!r} needs its {key!r} weights")
+                m = &cl.w if part == "w" else &cl.r if part == "r" else &cl.r_h if part == "r_h" else &cl.proj
+                nblk, K, gw = shapes[key]
+                # the recurrent products meet states (h, r * h, o * g(c)): 8-bit activations
+                _mat(m, packed[key], packed.get(key + ".scale"), K, gw, self._keep, part != "w")
+                if m.nblk != nblk:
+                    raise ModelFormatError("packed weights disagree with hidden_size / proj_size")
             cl.bias = _fptr(packed.get(f"{d}.bias"), self._keep)
             cl.bias_rh = _fptr(packed.get(f"{d}.bias_rh"), self._keep)
             cl.peep = _fptr(packed.get(f"{d}.peep"), self._keep)

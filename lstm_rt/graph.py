@@ -106,8 +106,10 @@ class Node:
 
 
 class Graph:
-    """The checked graph of a model: its runtime nodes (kind, config, core, inputs, outputs)
-    and ports, with what the check finds out:
+    """The checked graph of a model: its runtime nodes (kind, layer_class, config, core,
+    inputs, outputs) and ports, with what the check finds out. Each node's layer kind checks
+    its own inputs and gives the forms of its outputs (`Layer.infer`, which calls need,
+    settle and link_states below); the rest is the same for every kind.
 
     forms         tensor -> form (see the module doc)
     state_links   node index -> [(state key, tensor)]: initial states another layer computes
@@ -133,28 +135,7 @@ class Graph:
         seq_inputs = [p for p in self.inputs if p.is_sequence]
         if not seq_inputs:
             raise ShapeError("a model needs at least one sequence input")
-
-        def need(tensor, node, what):
-            if tensor not in info:
-                raise ShapeError(f"{node.kind} {node.name!r}: its {what} {tensor!r} is not produced "
-                                 f"by any earlier layer or input")
-            return info[tensor]
-
-        def settle(tensor, form):
-            cur = info.get(tensor)
-            if cur and cur[0] == "pending":
-                port = cur[1]
-                if form[0] in ("seq", "ids") and port.layout not in (("TB", "BT") if form[0] == "ids" else ("TBF", "BTF", "BF")):
-                    raise ShapeError(f"input {port.name!r}: layout {port.layout} does not fit a {form[0]} tensor")
-                if form[0] == "state" and port.layout not in STATE_LAYOUTS:
-                    raise ShapeError(f"input {port.name!r}: layout {port.layout} does not fit a state")
-                if form[0] == "state" and port.layout == "BH" and form[1] != 1:
-                    raise ShapeError(f"input {port.name!r}: layout BH needs a one-direction state")
-                info[tensor] = form
-            elif cur != form:
-                raise ShapeError(f"tensor {tensor!r}: used as {form} but it is {cur}")
-
-        graph_inputs = {t for p in self.inputs for t in p.tensors}
+        self._graph_inputs = {t for p in self.inputs for t in p.tensors}
         # initial states that an earlier layer computes (the seq2seq handoff inside one graph):
         # node index -> [(state key, tensor)], applied when the node runs
         self.state_links = {}
@@ -162,90 +143,10 @@ class Graph:
         if len(set(recurrent_names)) != len(recurrent_names):
             raise ShapeError(f"recurrent layers need unique names (they key Stream.state), got {recurrent_names}")
         for n in self.nodes:
-            x = n.inputs[0]
-            if n.kind == "Embedding":
-                need(x, n, "input")
-                settle(x, ("ids", n.config["vocab_size"]))
-                info[n.outputs[0]] = ("seq", n.config["embedding_size"])
-            elif n.kind in ("Dense", "Merge"):
-                need(x, n, "input")
-                f_in = n.config["in_features"] if n.kind == "Dense" else n.config["features"] * n.config["parts"]
-                f_out = n.config["out_features"] if n.kind == "Dense" else n.config["features"]
-                cur = info[x]
-                if cur[0] == "static":  # a layer's last output, [B, F]
-                    if cur[1] != f_in:
-                        raise ShapeError(f"{n.kind} {n.name!r} expects {f_in} features, gets {cur[1]}")
-                    info[n.outputs[0]] = ("static", f_out)
-                else:
-                    settle(x, ("seq", f_in))
-                    info[n.outputs[0]] = ("seq", f_out)
-            elif n.kind == "Mask":
-                need(x, n, "input")
-                if n.config["mode"] == "nonzero_ids":
-                    if info[x][0] != "ids":  # (an Embedding earlier in the list settles the ids)
-                        raise ShapeError(f"Mask {n.name!r} expects token ids, gets {info[x]}")
-                else:
-                    settle(x, ("seq", n.config["features"]))
-                info[n.outputs[0]] = ("mask",)
-                if n.outputs[1]:
-                    info[n.outputs[1]] = info[x]
-            elif n.kind in ("LastState", "SelectDirection"):
-                need(x, n, "input")
-                D, H = n.config["directions"], n.config["hidden_size"]
-                if info[x] != ("state", D, H):
-                    raise ShapeError(f"{n.kind} {n.name!r} expects a state ({D}, B, {H}), gets {info[x]}")
-                info[n.outputs[0]] = ("static", D * H) if n.kind == "LastState" else ("state", 1, H)
-            elif n.kind == "Join":
-                ins = [t for t in n.inputs if t]
-                feats = n.config["features"]
-                if len(ins) != len(feats):
-                    raise ShapeError(f"Join {n.name!r} has {len(ins)} inputs for {len(feats)} sizes")
-                kinds = set()
-                for t, f in zip(ins, feats):
-                    need(t, n, "input")
-                    if info[t][0] == "static":
-                        if info[t][1] != f:
-                            raise ShapeError(f"Join {n.name!r} expects {f} features from {t!r}, gets {info[t][1]}")
-                    else:
-                        settle(t, ("seq", f))
-                    kinds.add(info[t][0])
-                if len(kinds) != 1:
-                    raise ShapeError(f"Join {n.name!r} cannot join sequences with last outputs")
-                out_f = sum(feats) if n.config["mode"] == "concat" else feats[0]
-                info[n.outputs[0]] = (kinds.pop(), out_f)
-            elif n.kind == "ReverseTime":
-                need(x, n, "input")
-                settle(x, ("seq", n.config["features"]))
-                info[n.outputs[0]] = info[x]
-            else:
-                c = n.core
-                D, H, Hr = c.num_directions, c.hidden_size, c.output_size
-                need(x, n, "input")
-                settle(x, ("seq", c.input_size))
-                if n.inputs[1]:
-                    need(n.inputs[1], n, "sequence lengths")
-                    settle(n.inputs[1], ("lens",))
-                if n.inputs[2]:
-                    need(n.inputs[2], n, "initial h")
-                    settle(n.inputs[2], ("state", D, Hr))
-                if n.inputs[3]:
-                    if not c.has_cell_state:
-                        raise ShapeError(f"{n.kind} {n.name!r} has no cell state input")
-                    need(n.inputs[3], n, "initial c")
-                    settle(n.inputs[3], ("state", D, H))
-                links = [(k, t) for k, t in (("h", n.inputs[2]), ("c", n.inputs[3]))
-                         if t and t not in graph_inputs]
-                if links:
-                    self.state_links[self.nodes.index(n)] = links
-                if n.inputs[4]:
-                    if need(n.inputs[4], n, "mask") != ("mask",):
-                        raise ShapeError(f"{n.kind} {n.name!r}: {n.inputs[4]!r} is not a mask")
-                if n.outputs[2] and not c.has_cell_state:
-                    raise ShapeError(f"{n.kind} {n.name!r} has no cell state output")
-                forms = [("seq", D * Hr), ("state", D, Hr), ("state", D, H)]
-                for t, form in zip(n.outputs, forms):
-                    if t:
-                        info[t] = form
+            forms = n.layer_class.infer(n, self)
+            for t, form in zip(n.outputs, forms):
+                if t:
+                    info[t] = form
         self.time_sources = self._sequences_and_their_inputs()
         self.lens_limits = {}
         for n in self.nodes:
@@ -275,6 +176,39 @@ class Graph:
             if p.layout in ("TDBH", "BTDH") and form[1] % p.groups:
                 raise ShapeError(f"output {p.name!r}: {form[1]} features do not split into {p.groups} groups")
 
+    # what a layer kind's `infer` uses (lstm_rt.layers) while the check walks the nodes
+
+    def need(self, tensor, node, what: str):
+        """The form of a tensor the node reads (("pending", port) for an input port that no
+        layer has read yet); the tensor must be an input or an earlier layer's output."""
+        if tensor not in self.forms:
+            raise ShapeError(f"{node.kind} {node.name!r}: its {what} {tensor!r} is not produced "
+                             f"by any earlier layer or input")
+        return self.forms[tensor]
+
+    def settle(self, tensor, form):
+        """The tensor must have this form: an input port read for the first time takes it
+        (if its layout fits), any other tensor must already have it."""
+        cur = self.forms.get(tensor)
+        if cur and cur[0] == "pending":
+            port = cur[1]
+            if form[0] in ("seq", "ids") and port.layout not in (("TB", "BT") if form[0] == "ids" else ("TBF", "BTF", "BF")):
+                raise ShapeError(f"input {port.name!r}: layout {port.layout} does not fit a {form[0]} tensor")
+            if form[0] == "state" and port.layout not in STATE_LAYOUTS:
+                raise ShapeError(f"input {port.name!r}: layout {port.layout} does not fit a state")
+            if form[0] == "state" and port.layout == "BH" and form[1] != 1:
+                raise ShapeError(f"input {port.name!r}: layout BH needs a one-direction state")
+            self.forms[tensor] = form
+        elif cur != form:
+            raise ShapeError(f"tensor {tensor!r}: used as {form} but it is {cur}")
+
+    def link_states(self, node, states):
+        """Record the node's initial states [(key, tensor or None)] that another layer
+        computes (not the model's inputs) in state_links."""
+        links = [(k, t) for k, t in states if t and t not in self._graph_inputs]
+        if links:
+            self.state_links[self.nodes.index(node)] = links
+
     def _sequences_and_their_inputs(self) -> dict:
         """tensor -> names of the sequence inputs whose time steps it has (sequence inputs may
         differ in length: an encoder's and a decoder's). The lengths a recurrent layer reads
@@ -282,11 +216,7 @@ class Graph:
         loop bound)."""
         sources = {p.tensor: {p.name} for p in self.inputs if p.is_sequence}
         for n in self.nodes:
-            if n.kind in ("LastState", "SelectDirection"):
-                continue   # their outputs are states or last outputs: no time axis
-            src = set().union(*(sources.get(t, set()) for t in n.inputs[:1] + n.inputs[4:] if t))
-            if n.kind == "Join":
-                src = set().union(*(sources.get(t, set()) for t in n.inputs if t))
+            src = set().union(*(sources.get(t, set()) for t in n.layer_class.time_inputs(n) if t))
             for t in n.outputs:
                 if t and self.forms.get(t, ("",))[0] in ("seq", "ids", "mask"):
                     sources[t] = src

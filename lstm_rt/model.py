@@ -16,10 +16,9 @@ import numpy as np
 from . import _core
 from .errors import LstmRtError, ModelFormatError, ShapeError, UnsupportedError
 from .graph import Graph, Node, Port, TensorSpec
-from .layers import GLUE_KINDS, Layer, layer_from_config, validate_config
+from .layers import LAYER_KINDS, Layer
 from .layouts import MAX_ROWS, bind_feeds, native_float32, to_internal
-from .packing import (OPTIONAL_PARTS, convert_packed, expected_packed_shapes, pack_layer,
-                      repack_older_format, unpack_layer_weights)
+from .packing import repack_older_format
 from .plan import compile_plan
 from .quantize import WEIGHT_TYPES
 
@@ -27,23 +26,19 @@ __all__ = ["Model", "Stream", "Node", "Port", "TensorSpec", "load", "load_bytes"
 
 
 class _CompiledNode:
-    """A node as the runtime holds it: kind, config, packed weights and its core object.
-    The layer spec is rebuilt from the packed weights only when asked for."""
+    """A node as the runtime holds it: kind (and its class in lstm_rt.layers, which knows
+    every rule of the kind), config, packed weights and its core object (None for glue:
+    the plan's own operations). The layer spec is rebuilt from the packed weights only
+    when asked for."""
 
     def __init__(self, kind, config, packed, inputs, outputs, layer=None, weights="fp32"):
         self.kind, self.config, self.packed, self.weights = kind, config, packed, weights
         self.inputs = list(inputs) + [None] * (5 - len(inputs))
         self.outputs = list(outputs) + [None] * (3 - len(outputs))
         self._layer = layer
-        self.recurrent = kind in ("LSTM", "GRU", "RNN")
-        if self.recurrent:
-            self.core = _core.RecurrentCore(kind, config, packed)
-        elif kind == "Dense":
-            self.core = _core.DenseCore(config, packed)
-        elif kind == "Embedding":
-            self.core = _core.EmbeddingCore(packed)
-        else:
-            self.core = None  # glue: the plan's own operations, no weights
+        self.layer_class = LAYER_KINDS[kind]
+        self.recurrent = self.layer_class.recurrent
+        self.core = self.layer_class.make_core(config, packed)
 
     @property
     def name(self):
@@ -52,8 +47,8 @@ class _CompiledNode:
     @property
     def layer(self) -> Layer:
         if self._layer is None:
-            self._layer = layer_from_config(
-                self.kind, self.config, unpack_layer_weights(self.kind, self.config, self.packed))
+            cls = self.layer_class
+            self._layer = cls.from_config(self.config, cls.unpack(self.config, self.packed))
         return self._layer
 
 
@@ -69,7 +64,7 @@ class Model:
     """
 
     def __init__(self, nodes, inputs, outputs, name="model", metadata=None):
-        compiled = [_CompiledNode(n.layer.kind, n.layer.config(), pack_layer(n.layer),
+        compiled = [_CompiledNode(n.layer.kind, n.layer.config(), n.layer.pack(),
                                   n.inputs, n.outputs, n.layer) for n in nodes]
         self._init(compiled, list(inputs), list(outputs), name, metadata)
 
@@ -185,7 +180,7 @@ class Model:
             if n.weights != "fp32" and weights != n.weights:
                 raise UnsupportedError(f"{n.kind} {n.name!r} is already {n.weights}; "
                                        f"quantize from the fp32 model")
-            packed = convert_packed(n.kind, n.config, n.packed, weights) if n.weights == "fp32" else n.packed
+            packed = n.layer_class.convert(n.config, n.packed, weights) if n.weights == "fp32" else n.packed
             nodes.append(_CompiledNode(n.kind, n.config, packed, n.inputs, n.outputs, weights=weights))
         m = Model.__new__(Model)
         m._init(nodes, list(self._inputs), list(self._outputs), self.name, self.metadata)
@@ -260,7 +255,10 @@ class Model:
                 packed = {part: tensors[key] for part, key in rec["tensors"].items()}
                 weights = rec.get("weights", "fp32")
                 packed = repack_older_format(kind, config, weights, packed, handle.version)
-                _check_packed(kind, config, packed, weights)
+                if not isinstance(kind, str) or kind not in LAYER_KINDS:
+                    raise ModelFormatError(f"unknown layer kind {kind!r}")
+                # the kernels trust every size: the arrays must be exactly what the config implies
+                LAYER_KINDS[kind].check_stored(config, packed, weights)
                 nodes.append(_CompiledNode(kind, config, packed, rec["inputs"], rec["outputs"],
                                            weights=weights))
             ports = [[Port(**p) for p in meta[k]] for k in ("inputs", "outputs")]
@@ -272,28 +270,6 @@ class Model:
             raise ModelFormatError(f"{path}: malformed model description ({type(e).__name__}: {e})") from None
         model._file = handle
         return model
-
-
-def _check_packed(kind, config, packed, weights):
-    """A file's packed arrays must have exactly the shapes and dtypes its config implies."""
-    if kind not in ("LSTM", "GRU", "RNN", "Dense", "Embedding") + GLUE_KINDS:
-        raise ModelFormatError(f"unknown layer kind {kind!r}")
-    if weights not in WEIGHT_TYPES:
-        raise ModelFormatError(f"{kind} {config.get('name')!r}: unknown weight type {weights!r}")
-    validate_config(kind, config)
-    expected = expected_packed_shapes(kind, config, weights)
-    for part, (shape, dtype) in expected.items():
-        arr = packed.get(part)
-        if arr is None:
-            if part in OPTIONAL_PARTS or part.split(".", 1)[-1] in OPTIONAL_PARTS:
-                continue
-            raise ModelFormatError(f"{kind} {config.get('name')!r}: missing weights {part!r}")
-        if tuple(arr.shape) != shape or arr.dtype != np.dtype(dtype):
-            raise ModelFormatError(f"{kind} {config.get('name')!r}: weights {part!r} have shape "
-                                   f"{tuple(arr.shape)} {arr.dtype}, expected {shape} {dtype}")
-    extra = set(packed) - set(expected)
-    if extra:
-        raise ModelFormatError(f"{kind} {config.get('name')!r}: unexpected weights {sorted(extra)}")
 
 
 class Stream:
@@ -316,14 +292,9 @@ class Stream:
         model._check_open()
         nodes = model._nodes
         for n in nodes:
-            if n.recurrent and n.config["direction"] != "forward":
-                raise UnsupportedError(
-                    f"{n.kind} {n.name!r} is {n.config['direction']}: its backward direction starts "
-                    f"from the last time step, so it needs the whole sequence and cannot stream; "
-                    f"use Model.run")
-            if n.kind == "ReverseTime":
-                raise UnsupportedError(f"ReverseTime {n.name!r} reorders the whole sequence: it "
-                                       f"cannot stream; use Model.run")
+            why = n.layer_class.cannot_stream(n.config)
+            if why:
+                raise UnsupportedError(why)
         if model._graph.state_links:
             names = [model._nodes[i].name for i in model._graph.state_links]
             raise UnsupportedError(

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .errors import ShapeError
-
 
 @dataclass
 class Buffer:
@@ -67,116 +65,71 @@ class Program:
         return {key: (self.buffers[b].dirs, batch, self.buffers[b].width) for key, b in self.states}
 
 
-_FORM_KINDS = {"seq": "seq", "ids": "ids", "mask": "mask", "lens": "lens", "static": "static",
-               "state": "state"}
-
-
 def compile_plan(graph) -> Program:
-    """The plan of a checked lstm_rt.graph.Graph (its runtime nodes carry their cores)."""
-    nodes, inputs, outputs = graph.nodes, graph.inputs, graph.outputs
-    info, time_sources = graph.forms, graph.time_sources
-    slots = [p.name for p in inputs if p.is_sequence]
-    buffers, buf_of = [], {}
+    """The plan of a checked lstm_rt.graph.Graph (its runtime nodes carry their cores):
+    each node's layer kind adds its operations (`Layer.plan`, lstm_rt.layers)."""
+    plan = PlanBuilder(graph)
+    for n in graph.nodes:
+        n.layer_class.plan(n, plan)
+    return plan.program()
 
-    def slot_of(tensor):
-        src = time_sources.get(tensor) or ()
-        return min(slots.index(s) for s in src) if src else -1
 
-    def buffer(tensor, *, is_input=False):
-        if tensor in buf_of:
-            return buf_of[tensor]
-        form = info[tensor]
-        kind = _FORM_KINDS[form[0]]
+class PlanBuilder:
+    """A plan being compiled: what a layer kind's `plan` calls to name buffers and add its
+    operations."""
+
+    def __init__(self, graph):
+        self.graph = graph
+        self.slots = [p.name for p in graph.inputs if p.is_sequence]
+        self.buffers, self.buf_of = [], {}
+        self.ops, self.states, self.join_slots = [], [], []
+        for p in graph.inputs:
+            for t in p.tensors:
+                self.buffer(t, is_input=True)
+
+    def slot_of(self, tensor) -> int:
+        """The time slot of a tensor: the first sequence input whose time steps it has (-1:
+        none, no time axis)."""
+        src = self.graph.time_sources.get(tensor) or ()
+        return min(self.slots.index(s) for s in src) if src else -1
+
+    def buffer(self, tensor, *, is_input=False) -> int:
+        """The buffer of a tensor, made on first use from its form."""
+        if tensor in self.buf_of:
+            return self.buf_of[tensor]
+        form = self.graph.forms[tensor]
+        kind = form[0]
         width = form[1] if kind in ("seq", "static") else form[2] if kind == "state" else 1
         dirs = form[1] if kind == "state" else 1
-        buffers.append(Buffer(tensor, kind, width, dirs, slot_of(tensor) if kind in ("seq", "ids", "mask") else -1,
-                              is_input, form[1] if kind == "ids" else 0))
-        buf_of[tensor] = len(buffers) - 1
-        return buf_of[tensor]
+        slot = self.slot_of(tensor) if kind in ("seq", "ids", "mask") else -1
+        self.buffers.append(Buffer(tensor, kind, width, dirs, slot, is_input, form[1] if kind == "ids" else 0))
+        self.buf_of[tensor] = len(self.buffers) - 1
+        return self.buf_of[tensor]
 
-    for p in inputs:
-        for t in p.tensors:
-            buffer(t, is_input=True)
+    def alias(self, tensor, buf: int):
+        """The tensor (if any) is the data of buffer buf: no buffer of its own."""
+        if tensor:
+            self.buf_of[tensor] = buf
 
-    ops, states, join_slots = [], [], []
-    for n in nodes:
-        ins, outs = n.inputs, n.outputs
-        x = ins[0]
-        if n.recurrent:
-            c = n.core
-            D, H, Hr = c.num_directions, c.hidden_size, c.output_size
-            h_buf = _state_buffer(buffers, f"{n.name}/h", D, Hr)
-            c_buf = _state_buffer(buffers, f"{n.name}/c", D, H) if c.has_cell_state else -1
-            states.append((f"{n.name}/h", h_buf))
-            if c_buf >= 0:
-                states.append((f"{n.name}/c", c_buf))
-            for t, dst, width in ((ins[2], h_buf, Hr), (ins[3], c_buf, H)):
-                if t:
-                    ops.append(Op("copy_state", n.name, None,
-                                  {"x": buffer(t), "y": dst, "in_f": width, "ndir": D}))
-            if outs[1]:
-                buf_of[outs[1]] = h_buf
-            if outs[2]:
-                buf_of[outs[2]] = c_buf
-            y = buffer(outs[0]) if outs[0] else -1
-            ops.append(Op("recurrent", n.name, c, {
-                "x": buffer(x), "y": y, "time": slot_of(x), "in_f": c.input_size, "out_f": D * Hr,
-                "lens": buffer(ins[1]) if ins[1] else -1, "mask": buffer(ins[4]) if ins[4] else -1,
-                "h": h_buf, "c": c_buf, "ndir": D}))
-        elif n.kind == "Embedding":
-            ops.append(Op("embed", n.name, n.core, {"x": buffer(x), "y": buffer(outs[0]), "time": slot_of(x),
-                                                    "out_f": n.config["embedding_size"]}))
-        elif n.kind == "Dense":
-            ops.append(Op("dense", n.name, n.core, {"x": buffer(x), "y": buffer(outs[0]), "time": slot_of(x),
-                                                    "in_f": n.config["in_features"],
-                                                    "out_f": n.config["out_features"]}))
-        elif n.kind == "Merge":
-            cfg = n.config
-            ops.append(Op("merge", n.name, None, {
-                "x": buffer(x), "y": buffer(outs[0]), "time": slot_of(x), "in_f": cfg["features"] * cfg["parts"],
-                "out_f": cfg["features"], "parts": cfg["parts"], "mode": ("sum", "mul", "ave").index(cfg["mode"])}))
-        elif n.kind == "Mask":
-            cfg = n.config
-            if cfg["mode"] == "nonzero_ids":
-                if outs[1]:
-                    buf_of[outs[1]] = buffer(x)       # the ids pass through unchanged
-                ops.append(Op("mask_ids", n.name, None, {"x": buffer(x), "y": buffer(outs[0]), "time": slot_of(x)}))
-            else:
-                ops.append(Op("mask_value", n.name, None, {
-                    "x": buffer(x), "y": buffer(outs[0]), "time": slot_of(x), "in_f": cfg["features"],
-                    "value": cfg["value"], "mask_out": buffer(outs[1]) if outs[1] else -1}))
-        elif n.kind == "LastState":
-            cfg = n.config
-            ops.append(Op("last_state", n.name, None, {"x": buffer(x), "y": buffer(outs[0]), "in_f": cfg["hidden_size"],
-                                                       "ndir": cfg["directions"]}))
-        elif n.kind == "SelectDirection":
-            cfg = n.config
-            ops.append(Op("select_direction", n.name, None, {"x": buffer(x), "y": buffer(outs[0]),
-                                                             "in_f": cfg["hidden_size"], "dir": cfg["direction"]}))
-        elif n.kind == "ReverseTime":
-            ops.append(Op("reverse_time", n.name, None, {"x": buffer(x), "y": buffer(outs[0]), "time": slot_of(x),
-                                                         "in_f": n.config["features"]}))
-        elif n.kind == "Join":
-            cfg = n.config
-            tensors = [t for t in ins if t]
-            seq_slots = {slot_of(t) for t in tensors} - {-1}
-            if len(seq_slots) > 1:
-                join_slots.append((n.name, seq_slots))
-            out_f = sum(cfg["features"]) if cfg["mode"] == "concat" else cfg["features"][0]
-            ops.append(Op("join", n.name, None, {
-                "y": buffer(outs[0]), "time": min(seq_slots) if seq_slots else -1, "out_f": out_f,
-                "mode": ("concat", "sum", "sub", "mul", "ave", "max", "min").index(cfg["mode"]),
-                "ins": [buffer(t) for t in tensors], "in_feats": list(cfg["features"])}))
-        else:   # pragma: no cover - the graph check knows every kind
-            raise ShapeError(f"no plan for layer kind {n.kind!r}")
+    def state(self, key: str, dirs: int, width: int) -> int:
+        """A new state buffer [dirs, B, width], "<layer>/h" or "<layer>/c": a Stream's state."""
+        self.buffers.append(Buffer(key, "state", width, dirs))
+        self.states.append((key, len(self.buffers) - 1))
+        return len(self.buffers) - 1
 
-    outs = [Output(p.name, p.layout, [buf_of[t] for t in p.tensors], p.groups) for p in outputs]
-    seq_in = [p for p in inputs if p.is_sequence]
-    step_input = buf_of[seq_in[0].tensor] if len(seq_in) == 1 else -1
-    return Program(buffers, ops, slots, {p.name: [buf_of[t] for t in p.tensors] for p in inputs},
-                   outs, states, join_slots, step_input)
+    def same_time(self, node, slots: set):
+        """Sequences of these time slots meet in the node: a call must give them one T."""
+        if len(slots) > 1:
+            self.join_slots.append((node.name, slots))
 
+    def op(self, kind: str, node, core=None, **fields):
+        """Add an operation (kind: a name of _core.OP_KINDS; fields: of lrt_op)."""
+        self.ops.append(Op(kind, node.name, core, fields))
 
-def _state_buffer(buffers, key, dirs, width) -> int:
-    buffers.append(Buffer(key, "state", width, dirs))
-    return len(buffers) - 1
+    def program(self) -> Program:
+        inputs, buf_of = self.graph.inputs, self.buf_of
+        outs = [Output(p.name, p.layout, [buf_of[t] for t in p.tensors], p.groups) for p in self.graph.outputs]
+        seq_in = [p for p in inputs if p.is_sequence]
+        step_input = buf_of[seq_in[0].tensor] if len(seq_in) == 1 else -1
+        return Program(self.buffers, self.ops, self.slots, {p.name: [buf_of[t] for t in p.tensors] for p in inputs},
+                       outs, self.states, self.join_slots, step_input)

@@ -62,6 +62,15 @@ def convert_part(arr: np.ndarray, weights: str, what: str) -> dict[str, np.ndarr
     raise ShapeError(f"weights must be one of {WEIGHT_TYPES}, got {weights!r}")
 
 
+def stored_panels(shape: tuple, weights: str) -> dict[str, tuple]:
+    """What convert_part makes of fp32 panels of this shape [nblk, K, gw]: suffix ->
+    (shape, dtype name)."""
+    if weights == "int8":
+        nb, K, gw = shape
+        return {"": ((nb, (K + 3) // 4, gw, 4), "int8"), ".scale": ((nb * gw,), "float32")}
+    return {"": (tuple(shape), "float16" if weights == "fp16" else "float32")}
+
+
 def panels_as_fp32(packed: dict, key: str, K: int) -> np.ndarray:
     """The fp32 panels of matrix `key`, whatever its storage."""
     a = packed[key]
@@ -84,6 +93,13 @@ def convert_table(table: np.ndarray, weights: str, what: str) -> dict[str, np.nd
         q, s = quantize_rows_int8(table)
         return {"": q, ".scale": s}
     return convert_part(table, weights, what)
+
+
+def stored_table(shape: tuple, weights: str) -> dict[str, tuple]:
+    """What convert_table makes of an fp32 table [V, E]: suffix -> (shape, dtype name)."""
+    if weights == "int8":
+        return {"": (tuple(shape), "int8"), ".scale": ((shape[0],), "float32")}
+    return {"": (tuple(shape), "float16" if weights == "fp16" else "float32")}
 
 
 def table_as_fp32(packed: dict, key: str) -> np.ndarray:

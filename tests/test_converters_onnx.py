@@ -12,7 +12,6 @@ import converters  # noqa: E402
 import lstm_rt  # noqa: E402
 from converters import ConversionError, from_onnx  # noqa: E402
 from lstm_rt.layers import ACTIVATIONS, activation  # noqa: E402
-from lstm_rt.reference import recurrent_reference  # noqa: E402
 from onnx_cases import make_recurrent_model, ort_run  # noqa: E402
 
 ATOL = 1e-5
@@ -113,7 +112,7 @@ def test_default_activation_parameters_are_the_onnx_operator_defaults():
     m = from_onnx(model)
     assert m.layers[0].activations == [activation("ThresholdedRelu", 1.0)]
     x = rng.normal(size=(4, 2, 3)).astype(np.float32) * 3
-    y, h, _ = recurrent_reference(m.layers[0], x)
+    y, h, _ = m.layers[0].reference(x)
     np.testing.assert_allclose(m.run({"X": x})["Y"], y, atol=ATOL)
 
 

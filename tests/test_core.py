@@ -6,13 +6,12 @@ import threading
 import numpy as np
 import pytest
 
-import lstm_rt
 from lstm_rt import _core
+from lstm_rt.activations import apply_activation
 from lstm_rt.errors import ShapeError, UnsupportedError
-from lstm_rt.layers import ACTIVATIONS, Activation, Dense, Embedding, activation, layer_from_config
+from lstm_rt.layers import ACTIVATIONS, Dense, Embedding, activation
 from lstm_rt.model import Model, Node, Port
-from lstm_rt.packing import pack_layer, pack_panels, unpack_layer_weights
-from lstm_rt.reference import apply_activation, dense_reference, embedding_reference, recurrent_reference
+from lstm_rt.packing import pack_panels
 from util import onnx_style_model, random_layer, sequence_model
 
 ATOL = 1e-5
@@ -77,25 +76,6 @@ def test_sigmoid_tanh_accurate_over_the_float_range(name, f):
     assert np.isnan(nan).all()
 
 
-# ------------------------------------------------------------------ packing
-
-@pytest.mark.parametrize("kind,kw", [
-    ("LSTM", {}), ("LSTM", {"proj": 5, "peepholes": True, "direction": "bidirectional"}),
-    ("GRU", {"linear_before_reset": True}), ("GRU", {"linear_before_reset": False}),
-    ("RNN", {"direction": "reverse"})])
-def test_pack_unpack_is_an_equivalent_model(kind, kw):
-    rng = np.random.default_rng(0)
-    layer = random_layer(kind, 6, 11, rng=rng, **kw)
-    back = layer_from_config(layer.kind, layer.config(),
-                             unpack_layer_weights(layer.kind, layer.config(), pack_layer(layer)))
-    np.testing.assert_array_equal(back.w, layer.w)
-    np.testing.assert_array_equal(back.r, layer.r)
-    x = rng.normal(size=(5, 2, 6))
-    for a, b in zip(recurrent_reference(layer, x), recurrent_reference(back, x)):
-        if a is not None:
-            np.testing.assert_allclose(a, b, atol=1e-6)
-
-
 # ------------------------------------------------------- run == reference
 
 CASES = [
@@ -132,7 +112,7 @@ def test_run_matches_reference(kind, kw, H):
         if with_lens:
             feeds["sequence_lens"] = lens
         out = m.run(feeds)
-        y, h, c = recurrent_reference(layer, x, lens if with_lens else None, h0, c0)
+        y, h, c = layer.reference(x, lens if with_lens else None, h0, c0)
         np.testing.assert_allclose(out["Y"], y, atol=ATOL, rtol=0)
         np.testing.assert_allclose(out["Y_h"], h, atol=ATOL, rtol=0)
         if kind == "LSTM":
@@ -161,19 +141,6 @@ def test_fused_cell_kernels_equal_the_portable_cell_math(kind, kw, H):
             np.testing.assert_array_equal(out_a[key], out_b[key])
 
 
-def test_layout_1_is_the_batch_major_twin():
-    rng = np.random.default_rng(5)
-    layer = random_layer("LSTM", 4, 6, rng=rng, direction="bidirectional")
-    x = rng.normal(size=(7, 3, 4)).astype(np.float32)
-    lens = np.array([7, 2, 4], np.int32)
-    a = onnx_style_model(layer, 0).run({"X": x, "sequence_lens": lens})
-    b = onnx_style_model(layer, 1).run({"X": np.swapaxes(x, 0, 1).copy(), "sequence_lens": lens})
-    np.testing.assert_array_equal(b["Y"], a["Y"].transpose(2, 0, 1, 3))
-    np.testing.assert_array_equal(b["Y_h"], a["Y_h"].transpose(1, 0, 2))
-    assert onnx_style_model(layer, 1).inputs[0].shape == (None, None, 4)
-    assert onnx_style_model(layer, 1).outputs[0].shape == (None, None, 2, 6)
-
-
 def test_stacked_language_model_matches_reference():
     rng = np.random.default_rng(7)
     V, E, H = 50, 12, 16
@@ -186,10 +153,10 @@ def test_stacked_language_model_matches_reference():
               [Port("ids", "ids", "BT")], [Port("probs", "p", "BTF")])
     ids = rng.integers(0, V, size=(3, 11))
     got = m.run(ids)
-    e = embedding_reference(emb, ids.T)
-    y1 = recurrent_reference(l1, e)[0][:, 0]
-    y2 = recurrent_reference(l2, y1)[0][:, 0]
-    want = dense_reference(head, y2).transpose(1, 0, 2)
+    e = emb.reference(ids.T)
+    y1 = l1.reference(e)[0][:, 0]
+    y2 = l2.reference(y1)[0][:, 0]
+    want = head.reference(y2).transpose(1, 0, 2)
     assert got.shape == (3, 11, V)
     np.testing.assert_allclose(got, want, atol=ATOL, rtol=0)
     np.testing.assert_allclose(got.sum(-1), 1.0, atol=1e-5)
@@ -234,7 +201,7 @@ def test_dense_activations(act):
     d = Dense("d", rng.normal(size=(19, 5)), rng.normal(size=19), activation=act)
     m = Model([Node(d, ["x"], ["y"])], [Port("x", "x", "TBF")], [Port("y", "y", "TBF")])
     x = rng.normal(size=(3, 2, 5)).astype(np.float32)
-    np.testing.assert_allclose(m.run(x), dense_reference(d, x), atol=ATOL, rtol=0)
+    np.testing.assert_allclose(m.run(x), d.reference(x), atol=ATOL, rtol=0)
 
 
 def test_log_softmax_is_stable_for_large_scores():
@@ -246,7 +213,7 @@ def test_log_softmax_is_stable_for_large_scores():
     x = rng.normal(size=(2, 3, 5)).astype(np.float32)
     y = m.run(x)
     assert np.all(np.isfinite(y)) and np.all(y <= 0)
-    np.testing.assert_allclose(y, dense_reference(d, x), rtol=1e-5, atol=1e-5 * np.abs(y).max())
+    np.testing.assert_allclose(y, d.reference(x), rtol=1e-5, atol=1e-5 * np.abs(y).max())
 
 
 # ------------------------------------------------------ streaming invariants
@@ -374,85 +341,6 @@ def test_streams_in_threads_match_sequential():
         np.testing.assert_array_equal(g, w)
 
 
-# ------------------------------------------------------------------ errors
-
-@pytest.fixture(scope="module")
-def lstm_model():
-    return onnx_style_model(random_layer("LSTM", 4, 6, rng=np.random.default_rng(0)))
-
-
-@pytest.mark.parametrize("feeds,match", [
-    ({"X": np.zeros((3, 2, 4), np.float64)}, "float32"),
-    ({"X": np.zeros((3, 4), np.float32)}, "rank 3"),
-    ({"X": np.zeros((3, 2, 5), np.float32)}, "4 features"),
-    ({"X": np.zeros((3, 2, 4), np.float32), "sequence_lens": np.array([1, 4], np.int32)}, r"\[0, 3\]"),
-    ({"X": np.zeros((3, 2, 4), np.float32), "sequence_lens": np.array([1, 2, 3], np.int32)}, "batch size"),
-    ({"X": np.zeros((3, 2, 4), np.float32), "initial_h": np.zeros((1, 3, 6), np.float32)}, r"\(1, 2, 6\)"),
-    ({"X": np.zeros((3, 2, 4), np.float32), "bogus": np.zeros(1)}, "unknown input"),
-    ({"sequence_lens": np.array([1], np.int32)}, "missing input 'X'"),
-    ({"X": [[[0.0] * 4]]}, "numpy array"),
-])
-def test_bad_run_inputs_raise_clear_errors(lstm_model, feeds, match):
-    with pytest.raises(ShapeError, match=match):
-        lstm_model.run(feeds)
-
-
-def test_bad_stream_inputs_raise_clear_errors(lstm_model):
-    s = lstm_model.stream(batch=2)
-    with pytest.raises(ShapeError, match="batch 2"):
-        s.step({"X": np.zeros((3, 4), np.float32)})
-    with pytest.raises(ShapeError, match="rank 2"):
-        s.step({"X": np.zeros((1, 2, 4), np.float32)})
-    with pytest.raises(ShapeError, match="Stream.state"):
-        s.feed({"X": np.zeros((1, 2, 4), np.float32), "initial_h": np.zeros((1, 2, 6), np.float32)})
-    with pytest.raises(ShapeError, match="no fixed length"):
-        s.feed({"X": np.zeros((1, 2, 4), np.float32), "sequence_lens": np.ones(2, np.int32)})
-    with pytest.raises(ShapeError, match="keys"):
-        s.state = {"nope": np.zeros(1)}
-    with pytest.raises(ShapeError, match="positive integer"):
-        lstm_model.stream(batch=0)
-
-
-def test_token_ids_out_of_range():
-    emb = Embedding("emb", np.ones((5, 2)))
-    m = Model([Node(emb, ["ids"], ["e"])], [Port("ids", "ids", "TB")], [Port("e", "e", "TBF")])
-    with pytest.raises(ShapeError, match=r"\[0, 5\)"):
-        m.run(np.array([[5]]))
-    with pytest.raises(ShapeError, match="integers"):
-        m.run(np.array([[1.0]]))
-
-
-@pytest.mark.parametrize("build,match", [
-    (lambda: random_layer("LSTM", 3, 4, rng=np.random.default_rng(0), direction="sideways"), "direction"),
-    (lambda: random_layer("LSTM", 3, 4, rng=np.random.default_rng(0), clip=-1.0), "clip"),
-    (lambda: random_layer("GRU", 3, 4, rng=np.random.default_rng(0), activations=["Sigmoid"]), "activations"),
-    (lambda: random_layer("RNN", 3, 4, rng=np.random.default_rng(0), activations=["Swish"]), "Swish"),
-    (lambda: lstm_rt.layers.LSTM("l", np.zeros((1, 16, 3)), np.zeros((1, 16, 5))), r"\(1, 16, 4\)"),
-    (lambda: lstm_rt.layers.RNN("r", np.full((1, 2, 3), np.nan), np.zeros((1, 2, 2))), "NaN"),
-    (lambda: lstm_rt.layers.GRU("g", np.zeros((1, 6, 3), np.int32), np.zeros((1, 6, 2))), "floating"),
-    (lambda: Dense("d", np.zeros((3, 2)), activation="gelu"), "gelu"),
-])
-def test_bad_layer_specs_raise(build, match):
-    with pytest.raises(lstm_rt.LstmRtError, match=match):
-        build()
-
-
-def test_graph_errors_name_the_problem():
-    layer = random_layer("RNN", 3, 4, rng=np.random.default_rng(0))
-    with pytest.raises(ShapeError, match="not produced"):
-        Model([Node(layer, ["nope"], ["y"])], [Port("x", "x", "TBF")], [Port("y", "y", "TBF")])
-    with pytest.raises(ShapeError, match="layout"):
-        Port("x", "x", "XYZ")
-
-
-def test_onnx_default_activation_parameters():
-    assert activation("LeakyRelu") == Activation("LeakyRelu", 0.01, 0.0)
-    assert activation("thresholdedrelu") == Activation("ThresholdedRelu", 1.0, 0.0)
-    assert activation("HardSigmoid") == Activation("HardSigmoid", 0.2, 0.5)
-    assert lstm_rt.layers.activations_from_onnx(["Sigmoid", "Affine", "LeakyRelu"], [2.0, 0.3], [1.0]) == [
-        Activation("Sigmoid", 0.0, 0.0), Activation("Affine", 2.0, 1.0), Activation("LeakyRelu", 0.3, 0.0)]
-
-
 @pytest.mark.parametrize("zero_out", [False, True])
 @pytest.mark.parametrize("kind,direction", [("LSTM", "forward"), ("GRU", "bidirectional"), ("RNN", "reverse")])
 def test_masked_steps_keep_the_state_and_repeat_the_output(kind, direction, zero_out):
@@ -468,29 +356,12 @@ def test_masked_steps_keep_the_state_and_repeat_the_output(kind, direction, zero
     x[:2, 1] = 0.0        # pre-padding
     x[3, 2] = 0.0         # a hole
     mask = np.any(x != 0, axis=-1)
-    y, _, _ = recurrent_reference(layer, x, mask=mask)
+    y, _, _ = layer.reference(x, mask=mask)
     want = y.transpose(0, 2, 1, 3).reshape(8, 3, -1)
     np.testing.assert_allclose(m.run(x), want, atol=ATOL, rtol=0)
     if direction == "forward":
         s = m.stream(batch=3)
         np.testing.assert_allclose(np.stack([s.step(x[t]) for t in range(8)]), want, atol=ATOL, rtol=0)
-
-
-@pytest.mark.parametrize("layout", [("TBF", "TDBH", "DBH"), ("BTF", "BTDH", "BDH")])
-def test_fast_step_lays_out_sequence_and_state_outputs_like_the_general_path(layout):
-    rng = np.random.default_rng(13)
-    seq, ylay, slay = layout
-    m = Model([Node(random_layer("LSTM", 3, 5, rng=rng), ["X"], ["Y", "Y_h", "Y_c"])],
-              [Port("X", "X", seq)], [Port("Y", "Y", ylay), Port("Y_h", "Y_h", slay), Port("Y_c", "Y_c", slay)])
-    x = rng.normal(size=(6, 2, 3)).astype(np.float32)
-    fast, general = m.stream(batch=2), m.stream(batch=2)
-    for t in range(6):
-        a = fast.step(x[t])                 # an array: laid out in C
-        b = general.step({"X": x[t]})       # a dict: through the feed path
-        assert list(a) == list(b)
-        for k in a:
-            np.testing.assert_array_equal(a[k], b[k])
-            assert a[k].shape == b[k].shape
 
 
 def test_machine_probes_for_the_benchmark_bounds():
