@@ -85,14 +85,15 @@ def test_model_and_state_pickle_round_trip(tmp_path):
 # ------------------------------------------------------------ BatchRunner without Ray
 
 
-@pytest.mark.parametrize("layout", [0, 1])
-def test_batch_runner_with_lengths_equals_each_row_alone(layout):
-    """Padded batches with lengths: each row's trimmed outputs equal Model.run of it alone
-    (time-major and batch-major, states and Y alike)."""
+@pytest.mark.parametrize("layout,max_padding", [(0, 0.2), (1, 0.2), (1, 0.0), (0, 1.0)])
+def test_batch_runner_with_lengths_equals_each_row_alone(layout, max_padding):
+    """Padded runs with lengths (sorted runs, or one run padded to the longest): each row's
+    trimmed outputs equal Model.run of it alone (time-major and batch-major, states and
+    Y alike)."""
     rng = np.random.default_rng(layout)
     m = onnx_style_model(random_layer("GRU", 4, 6, rng=rng, direction="bidirectional"), layout=layout)
     seqs = _mixed_lengths(rng, 23, 4)
-    out = BatchRunner(m)({"X": _objects(seqs), "id": np.arange(23)})
+    out = BatchRunner(m, max_padding=max_padding)({"X": _objects(seqs), "id": np.arange(23)})
     assert list(out["id"]) == list(range(23))
     for i, x in enumerate(seqs):
         alone = m.run({"X": x[:, None] if layout == 0 else x[None]})
@@ -129,6 +130,8 @@ def test_batch_runner_refuses_bad_rows_and_columns():
         BatchRunner(m, columns={"x": "features"})
     with pytest.raises(LstmRtError, match="must be a Model"):
         BatchRunner(3.0)
+    with pytest.raises(LstmRtError, match="max_padding"):
+        BatchRunner(m, max_padding=1.5)
 
 
 # ------------------------------------------------------------ Ray Data
@@ -300,6 +303,8 @@ def test_session_moved_between_replicas_continues_bit_identically(ray_local):
     from ray import serve
     rng = np.random.default_rng(30)
     m = language_model([f"w{i}" for i in range(50)], kind="GRU", E=8, H=16)
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
     dep = lstm_rt.ray.deployment(ray_actor_options={"num_cpus": 0.25})
     a = serve.run(dep.bind(m, handoff=None), name="a", route_prefix="/a")
     b = serve.run(dep.bind(m, handoff=None), name="b", route_prefix="/b")
@@ -320,9 +325,39 @@ def test_session_moved_between_replicas_continues_bit_identically(ray_local):
             a.step.remote("moved", ids[:1]).result()
         with pytest.raises(ShapeError, match="token ids must be in"):
             b.step.remote("moved", np.array([99])).result()
+        # the same over HTTP (JSON): outputs equal the handle's, bad requests are 4xx
+        url = f"http://127.0.0.1:{port}/a"
+        assert _post(url, {"op": "open", "session": "web"}) == (200, {"session": "web"})
+        status, body = _post(url, {"session": "web", "frames": ids[:10].tolist()})
+        assert status == 200
+        np.testing.assert_array_equal(np.asarray(body["outputs"], np.float32), head[0])
+        status, body = _post(url, {"session": "nobody", "frames": [1]})
+        assert status == 404 and "no session 'nobody'" in body["error"]
+        status, body = _post(url, {"session": "web", "frames": [[1.5, "x"]]})
+        assert status == 400 and "frames must be a list of token ids" in body["error"]
     finally:
         serve.delete("a")
         serve.delete("b")
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _post(url, body):
+    """POST JSON to the local Serve proxy: (status, decoded JSON reply)."""
+    import json
+    import urllib.error
+    import urllib.request
+    req = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
 
 
 def test_scale_down_keeps_every_conversation(ray_local):
