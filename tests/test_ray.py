@@ -386,3 +386,18 @@ def test_scale_down_keeps_every_conversation(ray_local):
         assert 0 < min(held) < 8          # the sessions were spread over both replicas
     finally:
         serve.delete("scale")
+
+
+def test_server_closes_idle_sessions_by_itself():
+    rng = np.random.default_rng(24)
+    m = sequence_model(random_layer("GRU", 3, 4, rng=rng))
+
+    async def main():
+        server = SessionServer(m, idle_timeout_s=0.1, handoff=None)
+        await server.open("quiet")
+        await server.step("quiet", np.zeros((2, 3), np.float32))
+        before = await server.ids()
+        await asyncio.sleep(0.4)           # no request meanwhile: the sweep closes it
+        return before, server.sessions.ids(), server.sessions.pool.streams
+
+    assert asyncio.run(main()) == (["quiet"], [], 0)
