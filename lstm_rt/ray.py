@@ -82,7 +82,7 @@ class BatchRunner:
     ([T, F] for "BTF" or "TBF", [T] token ids for "TB"/"BT"); state inputs ([D, H] per
     row) are optional columns (zeros when absent); a lengths input (axes "B") is not a
     column: it comes from the rows. A batch is a dict of columns (batch_format="numpy",
-    Ray's default) or a pandas DataFrame.
+    Ray's default).
     Returns a dict of columns: every column that is not an input, unchanged (ids pass
     through), and one column per model output, named as the output: per row an array
     with the output's axes less B, sequences trimmed to the row's length.
@@ -134,9 +134,10 @@ class BatchRunner:
             col = self._columns[spec.name]
             if col in cols:
                 feeds[spec.name] = [self._row(spec, col, i, v) for i, v in enumerate(cols[col])]
-        steps = {name: [a.shape[_row_axes(spec).index("T")] if "T" in spec.axes else None
-                        for a in feeds[name]]
-                 for spec in self._sequences for name in [spec.name]}
+        steps = {}          # sequence input name -> time steps of each row
+        for spec in self._sequences:
+            t = _row_axes(spec).find("T")
+            steps[spec.name] = [a.shape[t] if t >= 0 else None for a in feeds[spec.name]]
         groups = self._groups(n, steps)
         outs = {spec.name: [None] * n for spec in self.model.outputs}
         for rows, lengths in groups:
@@ -235,13 +236,11 @@ def _row_axes(spec) -> str:
 
 
 def _columns_of(batch) -> dict:
-    """A batch as {column: array of rows}: Ray's numpy batches, or a pandas DataFrame."""
+    """A batch as {column: array of rows} (Ray's numpy batches)."""
     if isinstance(batch, dict):
         return dict(batch)
-    if hasattr(batch, "columns") and hasattr(batch, "keys"):   # pandas
-        return {c: batch[c].to_numpy() for c in batch.keys()}
-    raise LstmRtError(f"a batch must be a dict of columns (batch_format='numpy') or a pandas "
-                      f"DataFrame, got {type(batch).__name__}")
+    raise LstmRtError(f"a batch must be a dict of columns: map_batches(..., batch_format='numpy'), "
+                      f"got {type(batch).__name__}")
 
 
 def _column(rows: list) -> np.ndarray:
@@ -274,7 +273,7 @@ class Sessions:
     model : a Model, .lrt bytes or a path (see load_model)
     idle_timeout_s : a session not used for this long is closed by close_idle() (its
                      state is dropped)
-    max_sessions : open sessions at most (each holds its state, about 4*H*layers*8 bytes)
+    max_sessions : open sessions at most (each holds its state: 8*H bytes per LSTM layer)
     capacity : the pool's initial slots (it doubles as sessions open)
     clock : seconds, monotonic (tests pass a fake one)
     """
@@ -449,6 +448,9 @@ class SessionServer:
               go: a replica that Serve stops exports its sessions there, and a replica
               asked for a session it does not hold resumes it from there. Give each
               application its own name; None (or no Ray running): no handoff.
+    handoff_wait_s : how long a request for a session this replica does not hold waits
+              for it to arrive in the handoff (a stopping replica exports its sessions
+              after its last requests finish) before it fails with SessionError
     HTTP: POST a JSON body {"op": "step", "session": id, "frames": [[...], ...]} (op also
     "open", "close"); the reply is {"outputs": [[...]]}, or {"error": message} with
     status 400 (404: unknown session).
@@ -456,13 +458,14 @@ class SessionServer:
 
     def __init__(self, model, *, idle_timeout_s: float = 600.0, max_sessions: int = 100_000,
                  capacity: int = 16, batch_wait_s: float = 0.0,
-                 handoff: str | None = "lstm_rt_handoff"):
+                 handoff: str | None = "lstm_rt_handoff", handoff_wait_s: float = 5.0):
         self.sessions = Sessions(model, idle_timeout_s=idle_timeout_s, max_sessions=max_sessions,
                                  capacity=capacity)
         self.batch_wait_s = _checks.real("batch_wait_s", batch_wait_s)
         self._handoff_name = handoff
+        self.handoff_wait_s = _checks.real("handoff_wait_s", handoff_wait_s)
         self._handoff = None         # the actor, found (or made) on first use
-        self._waiting = []           # (session, frames, future) of the next round
+        self._waiting = []           # (session, frames fed, future) of the next round
         self._scheduled = None       # the next round's timer
         self._sweeper = None         # the task closing idle sessions
 
@@ -551,7 +554,8 @@ class SessionServer:
                 raise LstmRtError(f"the body must be a JSON object, got {type(body).__name__}")
             op, session = body.get("op", "step"), body.get("session")
             if op == "open":
-                return {"session": await self.open(session) or session}
+                await self.open(session)
+                return {"session": session}
             if op == "close":
                 await self.close(session)
                 return {"session": session}
@@ -644,7 +648,17 @@ class SessionServer:
         if session in self.sessions or self._store() is None:
             return
         _session_id(session)
-        exported = await self._store().take.remote(self._key(session))
+        # a stopping replica leaves the routers before it exports (Serve lets its requests
+        # in flight finish first), so a session's next request may arrive here before the
+        # session does: wait for it a little before calling the session unknown
+        deadline = time.monotonic() + self.handoff_wait_s
+        delay = 0.01
+        while True:
+            exported = await self._store().take.remote(self._key(session))
+            if exported is not None or session in self.sessions or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.25)
         if exported is not None and session not in self.sessions:
             self.sessions.resume(exported)
 

@@ -173,14 +173,16 @@ def _killing_runner(model, marker):
 
 
 def test_worker_killed_mid_job_is_retried_and_the_result_is_complete(ray_local, tmp_path):
+    """Ray Data restarts a dead map_batches actor and retries its batches (its defaults,
+    max_restarts=-1 and max_task_retries=-1: passing them to map_batches is deprecated in
+    Ray 2.60); every row comes back once, equal to the local run."""
     rng = np.random.default_rng(11)
     m = onnx_style_model(random_layer("GRU", 6, 10, rng=rng))
     seqs = _mixed_lengths(rng, 200, 6, longest=25)
     marker = str(tmp_path / "killed")
     ds = ray.data.from_items([{"id": i, "X": x} for i, x in enumerate(seqs)], override_num_blocks=4)
     out = ds.map_batches(_killing_runner(m, marker), fn_constructor_args=(m,), batch_size=25,
-                         batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=1),
-                         max_restarts=2, max_task_retries=4)
+                         batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=1))
     rows = sorted(out.take_all(), key=lambda r: r["id"])
     assert os.path.exists(marker)                 # a worker did die
     assert [r["id"] for r in rows] == list(range(200))
