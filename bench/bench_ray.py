@@ -55,6 +55,20 @@ def acoustic_model(rng):
                          [lstm_rt.Port("y", "y", "BTF")])
 
 
+def cpu_family_model() -> str:
+    """ "family 23 model 1" from /proc/cpuinfo (the model name alone may be "AMD EPYC")."""
+    fields = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("cpu family", "model") and key.strip() not in fields:
+                    fields[key.strip()] = value.strip()
+    except OSError:
+        return "family ?"
+    return f"family {fields.get('cpu family', '?')} model {fields.get('model', '?')}"
+
+
 def median_time(fn, repeats):
     times = []
     for _ in range(repeats):
@@ -200,7 +214,8 @@ def main(argv=None):
     seqs = [rng.normal(size=(int(t), FEATURES)).astype(np.float32)
             for t in rng.integers(10, 101, size=args.sequences)]
     frames = sum(len(x) for x in seqs)
-    print(f"CPU: {cpu_name()} ({os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}); "
+    print(f"CPU: {cpu_name()}, {cpu_family_model()} ({os.cpu_count()} cores, load average "
+          f"{os.getloadavg()[0]:.1f}); "
           f"lstm_rt kernels: {lstm_rt.cpu_isa()}; ray {ray.__version__}; numpy {np.__version__}")
     print(f"\nBatch inference: {args.sequences} sequences of 10..100 frames ({frames:,} frames), "
           f"80 -> LSTM 256 -> LSTM 256 -> Dense 40, fp32, batches of {BATCH}; median of {args.repeats}\n")

@@ -403,3 +403,21 @@ def test_server_closes_idle_sessions_by_itself():
         return before, server.sessions.ids(), server.sessions.pool.streams
 
     assert asyncio.run(main()) == (["quiet"], [], 0)
+
+
+def test_rendezvous_ranking_moves_only_the_sessions_of_a_removed_replica():
+    """SessionRouter's choice: every router ranks a session's replicas alike, the sessions
+    spread over the replicas, and removing one replica moves only the sessions it held."""
+    from lstm_rt.ray import _rendezvous
+    replicas = ["r1", "r2", "r3", "r4"]
+    sessions = [f"mic{i}" for i in range(2000)]
+
+    def owner(s, rs):
+        return max(rs, key=lambda r: _rendezvous(s, r))
+
+    before = {s: owner(s, replicas) for s in sessions}
+    counts = [list(before.values()).count(r) for r in replicas]
+    assert min(counts) > 400                       # ~500 each
+    after = {s: owner(s, replicas[:2] + replicas[3:]) for s in sessions}
+    moved = [s for s in sessions if before[s] != after[s]]
+    assert moved and all(before[s] == "r3" for s in moved)
