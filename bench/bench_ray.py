@@ -16,11 +16,14 @@ difference to "local, batches" at 1 CPU, divided by N.
 
 Serve: one session, one frame per request (batch 1), through a DeploymentHandle
 (`handle.step.remote(session, frame).result()` from the driver) and over HTTP (JSON
-POST to the local proxy), against `Sessions.step` and `Stream.step` in-process.
+POST to the local proxy), against `Sessions.step` and `Stream.step` in-process; then 1
+and 64 sessions in flight at once (asyncio clients in the driver), 1 or 10 frames per
+request: frames/s and latency.
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import socket
@@ -169,6 +172,7 @@ def bench_serve(model, requests):
         t.append(time.perf_counter() - t0)
     assert y.shape == (1, CLASSES)
     out["Ray Serve, DeploymentHandle"] = percentiles(t)
+    out["concurrent"] = asyncio.run(concurrent_sessions(handle, requests=max(requests // 12, 5)))
     url = f"http://127.0.0.1:{port}/bench"
     post(url, {"op": "open", "session": "web"})
     t = []
@@ -181,6 +185,29 @@ def bench_serve(model, requests):
     serve.shutdown()
     ray.shutdown()
     return out
+
+
+async def concurrent_sessions(handle, requests):
+    """Sessions in flight at once from this driver (asyncio), each sending `requests`
+    requests of n frames one after the other: [(sessions, n, frames/s, median ms, p99 ms)]."""
+    rows = []
+    for sessions in (1, 64):
+        for n in (1, 10):
+            frames = np.zeros((n, FEATURES), np.float32)
+            lat = []
+
+            async def client(sid):
+                await handle.open.remote(sid)
+                for _ in range(requests):
+                    t0 = time.perf_counter()
+                    await handle.step.remote(sid, frames)
+                    lat.append(time.perf_counter() - t0)
+
+            t0 = time.perf_counter()
+            await asyncio.gather(*[client(f"c{sessions}_{n}_{i}") for i in range(sessions)])
+            wall = time.perf_counter() - t0
+            rows.append((sessions, n, sessions * requests * n / wall) + percentiles(lat))
+    return rows
 
 
 def post(url, body):
@@ -236,10 +263,16 @@ def main(argv=None):
 
     print(f"\nServe: one session, one frame per request (batch 1), {args.requests} requests\n")
     lat = bench_serve(model, args.requests)
+    concurrent = lat.pop("concurrent")
     print("| path | median ms | p99 ms |")
     print("|---|---|---|")
     for name, (p50, p99) in lat.items():
         print(f"| {name} | {p50:.3f} | {p99:.3f} |")
+    print("\nSessions in flight at once through one DeploymentHandle (one replica, asyncio clients):\n")
+    print("| sessions | frames per request | frames/s | median ms | p99 ms |")
+    print("|---|---|---|---|---|")
+    for sessions, n, rate, p50, p99 in concurrent:
+        print(f"| {sessions} | {n} | {rate:,.0f} | {p50:.1f} | {p99:.1f} |")
 
 
 if __name__ == "__main__":
