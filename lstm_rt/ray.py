@@ -36,7 +36,7 @@ from .errors import LstmRtError, ShapeError
 from .model import Model, load, load_bytes
 from .pool import StreamPool
 
-__all__ = ["BatchRunner", "Sessions", "SessionServer", "SessionError", "SessionRouter",
+__all__ = ["BatchRunner", "Sessions", "SessionServer", "SessionError",
            "deployment", "load_model"]
 
 #: the format of SessionServer.export()'s dict; resume() refuses any other
@@ -680,9 +680,6 @@ class _Handoff:
 
     def take(self, session):
         return self._sessions.pop(session, None)
-
-    def __len__(self):
-        return len(self._sessions)
 
     def count(self) -> int:
         return len(self._sessions)
