@@ -61,6 +61,18 @@ class PooledStream:
         """Frames fed and not yet run."""
         return self._pending
 
+    def take_pending(self):
+        """Remove and return the frames fed and not yet run, [n, *frame_shape] in order
+        (to move the stream elsewhere: with `state` and `read()`, all a stream holds)."""
+        self._check_open()
+        pool = self._pool
+        if not self._pending:
+            return np.empty((0,) + pool._frame_shape, pool._dtype)
+        first = self._chunks[0][self._head:]
+        frames = np.concatenate([first] + self._chunks[1:]) if len(self._chunks) > 1 else first.copy()
+        self._chunks, self._head, self._pending = [], 0, 0
+        return frames
+
     def read(self):
         """The outputs of the frames run since the last read, [n, *output_shape] (a dict of
         them by name when the model has several per-step outputs)."""

@@ -146,3 +146,30 @@ def test_pool_serves_converted_pytorch_forms(form):
         else:
             want = [st if not isinstance(st, dict) else st[next(iter(st))] for st in steps]
             np.testing.assert_array_equal(g, np.concatenate(want))
+
+
+def test_take_pending_returns_the_frames_not_yet_run():
+    """take_pending + state + read is all a stream holds: moved to a fresh pool, the stream
+    continues exactly as if it had stayed."""
+    rng = np.random.default_rng(7)
+    m = sequence_model(random_layer("LSTM", 3, 5, rng=rng))
+    x = rng.normal(size=(9, 3)).astype(np.float32)
+    pool = StreamPool(m)
+    s = pool.open()
+    s.feed(x[:2])
+    pool.step()                       # frame 0 run, frame 1 pending
+    s.feed(x[2:4])
+    s.feed(x[4:6])
+    pending = s.take_pending()
+    np.testing.assert_array_equal(pending, x[1:6])
+    assert s.pending == 0 and pool.run() == 0
+    assert s.take_pending().shape == (0, 3)
+    other = StreamPool(m).open()
+    other.state = s.state
+    other.feed(pending)
+    other.feed(x[6:])
+    other._pool.run()
+    np.testing.assert_array_equal(np.concatenate([s.read(), other.read()]), m.run(x[:, None])[:, 0])
+    s.close()
+    with pytest.raises(LstmRtError, match="closed"):
+        s.take_pending()
