@@ -342,6 +342,7 @@ cdef class Executor:
     cdef int *sdirs         # and their directions
     cdef tuple out_names
     cdef list results       # per output: the array a direct output is bound to during a call
+    cdef list typenums      # per buffer: the numpy type number its arrays have
     cdef long long macs_per_row   # multiply-adds of one row and step through every weight
     cdef list scratch       # per state buffer: rows gathered for a step of some rows (or None)
     cdef object seen        # uint8 [bcap]: duplicate check of those rows
@@ -431,6 +432,7 @@ cdef class Executor:
                 self.macs_per_row += op.in_f * op.out_f
         self.own = [None] * self.nbufs
         self.held = [None] * self.nbufs
+        self.typenums = [np.dtype(_BUFFER_DTYPES[b.kind]).num for b in program.buffers]
         for i in range(self.nbufs):
             self.bufs[i] = NULL
         for s in range(self.nslots):
@@ -511,16 +513,29 @@ cdef class Executor:
     def bind(self, int i, object arr):
         """Point input buffer i at arr (C-contiguous, the buffer's dtype and internal layout;
         kept alive until the next bind) or at nothing (None: an input not given)."""
-        b = self.program.buffers[i]
-        if not b.input:
-            raise LstmRtError(f"buffer {i} ({b.tensor!r}) is not an input")
+        if i < 0 or i >= self.nbufs or self.own[i] is not None:
+            raise LstmRtError(f"buffer {i} is not an input of this plan")
         if arr is None:
             self.bufs[i] = NULL
         else:
-            if arr.dtype != _BUFFER_DTYPES[b.kind] or not arr.flags.c_contiguous:
-                raise LstmRtError(f"input buffer {b.tensor!r} needs a C-contiguous {_BUFFER_DTYPES[b.kind]} array")
-            self.bufs[i] = <void *> (<size_t> arr.ctypes.data)
+            if not cnp.PyArray_Check(arr) or cnp.PyArray_TYPE(<cnp.ndarray> arr) != self.typenums[i] \
+                    or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray> arr) \
+                    or not cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray> arr):
+                b = self.program.buffers[i]
+                raise LstmRtError(f"input buffer {b.tensor!r} needs a C-contiguous "
+                                  f"{np.dtype(_BUFFER_DTYPES[b.kind]).name} array")
+            self.bufs[i] = cnp.PyArray_DATA(<cnp.ndarray> arr)
         self.held[i] = arr
+
+    def zero_states(self):
+        """Every state buffer back to zeros (an Executor reused for another run)."""
+        for _, k in self.program.states:
+            self.own[k].fill(0.0)
+
+    @property
+    def nbytes(self):
+        """Bytes of the buffers this Executor owns."""
+        return sum(a.nbytes for a in self.own if a is not None)
 
     def unbind_inputs(self):
         cdef int i

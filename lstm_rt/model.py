@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 
 import numpy as np
 
@@ -21,6 +22,9 @@ from .layouts import MAX_ROWS, bind_feeds, native_float32, to_internal
 from .packing import repack_older_format
 from .plan import compile_plan
 from .quantize import WEIGHT_TYPES
+
+#: run() keeps up to a few Executors whose buffers are at most this big, for the next call
+IDLE_EXECUTOR_BYTES = 16 << 20
 
 __all__ = ["Model", "Stream", "Node", "Port", "TensorSpec", "load", "load_bytes"]
 
@@ -78,6 +82,9 @@ class Model:
         self._life = _core.Lifetime(f"model {self.name!r} is closed")
         self._graph = Graph(nodes, inputs, outputs)
         self._program = compile_plan(self._graph)
+        self._slot_tensors = [self._graph.seq_port(name).tensor for name in self._program.slots]
+        self._input_buffers = [(t, buf) for p in inputs for t, buf in zip(p.tensors, self._program.inputs[p.name])]
+        self._idle, self._idle_lock = {}, threading.Lock()   # run()'s Executors, by batch size
 
     # ------------------------------------------------------------- public info
 
@@ -118,7 +125,7 @@ class Model:
         """Time steps per time slot (sequence input) of the plan, from the internal feeds;
         sequences that a Join combines must agree."""
         prog = self._program
-        Ts = [env[self._graph.seq_port(name).tensor].shape[0] for name in prog.slots]
+        Ts = [env[t].shape[0] for t in self._slot_tensors]
         for layer, slots in prog.join_slots:
             if len({Ts[s] for s in slots}) > 1:
                 raise ShapeError(f"Join {layer!r}: its inputs differ in time steps or batch: "
@@ -127,9 +134,30 @@ class Model:
 
     def _bind(self, ex, env):
         """Point the executor's input buffers at the internal feeds (absent: not given)."""
-        for p in self._inputs:
-            for t, buf in zip(p.tensors, self._program.inputs[p.name]):
-                ex.bind(buf, env.get(t))
+        for t, buf in self._input_buffers:
+            ex.bind(buf, env.get(t))
+
+    def _executor(self, Ts, B):
+        """An Executor for B sequences of Ts[slot] steps: a reused one of this batch size when
+        one is idle (building one costs ~25 us, more than a short run), else a new one."""
+        with self._idle_lock:
+            idle = self._idle.get(B)
+            ex = idle.pop() if idle else None
+        if ex is None:
+            return _core.Executor(self._program, Ts, max(B, 1), self._life)
+        ex.reserve(Ts)
+        ex.zero_states()
+        return ex
+
+    def _release(self, ex, B):
+        """Keep an Executor for the next run of this batch size, unless its buffers are large
+        (then they go back to the allocator) or enough are kept already."""
+        ex.unbind_inputs()
+        if ex.nbytes <= IDLE_EXECUTOR_BYTES:
+            with self._idle_lock:
+                idle = self._idle.setdefault(B, [])
+                if len(idle) < 4 and len(self._idle) <= 8:
+                    idle.append(ex)
 
     def _result(self, outs, single: bool):
         if single and len(outs) == 1:
@@ -146,9 +174,13 @@ class Model:
         """
         env, B = self._feeds(x, streaming=False, time_axis=True)
         Ts = self._slot_times(env)
-        ex = _core.Executor(self._program, Ts, max(B, 1), self._life)
-        self._bind(ex, env)
-        return self._result(ex.execute(Ts, B, True, True), single=not isinstance(x, dict))
+        ex = self._executor(Ts, B)
+        try:
+            self._bind(ex, env)
+            outs = ex.execute(Ts, B, True, False)
+        finally:
+            self._release(ex, B)
+        return self._result(outs, single=not isinstance(x, dict))
 
     def stream(self, batch: int = 1) -> "Stream":
         """A Stream of `batch` independent sequences, starting from zero state."""
@@ -192,6 +224,8 @@ class Model:
         self._closed = True
         self._life.close()     # streams' C step paths check this flag
         self._nodes = []       # rebinding, not clearing: a run in flight keeps its own list
+        with self._idle_lock:
+            self._idle = {}    # idle Executors hold the weights' cores
         f = getattr(self, "_file", None)
         if f is not None:
             f.close()

@@ -167,3 +167,37 @@ def test_fast_step_lays_out_sequence_and_state_outputs_like_the_general_path(lay
         for k in a:
             np.testing.assert_array_equal(a[k], b[k])
             assert a[k].shape == b[k].shape
+
+
+def test_runs_reusing_an_executor_start_fresh_each_time():
+    """run() reuses idle Executors of the same batch size: states start at zero again, an
+    initial state given to one call is not carried into the next, longer sequences grow
+    the buffers, and threads never share one."""
+    import threading
+    rng = np.random.default_rng(30)
+    m = onnx_style_model(random_layer("LSTM", 3, 4, rng=rng))
+    xs = [rng.normal(size=(T, 2, 3)).astype(np.float32) for T in (5, 9, 2)]
+    h0 = rng.normal(size=(1, 2, 4)).astype(np.float32)
+    want = [onnx_style_model(m.layers[0]).run({"X": x}) for x in xs]
+    with_h0 = m.run({"X": xs[0], "initial_h": h0})
+    for x, w in zip(xs + xs, want + want):
+        got = m.run({"X": x})
+        for k in w:
+            np.testing.assert_array_equal(got[k], w[k])
+    assert not np.array_equal(with_h0["Y"], want[0]["Y"])
+    errors = []
+
+    def worker(i):
+        try:
+            for _ in range(40):
+                got = m.run({"X": xs[i % 3]})
+                np.testing.assert_array_equal(got["Y"], want[i % 3]["Y"])
+        except Exception as e:   # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
