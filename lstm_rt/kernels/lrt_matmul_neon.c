@@ -31,15 +31,24 @@
 #include <string.h>
 
 #define LRT_NEON_INLINE static inline __attribute__((always_inline))
-/* GCC 12's arm_neon.h declares SDOT under "arch=armv8.2-a+dotprod" and refuses to inline it
- * into a function with only "+dotprod"; every CPU with the extension is ARMv8.2 or later. */
+/* SDOT by element: acc lane i += the dot product of w's bytes 4i..4i+3 and a's 4 bytes in
+ * lane l. GCC: the intrinsic, in functions compiled for the extension (GCC 12's arm_neon.h
+ * declares it under "arch=armv8.2-a+dotprod" and refuses to inline it into a function with
+ * only "+dotprod"; every CPU with the extension is ARMv8.2 or later). Clang before 16
+ * declares the intrinsic only when the whole file is compiled with +dotprod, so Clang gets
+ * the instruction as inline assembly, which its assembler accepts inside a function with
+ * the dotprod target attribute (checked with Clang 14 for aarch64-linux-gnu). */
 #if defined(__clang__)
-#define LRT_DOT_TARGET "dotprod"
+#define LRT_DOT_INLINE static inline __attribute__((always_inline, target("dotprod")))
+#define LRT_DOT_FN __attribute__((noinline, target("dotprod")))
+#define SDOT_LANE(acc, w, a, l) \
+    __asm__("sdot %0.4s, %1.16b, %2.4b[" #l "]" : "+w"(acc) : "w"(w), "w"(a))
 #else
 #define LRT_DOT_TARGET "arch=armv8.2-a+dotprod"
-#endif
 #define LRT_DOT_INLINE static inline __attribute__((always_inline, target(LRT_DOT_TARGET)))
 #define LRT_DOT_FN __attribute__((noinline, target(LRT_DOT_TARGET)))
+#define SDOT_LANE(acc, w, a, l) ((acc) = vdotq_laneq_s32((acc), (w), (a), l))
+#endif
 
 /* sums * (ascale * wscale) + bias for 4 columns: multiply, then add, the portable order. */
 LRT_NEON_INLINE void store4(int32x4_t sums, float ascale, const float *wscale, const float *bias, float *out)
@@ -161,8 +170,8 @@ LRT_DOT_INLINE void dot8_tile(int R, int G, int K4, const uint8_t *q, size_t qs,
     for (int g = 0; g < G; g++) {                                                                \
         int8x16_t w0 = vld1q_s8(w[g] + off + (l) * ws), w1 = vld1q_s8(w[g] + off + (l) * ws + 16); \
         for (int r = 0; r < R; r++) {                                                            \
-            acc[(r * G + g) * 2] = vdotq_laneq_s32(acc[(r * G + g) * 2], w0, a[r], l);           \
-            acc[(r * G + g) * 2 + 1] = vdotq_laneq_s32(acc[(r * G + g) * 2 + 1], w1, a[r], l);   \
+            SDOT_LANE(acc[(r * G + g) * 2], w0, a[r], l);                                        \
+            SDOT_LANE(acc[(r * G + g) * 2 + 1], w1, a[r], l);                                    \
         }                                                                                        \
     }
     for (; p + 4 <= K4; p += 4, off += 4 * ws) {
@@ -206,8 +215,8 @@ LRT_DOT_INLINE void dot16_tile(int R, int G, int K4, const uint8_t *q, size_t qs
         for (int h = 0; h < 2; h++) {                                                            \
             int8x16_t wv = vld1q_s8(w[g] + off + (l) * ws + 16 * h);                             \
             for (int r = 0; r < R; r++) {                                                        \
-                hs[(r * G + g) * 2 + h] = vdotq_laneq_s32(hs[(r * G + g) * 2 + h], wv, ah[r], l); \
-                ls[(r * G + g) * 2 + h] = vdotq_laneq_s32(ls[(r * G + g) * 2 + h], wv, al[r], l); \
+                SDOT_LANE(hs[(r * G + g) * 2 + h], wv, ah[r], l);                                \
+                SDOT_LANE(ls[(r * G + g) * 2 + h], wv, al[r], l);                                \
             }                                                                                    \
         }
     for (; p + 4 <= K4; p += 4, off += 4 * ws) {

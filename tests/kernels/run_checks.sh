@@ -8,7 +8,10 @@
 # Usage: tests/kernels/run_checks.sh [native|all] [--require-aarch64]
 #   all (default) skips step 2 with a message when the cross tools are missing, unless
 #   --require-aarch64 (CI, after installing gcc-aarch64-linux-gnu and qemu-user).
-# Environment: CC (native compiler, default cc), OUT (build directory, default a temp dir).
+# Environment: CC (native compiler, default cc), AARCH64_CC (cross compiler, default
+# aarch64-linux-gnu-gcc; Clang works too: "clang --target=aarch64-linux-gnu
+# --sysroot=/usr/aarch64-linux-gnu -fuse-ld=/usr/bin/aarch64-linux-gnu-ld"), OUT (build
+# directory, default a temp dir).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -36,8 +39,10 @@ build() {
     mkdir -p "$out/$name.o"
     printf '%s\n' "${SOURCES[@]}" | xargs -P 2 -I{} sh -c \
         "$cc $FLAGS $* -Ilstm_rt/kernels -c {} -o $out/$name.o/\$(basename {} .c).o"
+    # shellcheck disable=SC2086  # $cc may carry flags (a Clang cross compiler)
     $cc "$@" "$out/$name.o"/*.o -lm -o "$out/$name"
 }
+cross=${AARCH64_CC:-aarch64-linux-gnu-gcc}
 
 t0=$(date +%s)
 build "${CC:-cc}" native
@@ -48,15 +53,15 @@ t2=$(date +%s)
 echo "   ran in $((t2 - t1)) s"
 
 [ "$mode" = all ] || exit 0
-if ! command -v aarch64-linux-gnu-gcc >/dev/null || ! command -v qemu-aarch64 >/dev/null; then
-    msg="aarch64 checks skipped: aarch64-linux-gnu-gcc or qemu-aarch64 missing (Debian: apt-get install gcc-aarch64-linux-gnu qemu-user)"
+if ! command -v "${cross%% *}" >/dev/null || ! command -v qemu-aarch64 >/dev/null; then
+    msg="aarch64 checks skipped: ${cross%% *} or qemu-aarch64 missing (Debian: apt-get install gcc-aarch64-linux-gnu qemu-user)"
     if [ "$require" = 1 ]; then echo "FAIL: $msg" >&2; exit 1; fi
     echo "$msg"; exit 0
 fi
 
-build aarch64-linux-gnu-gcc aarch64 -static
+build "$cross" aarch64 -static
 t3=$(date +%s)
-echo "== aarch64, cross-built in $((t3 - t2)) s"
+echo "== aarch64, cross-built with ${cross%% *} in $((t3 - t2)) s"
 echo "== qemu-aarch64 -cpu cortex-a53 (ARMv8.0: no dot product)"
 qemu-aarch64 -cpu cortex-a53 "$out/aarch64" --digest --expect neon | tee "$out/a53.log"
 t4=$(date +%s)
