@@ -1,7 +1,8 @@
 """Build of the lstm_rt Cython extension.
 
 The kernels are portable C compiled for baseline x86-64 / aarch64 (no CPU-specific -march
-flag), so a built wheel runs on any machine; faster paths are chosen at run time (lrt_isa_name).
+flag; the SIMD kernels use per-function target attributes), so a built wheel runs on any
+machine of its architecture; faster paths are chosen at run time (lrt_isa_name).
 """
 import glob
 import os
@@ -11,7 +12,12 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 kernel_sources = sorted(glob.glob(os.path.join("lstm_rt", "kernels", "*.c")))
-extra_compile_args = ["-O3", "-std=c99", "-fno-math-errno", "-Wall"] if os.name != "nt" else ["/O2"]
+# -ffp-contract=off: a multiply and an add stay two roundings unless the kernels ask for a
+# fused multiply-add, so every compiler (GCC's ISO C mode already does this; Clang, and GCC
+# for aarch64 in GNU mode, would fuse) gives the portable kernels the same bits on every
+# CPU, and the SIMD levels' cell math stays bit-identical to the portable cell math.
+extra_compile_args = (["-O3", "-std=c99", "-fno-math-errno", "-ffp-contract=off", "-Wall"]
+                      if os.name != "nt" else ["/O2"])
 
 extensions = [
     Extension(

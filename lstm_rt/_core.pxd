@@ -44,6 +44,7 @@ cdef extern from "lrt_kernels.h" nogil:
     int lrt_cpu_has_avx2_fma()
     int lrt_cpu_isa_level()
     int lrt_isa_level()
+    int lrt_isa_count()
     void lrt_gemm_panels_generic(int M, int K, const float *A, int lda, const float *Wp, int nblk, int gw,
                                  const float *bias, float *C, int ldc, int ncols)
     void lrt_gemm_panels_avx2(int M, int K, const float *A, int lda, const float *Wp, int nblk, int gw,

@@ -26,11 +26,13 @@ from lstm_rt.errors import LstmRtError, ModelFormatError, ShapeError, Unsupporte
 cnp.import_array()
 
 
-ISAS = ("generic", "avx2", "avx512vnni")  # kernel levels; each needs the CPU features of those before it
+# kernel levels of this build, from its C tables: ("generic", "avx2", "avx512vnni") on x86-64,
+# ("generic", "neon", "neondot") on aarch64; each needs the CPU features of those before it
+ISAS = tuple([lrt_kernels_of(i).name.decode() for i in range(lrt_isa_count())])
 
 
 def _select_isa():
-    """Pick the kernels once, at import; LSTM_RT_FORCE_ISA=generic|avx2|avx512vnni overrides detection."""
+    """Pick the kernels once, at import; LSTM_RT_FORCE_ISA=<one of ISAS> overrides detection."""
     force = os.environ.get("LSTM_RT_FORCE_ISA", "").strip().lower()
     rc = lrt_init(force.encode())
     if rc == -1:
@@ -67,7 +69,8 @@ def _kernel_enums():
 
 def cpu_isa():
     """Name of the kernels in use: "avx512vnni" (the avx2 kernels, int8 products by AVX-512
-    VNNI), "avx2" (AVX2 + FMA + F16C) or "generic" (portable C)."""
+    VNNI), "avx2" (AVX2 + FMA + F16C), "neondot" (the neon kernels, int8 products by the
+    ARMv8.2 dot product), "neon" (ARMv8 Advanced SIMD) or "generic" (portable C)."""
     return lrt_isa_name().decode()
 
 
@@ -839,7 +842,7 @@ def cpu_has_avx2():
 
 
 def cpu_isas():
-    """The kernel levels this CPU can run, e.g. ("generic", "avx2")."""
+    """The kernel levels this CPU can run, e.g. ("generic", "avx2") or ("generic", "neon")."""
     return ISAS[:lrt_cpu_isa_level() + 1]
 
 

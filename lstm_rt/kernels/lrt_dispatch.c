@@ -18,17 +18,52 @@ static void f32_generic(int M, const float *A, int lda, const lrt_mat *W, const 
     f32_product(M, A, lda, W, bias, C, ldc, ncols, scratch, lrt_gemm_panels_generic);
 }
 
-static void f32_avx2(int M, const float *A, int lda, const lrt_mat *W, const float *bias,
-                     float *C, int ldc, int ncols, float *scratch)
-{
-    f32_product(M, A, lda, W, bias, C, ldc, ncols, scratch, lrt_gemm_panels_avx2);
-}
-
 static void f16_generic(int M, const float *A, int lda, const lrt_mat *W, const float *bias,
                         float *C, int ldc, int ncols, float *scratch)
 {
     (void)scratch;
     lrt_matmul_f16_generic(M, A, lda, W, bias, C, ldc, ncols);
+}
+
+#if defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
+
+static void f32_neon(int M, const float *A, int lda, const lrt_mat *W, const float *bias,
+                     float *C, int ldc, int ncols, float *scratch)
+{
+    f32_product(M, A, lda, W, bias, C, ldc, ncols, scratch, lrt_gemm_panels_neon);
+}
+
+static void f16_neon(int M, const float *A, int lda, const lrt_mat *W, const float *bias,
+                     float *C, int ldc, int ncols, float *scratch)
+{
+    (void)scratch;
+    lrt_matmul_f16_neon(M, A, lda, W, bias, C, ldc, ncols);
+}
+
+/* neondot differs from neon in its int8 products only. */
+static const lrt_kernels tables[] = {
+    {"generic", LRT_ISA_GENERIC, {f32_generic, f16_generic, lrt_i8_generic},
+     lrt_gemm_panels_generic, NULL, NULL, NULL, NULL, NULL},
+    {"neon", LRT_ISA_NEON, {f32_neon, f16_neon, lrt_i8_neon},
+     lrt_gemm_panels_neon, lrt_sigmoid_neon, lrt_tanh_neon,
+     lrt_lstm_cell_neon, lrt_gru_cell_a_neon, lrt_gru_cell_b_neon},
+    {"neondot", LRT_ISA_NEONDOT, {f32_neon, f16_neon, lrt_i8_neondot},
+     lrt_gemm_panels_neon, lrt_sigmoid_neon, lrt_tanh_neon,
+     lrt_lstm_cell_neon, lrt_gru_cell_a_neon, lrt_gru_cell_b_neon},
+};
+
+int lrt_cpu_isa_level(void)
+{
+    if (!lrt_cpu_has_neon()) return LRT_ISA_GENERIC;
+    return lrt_cpu_has_neondot() ? LRT_ISA_NEONDOT : LRT_ISA_NEON;
+}
+
+#else  /* x86-64; on any other CPU the avx2 stand-ins report no AVX2, so generic runs */
+
+static void f32_avx2(int M, const float *A, int lda, const lrt_mat *W, const float *bias,
+                     float *C, int ldc, int ncols, float *scratch)
+{
+    f32_product(M, A, lda, W, bias, C, ldc, ncols, scratch, lrt_gemm_panels_avx2);
 }
 
 static void f16_avx2(int M, const float *A, int lda, const lrt_mat *W, const float *bias,
@@ -38,25 +73,16 @@ static void f16_avx2(int M, const float *A, int lda, const lrt_mat *W, const flo
     lrt_matmul_f16_avx2(M, A, lda, W, bias, C, ldc, ncols);
 }
 
-static const lrt_kernels tables[3] = {
+static const lrt_kernels tables[] = {
     {"generic", LRT_ISA_GENERIC, {f32_generic, f16_generic, lrt_i8_generic},
-     lrt_gemm_panels_generic, NULL, NULL, 0},
+     lrt_gemm_panels_generic, NULL, NULL, NULL, NULL, NULL},
     {"avx2", LRT_ISA_AVX2, {f32_avx2, f16_avx2, lrt_i8_avx2},
-     lrt_gemm_panels_avx2, lrt_sigmoid_avx2, lrt_tanh_avx2, 1},
+     lrt_gemm_panels_avx2, lrt_sigmoid_avx2, lrt_tanh_avx2,
+     lrt_lstm_cell_avx2, lrt_gru_cell_a_avx2, lrt_gru_cell_b_avx2},
     {"avx512vnni", LRT_ISA_AVX512VNNI, {f32_avx2, f16_avx2, lrt_i8_vnni},
-     lrt_gemm_panels_avx2, lrt_sigmoid_avx2, lrt_tanh_avx2, 1},
+     lrt_gemm_panels_avx2, lrt_sigmoid_avx2, lrt_tanh_avx2,
+     lrt_lstm_cell_avx2, lrt_gru_cell_a_avx2, lrt_gru_cell_b_avx2},
 };
-
-static const lrt_kernels *active = &tables[LRT_ISA_GENERIC];  /* written once, by lrt_init */
-
-const lrt_kernels *lrt_kernels_of(int level)
-{
-    return level >= 0 && level < 3 ? &tables[level] : NULL;
-}
-
-const lrt_kernels *lrt_kernels_active(void) { return active; }
-const char *lrt_isa_name(void) { return active->name; }
-int lrt_isa_level(void) { return active->level; }
 
 int lrt_cpu_isa_level(void)
 {
@@ -64,12 +90,29 @@ int lrt_cpu_isa_level(void)
     return lrt_cpu_has_avx512vnni() ? LRT_ISA_AVX512VNNI : LRT_ISA_AVX2;
 }
 
+#endif
+
+#define NLEVELS ((int)(sizeof(tables) / sizeof(tables[0])))
+
+static const lrt_kernels *active = &tables[LRT_ISA_GENERIC];  /* written by lrt_init */
+
+int lrt_isa_count(void) { return NLEVELS; }
+
+const lrt_kernels *lrt_kernels_of(int level)
+{
+    return level >= 0 && level < NLEVELS ? &tables[level] : NULL;
+}
+
+const lrt_kernels *lrt_kernels_active(void) { return active; }
+const char *lrt_isa_name(void) { return active->name; }
+int lrt_isa_level(void) { return active->level; }
+
 int lrt_init(const char *force)
 {
     int cpu = lrt_cpu_isa_level(), level = cpu;
     if (force && force[0]) {
-        for (level = 0; level < 3 && strcmp(force, tables[level].name) != 0; level++) {}
-        if (level == 3) return -1;
+        for (level = 0; level < NLEVELS && strcmp(force, tables[level].name) != 0; level++) {}
+        if (level == NLEVELS) return -1;
         if (level > cpu) return -2;
     }
     active = &tables[level];
@@ -112,7 +155,7 @@ void lrt_matmul(int M, const float *A, int lda, const lrt_mat *W, const float *b
 
 int lrt_cell_fused_ok(const lrt_cell *cl)
 {
-    if (!active->fused_cells || cl->clip > 0.0f) return 0;
+    if (!active->lstm_cell || cl->clip > 0.0f) return 0;
     if (cl->act[0].kind != LRT_SIGMOID || cl->act[1].kind != LRT_TANH) return 0;
     if (cl->kind == LRT_CELL_LSTM)
         return cl->act[2].kind == LRT_TANH && !cl->peep && !cl->input_forget;

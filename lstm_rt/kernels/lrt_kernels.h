@@ -11,15 +11,23 @@
  * - Kernels never allocate; callers hand in a workspace sized by lrt_workspace_floats.
  * - Every function here is safe to call without the GIL: no Python, no globals written
  *   after lrt_init().
- * - Three kernel levels, each a table of function pointers (lrt_kernels), one picked once
- *   by lrt_init: generic (portable C, every file), avx2 (the *_avx2.c files) and
- *   avx512vnni (avx2 plus lrt_matmul_vnni.c for int8 products). lrt_dispatch.c holds them.
+ * - Kernel levels, each a table of function pointers (lrt_kernels), one picked once by
+ *   lrt_init. Every build has generic (portable C, every file); x86-64 adds avx2 (the
+ *   *_avx2.c files) and avx512vnni (avx2 plus lrt_matmul_vnni.c for int8 products);
+ *   aarch64 adds neon (the *_neon.c files: ARMv8.0 Advanced SIMD, which every AArch64
+ *   Linux CPU has) and neondot (neon plus SDOT int8 products, for CPUs with the ARMv8.2
+ *   dot-product extension). lrt_dispatch.c holds them. The SIMD files compile with
+ *   per-function target attributes, never -march, so one build runs on every CPU of its
+ *   architecture; off their architecture they compile to nothing (or portable stand-ins).
  *
  * Files: lrt_dispatch.c the kernel tables, lrt_init, lrt_matmul; lrt_gemm*.c fp32
- * products; lrt_matmul*.c fp16/int8 products and the activation quantizer;
- * lrt_recurrent.c a layer over a sequence (portable cell math); lrt_cell_avx2.c fused
- * cell updates; lrt_act*.c activations (vector math in lrt_vmath_avx2.h); lrt_dense.c;
- * lrt_topk.c; lrt_probe.c (benchmark probes).
+ * products (lrt_gemm_neon.c also fp16, and the aarch64 CPU probe); lrt_matmul*.c
+ * fp16/int8 products and the activation quantizer; lrt_recurrent.c a layer over a
+ * sequence (portable cell math); lrt_cell_avx2.c / lrt_cell_neon.c fused cell updates;
+ * lrt_act*.c activations (vector math in lrt_vmath_avx2.h / lrt_vmath_neon.h);
+ * lrt_dense.c; lrt_topk.c; lrt_probe.c (benchmark probes). tests/kernels/ holds a C
+ * driver that checks every level's kernels against the generic ones (also under
+ * qemu-aarch64).
  */
 #ifndef LRT_KERNELS_H
 #define LRT_KERNELS_H
@@ -102,11 +110,14 @@ typedef struct {
     int zero_masked_output;  /* with a mask: masked steps output 0 instead of repeating h */
 } lrt_cell;
 
-/* Pick the kernels for this CPU, once, before any other call: "avx512vnni" (the AVX2 + FMA
- * kernels, int8 products by AVX-512 VNNI byte dot products on 256-bit vectors) when the CPU
- * has it, else "avx2" (AVX2 + FMA + F16C), else "generic" (portable C). force: NULL/"" =
- * detect, or one of those names. Returns 0, -1 for an unknown name, -2 when the CPU lacks
- * the forced ISA. */
+/* Pick the kernels for this CPU, once, before any other call. x86-64: "avx512vnni" (the
+ * AVX2 + FMA kernels, int8 products by AVX-512 VNNI byte dot products on 256-bit vectors)
+ * when the CPU has it, else "avx2" (AVX2 + FMA + F16C), else "generic" (portable C).
+ * aarch64: "neondot" (the NEON kernels, int8 products by SDOT) when the CPU has the
+ * dot-product extension, else "neon", else "generic". force: NULL/"" = detect, or one of
+ * the names of this build's levels (lrt_kernels_of). Returns 0, -1 for an unknown name,
+ * -2 when the CPU lacks the forced ISA. Not thread-safe: call it before any kernel runs
+ * (the test driver calls it again between checks, on one thread). */
 int lrt_init(const char *force);
 const char *lrt_isa_name(void);
 
@@ -124,11 +135,20 @@ typedef struct {
     lrt_gemm_fn gemm_panels;            /* fp32 products (matmul[LRT_F32] wraps it) */
     void (*sigmoid)(float *x, int n);   /* NULL: the portable activation loop */
     void (*tanh)(float *x, int n);
-    int fused_cells;                    /* the AVX2 fused cell updates (lrt_cell_avx2.c) */
+    /* the fused cell updates (lrt_cell_avx2.c, lrt_cell_neon.c; see lrt_cell_fused_ok);
+     * NULL: the portable cell math of lrt_recurrent.c */
+    void (*lstm_cell)(const lrt_cell *cl, const float *xp, const float *pr, float *c, float *h);
+    void (*gru_cell_a)(const lrt_cell *cl, const float *xp, const float *pr, const float *h,
+                       float *z, float *rh, float *hnew);
+    void (*gru_cell_b)(const lrt_cell *cl, const float *xp, const float *hn, const float *z,
+                       const float *h, float *hnew);
 } lrt_kernels;
 
-/* Level `level`'s table (NULL for an unknown level); run its kernels only on a CPU with
- * that level (lrt_cpu_isa_level). lrt_kernels_active: the table lrt_init chose. */
+/* Level `level`'s table (NULL past this build's last level); run its kernels only on a
+ * CPU with that level (lrt_cpu_isa_level). lrt_kernels_active: the table lrt_init chose.
+ * lrt_isa_count: how many levels this build has (3: the aarch64 ones in an aarch64 build,
+ * else the x86-64 ones, which on any other CPU report that they cannot run). */
+int lrt_isa_count(void);
 const lrt_kernels *lrt_kernels_of(int level);
 const lrt_kernels *lrt_kernels_active(void);
 /* lrt_matmul with a given level's kernels (tests compare the levels with it). */
@@ -148,7 +168,9 @@ int lrt_cpu_has_avx2_fma(void);
 int lrt_cpu_has_avx512vnni(void);  /* with AVX-512 VL and BW, and the OS saving their state */
 
 /* C[m, j] = bias[j] + sum_k A[m, k] * panel(Wp)[k, j] for m < M and j < ncols, where the
- * panel matrix has nblk * gw columns (gw = gates * 8). bias may be NULL (zero). */
+ * panel matrix has nblk * gw columns (gw = gates * 8) and ncols falls in the last panel,
+ * (nblk - 1) * gw < ncols <= nblk * gw (as for every product here: the AVX2 kernels rely
+ * on it). bias may be NULL (zero). */
 void lrt_gemm_panels(int M, int K, const float *A, int lda, const float *Wp, int nblk, int gw,
                      const float *bias, float *C, int ldc, int ncols);
 
@@ -206,8 +228,11 @@ int lrt_i8_colsums(const lrt_mat *W, int32_t *out);
  * bytes [M][2][K4 * 4] (hi plane, then lo plane, per row); exact like the others. */
 void lrt_matmul_i8_vnni(int M, const uint8_t *planes, const float *ascale, const lrt_mat *W,
                         const float *bias, float *C, int ldc, int ncols);
-/* Kernel levels, in order: each one's CPU also runs the ones below it. */
-enum { LRT_ISA_GENERIC = 0, LRT_ISA_AVX2 = 1, LRT_ISA_AVX512VNNI = 2 };
+/* Kernel levels, in order: each one's CPU also runs the ones below it. The levels above
+ * generic belong to one architecture each, so their numbers overlap: a build has either
+ * the x86-64 ones or the aarch64 ones (lrt_kernels_of(level)->name tells which). */
+enum { LRT_ISA_GENERIC = 0, LRT_ISA_AVX2 = 1, LRT_ISA_AVX512VNNI = 2 };  /* x86-64 */
+enum { LRT_ISA_NEON = 1, LRT_ISA_NEONDOT = 2 };                           /* aarch64 */
 int lrt_isa_level(void);  /* the active table's level */
 int lrt_cpu_isa_level(void);
 
@@ -217,12 +242,37 @@ void lrt_sigmoid_avx2(float *x, int n);
 void lrt_tanh_avx2(float *x, int n);
 
 /* The fused AVX2 cell updates (lrt_cell_avx2.c) for one row of a step, and whether a cell
- * can use them. xp, pr: gate-blocked W x + b and R h (+ b); outputs padded to whole blocks. */
+ * can use the active table's fused updates. xp, pr: gate-blocked W x + b and R h (+ b);
+ * outputs padded to whole blocks. */
 int lrt_cell_fused_ok(const lrt_cell *cl);  /* with the active table */
 void lrt_lstm_cell_avx2(const lrt_cell *cl, const float *xp, const float *pr, float *c, float *h);
 void lrt_gru_cell_a_avx2(const lrt_cell *cl, const float *xp, const float *pr, const float *h,
                          float *z, float *rh, float *hnew);
 void lrt_gru_cell_b_avx2(const lrt_cell *cl, const float *xp, const float *hn, const float *z,
+                         const float *h, float *hnew);
+
+/* ---- aarch64 (the *_neon.c files; defined only in aarch64 builds) ----
+ * The neon level: fp32 and fp16 products (lrt_gemm_neon.c: the panel sums of the AVX2
+ * kernels, bias then one fused multiply-add per k in order, so the two levels give the
+ * same bits), int8 products (lrt_matmul_neon.c: the documented exact sums, plain NEON
+ * widening multiply-adds; the neondot level's by SDOT), sigmoid/tanh (lrt_act_neon.c, the
+ * AVX2 algorithm step for step), fused cells (lrt_cell_neon.c). */
+int lrt_cpu_has_neon(void);     /* Advanced SIMD (HWCAP_ASIMD on Linux) */
+int lrt_cpu_has_neondot(void);  /* and the dot-product extension (HWCAP_ASIMDDP) */
+void lrt_gemm_panels_neon(int M, int K, const float *A, int lda, const float *Wp, int nblk, int gw,
+                          const float *bias, float *C, int ldc, int ncols);
+void lrt_matmul_f16_neon(int M, const float *A, int lda, const lrt_mat *W, const float *bias,
+                         float *C, int ldc, int ncols);
+void lrt_i8_neon(int M, const float *A, int lda, const lrt_mat *W, const float *bias,
+                 float *C, int ldc, int ncols, float *scratch);
+void lrt_i8_neondot(int M, const float *A, int lda, const lrt_mat *W, const float *bias,
+                    float *C, int ldc, int ncols, float *scratch);
+void lrt_sigmoid_neon(float *x, int n);
+void lrt_tanh_neon(float *x, int n);
+void lrt_lstm_cell_neon(const lrt_cell *cl, const float *xp, const float *pr, float *c, float *h);
+void lrt_gru_cell_a_neon(const lrt_cell *cl, const float *xp, const float *pr, const float *h,
+                         float *z, float *rh, float *hnew);
+void lrt_gru_cell_b_neon(const lrt_cell *cl, const float *xp, const float *hn, const float *z,
                          const float *h, float *hnew);
 
 /* Floats of workspace lrt_recurrent_sequence needs for T steps of B rows. */

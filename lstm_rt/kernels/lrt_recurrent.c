@@ -172,6 +172,7 @@ int lrt_recurrent_sequence(const lrt_cell *cl, int T, int B, const float *x, int
 
     int gru_split = cl->kind == LRT_CELL_GRU && !cl->linear_before_reset;
     int fused = lrt_cell_fused_ok(cl);
+    const lrt_kernels *kern = lrt_kernels_active();  /* its fused cell updates, when fused */
     for (int s = 0; s < steps; s++) {
         /* R h for every row (rows past their length compute too; their result is dropped) */
         lrt_matmul(B, h, Hr, &cl->r, gru_split ? NULL : cl->bias_rh, pre, width,
@@ -185,11 +186,11 @@ int lrt_recurrent_sequence(const lrt_cell *cl, int T, int B, const float *x, int
             float *cb = c + (size_t)b * H, *zb = zbuf + (size_t)b * Hp, *hcb = hc + (size_t)b * Hp;
             switch (cl->kind) {
             case LRT_CELL_LSTM:
-                if (fused) lrt_lstm_cell_avx2(cl, xp, pr, cb, cl->proj.data ? hcb : hnb);
+                if (fused) kern->lstm_cell(cl, xp, pr, cb, cl->proj.data ? hcb : hnb);
                 else lstm_row(cl, xp, pr, cb, cl->proj.data ? hcb : hnb, tmp);
                 break;
             case LRT_CELL_GRU:
-                if (fused) lrt_gru_cell_a_avx2(cl, xp, pr, hb, zb, hcb, hnb);
+                if (fused) kern->gru_cell_a(cl, xp, pr, hb, zb, hcb, hnb);
                 else gru_row_a(cl, xp, pr, hb, zb, hcb, hnb, tmp);
                 break;
             default:
@@ -216,7 +217,7 @@ int lrt_recurrent_sequence(const lrt_cell *cl, int T, int B, const float *x, int
             if (gru_split) {
                 const float *xp = xproj + ((size_t)t * B + b) * width, *hnr = hn + (size_t)b * Hp,
                             *zb = zbuf + (size_t)b * Hp;
-                if (fused) lrt_gru_cell_b_avx2(cl, xp, hnr, zb, hb, hnb);
+                if (fused) kern->gru_cell_b(cl, xp, hnr, zb, hb, hnb);
                 else gru_row_b(cl, xp, hnr, zb, hb, hnb, tmp);
             }
             memcpy(hb, hnb, (size_t)Hr * sizeof(float));

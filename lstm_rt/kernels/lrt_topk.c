@@ -1,7 +1,7 @@
 /* The k largest scores of a vector, best first, in one pass: a sorted buffer of k
  * entries; a score enters only if it beats the buffer's smallest, so after the first few
- * hundred the loop is a compare and a predictable branch (with AVX2, one compare per 8
- * scores). Ties keep the lower index; NaN never enters. */
+ * hundred the loop is a compare and a predictable branch (with AVX2 or NEON, one test per
+ * 8 scores). Ties keep the lower index; NaN never enters. */
 #include "lrt_kernels.h"
 
 /* Insert (v, id) into the sorted buffer of `have` entries (capacity k); returns the new count. */
@@ -36,6 +36,22 @@ __attribute__((target("avx2"))) static int scan_avx2(const float *s, int i, int 
     }
     return i;
 }
+#elif defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
+#include <arm_neon.h>
+
+/* scan_avx2 with NEON: 8 scores (two vectors) per test. */
+static int scan_neon(const float *s, int i, int n, int k, int64_t *out, float *best)
+{
+    float thr = best[k - 1];
+    for (; i + 8 <= n; i += 8) {
+        float32x4_t t = vdupq_n_f32(thr);
+        uint32x4_t gt = vorrq_u32(vcgtq_f32(vld1q_f32(s + i), t), vcgtq_f32(vld1q_f32(s + i + 4), t));
+        if (vmaxvq_u32(gt) == 0) continue;   /* the common case: nothing beats the buffer */
+        for (int j = i; j < i + 8; j++)
+            if (s[j] > thr) { insert(s[j], j, k, k, out, best); thr = best[k - 1]; }
+    }
+    return i;
+}
 #endif
 
 int lrt_top_k(const float *scores, int n, const int64_t *ids, int k, int64_t *out, float *best)
@@ -58,6 +74,11 @@ int lrt_top_k(const float *scores, int n, const int64_t *ids, int k, int64_t *ou
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
         if (lrt_isa_level() >= LRT_ISA_AVX2) {
             i = scan_avx2(scores, i, n, k, out, best);
+            thr = best[k - 1];
+        }
+#elif defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
+        if (lrt_isa_level() >= LRT_ISA_NEON) {
+            i = scan_neon(scores, i, n, k, out, best);
             thr = best[k - 1];
         }
 #endif
