@@ -34,6 +34,22 @@ static void activate_generic(lrt_act act, float *x, int n)
     }
 }
 
+float lrt_exp_sum_generic(float *x, int n, float shift, int store)
+{
+    float sum = 0.0f;
+    for (int j = 0; j < n; j++) {
+        float e = expf(x[j] - shift);
+        if (store) x[j] = e;
+        sum += e;
+    }
+    return sum;
+}
+
+float lrt_exp_sum(float *x, int n, float shift, int store)
+{
+    return lrt_kernels_active()->exp_sum(x, n, shift, store);
+}
+
 void lrt_activate(lrt_act act, float *x, int n)
 {
     const lrt_kernels *k = lrt_kernels_active();

@@ -1,4 +1,5 @@
-/* Dense (fully connected) layer over rows, with its activation. Portable C. */
+/* Dense (fully connected) layer over rows, with its activation; the product, the
+ * activations and the softmax sums go through the active kernel table. */
 #include <math.h>
 #include "lrt_kernels.h"
 
@@ -10,21 +11,19 @@ void lrt_dense(int M, int O, const float *x, int ldx, const lrt_mat *W, const fl
         float *r = y + (size_t)m * ldy;
         switch (act) {
         case LRT_DENSE_RELU:    for (int j = 0; j < O; j++) r[j] = r[j] > 0.0f ? r[j] : 0.0f; break;
-        case LRT_DENSE_TANH:    for (int j = 0; j < O; j++) r[j] = tanhf(r[j]); break;
-        case LRT_DENSE_SIGMOID: for (int j = 0; j < O; j++) r[j] = 1.0f / (1.0f + expf(-r[j])); break;
+        case LRT_DENSE_TANH:    lrt_activate((lrt_act){LRT_TANH, 0.0f, 0.0f}, r, O); break;
+        case LRT_DENSE_SIGMOID: lrt_activate((lrt_act){LRT_SIGMOID, 0.0f, 0.0f}, r, O); break;
         case LRT_DENSE_SOFTMAX: {
-            float mx = -INFINITY, sum = 0.0f;
+            float mx = -INFINITY;
             for (int j = 0; j < O; j++) mx = r[j] > mx ? r[j] : mx;
-            for (int j = 0; j < O; j++) { r[j] = expf(r[j] - mx); sum += r[j]; }
-            float inv = 1.0f / sum;
+            float inv = 1.0f / lrt_exp_sum(r, O, mx, 1);
             for (int j = 0; j < O; j++) r[j] *= inv;
             break;
         }
         case LRT_DENSE_LOG_SOFTMAX: {   /* x - max - log(sum(exp(x - max))): no overflow, no log(0) */
-            float mx = -INFINITY, sum = 0.0f;
+            float mx = -INFINITY;
             for (int j = 0; j < O; j++) mx = r[j] > mx ? r[j] : mx;
-            for (int j = 0; j < O; j++) sum += expf(r[j] - mx);
-            float shift = mx + logf(sum);
+            float shift = mx + logf(lrt_exp_sum(r, O, mx, 0));
             for (int j = 0; j < O; j++) r[j] -= shift;
             break;
         }

@@ -135,6 +135,7 @@ typedef struct {
     lrt_gemm_fn gemm_panels;            /* fp32 products (matmul[LRT_F32] wraps it) */
     void (*sigmoid)(float *x, int n);   /* NULL: the portable activation loop */
     void (*tanh)(float *x, int n);
+    float (*exp_sum)(float *x, int n, float shift, int store);  /* lrt_exp_sum */
     /* the fused cell updates (lrt_cell_avx2.c, lrt_cell_neon.c; see lrt_cell_fused_ok);
      * NULL: the portable cell math of lrt_recurrent.c */
     void (*lstm_cell)(const lrt_cell *cl, const float *xp, const float *pr, float *c, float *h);
@@ -241,6 +242,15 @@ void lrt_activate(lrt_act act, float *x, int n);
 void lrt_sigmoid_avx2(float *x, int n);
 void lrt_tanh_avx2(float *x, int n);
 
+/* sum_j e^(x[j] - shift) over n values, the softmax denominator (shift: their max, so no
+ * term overflows); store: also write each e^(x[j] - shift) over x[j]. With the active
+ * table's kernel: the vector exp of sigmoid/tanh (libm's expf costs 5-20 ns a value, and a
+ * next-word head has thousands), the terms summed in 8 lanes then pairwise, the same order
+ * at every vector level. */
+float lrt_exp_sum(float *x, int n, float shift, int store);
+float lrt_exp_sum_generic(float *x, int n, float shift, int store);
+float lrt_exp_sum_avx2(float *x, int n, float shift, int store);
+
 /* The fused AVX2 cell updates (lrt_cell_avx2.c) for one row of a step, and whether a cell
  * can use the active table's fused updates. xp, pr: gate-blocked W x + b and R h (+ b);
  * outputs padded to whole blocks. */
@@ -269,6 +279,7 @@ void lrt_i8_neondot(int M, const float *A, int lda, const lrt_mat *W, const floa
                     float *C, int ldc, int ncols, float *scratch);
 void lrt_sigmoid_neon(float *x, int n);
 void lrt_tanh_neon(float *x, int n);
+float lrt_exp_sum_neon(float *x, int n, float shift, int store);
 void lrt_lstm_cell_neon(const lrt_cell *cl, const float *xp, const float *pr, float *c, float *h);
 void lrt_gru_cell_a_neon(const lrt_cell *cl, const float *xp, const float *pr, const float *h,
                          float *z, float *rh, float *hnew);

@@ -17,6 +17,8 @@
  *   activations  all 11 kinds over 0-40 values (every vector tail): sigmoid and tanh within
  *              1e-6 of the exact function (double libm) over -100..100, a fine grid near 0
  *              and the specials; NaN stays NaN; the other kinds bit for bit the generic's.
+ *              lrt_exp_sum (softmax sums): terms within 1e-6 relative, sums within
+ *              (n + 8) FLT_EPSILON of the exact ones, every tail length.
  *   cells      LSTM (with / without projection, peepholes, clip, other activations), GRU
  *              (both reset forms), RNN; fp32 / fp16 / int8 weights; H and inputs odd:
  *              - a whole sequence == the same steps one call each, bit for bit;
@@ -328,6 +330,39 @@ static void check_activations(void)
             }
             CHECK(off == 0, "kind %d, %d values: %d differ alone or from generic", kind, len, off);
         }
+    /* lrt_exp_sum (softmax denominators): every tail length and a long row; each term within
+     * 1e-6 relative of exp (double libm) of x - shift and the same bits alone as in the row; the sum
+     * within (n + 8) FLT_EPSILON relative of the exact one; store = 0 leaves x as it was */
+    for (int len = 0; len <= 1100; len += len < 40 ? 1 : 353) {
+        float *v = xmalloc((size_t)(len + 1) * sizeof(float)), *keep = xmalloc((size_t)(len + 1) * sizeof(float));
+        float shift = 3.0f * unif();
+        for (int j = 0; j < len; j++) v[j] = keep[j] = 20.0f * unif();
+        float sum0 = lrt_exp_sum(v, len, shift, 0);
+        int moved = 0;
+        for (int j = 0; j < len; j++) moved += !same_bits(v[j], keep[j]);
+        float sum1 = lrt_exp_sum(v, len, shift, 1);
+        double exact = 0.0, worst = 0.0;
+        int off = 0;
+        for (int j = 0; j < len; j++) {
+            double want = exp((double)(keep[j] - shift));   /* of the float difference the kernel takes */
+            exact += want;
+            double d = fabs(v[j] - want) / want;
+            if (!(d <= worst)) worst = d;
+            float alone = keep[j];
+            lrt_exp_sum(&alone, 1, shift, 1);
+            off += !same_bits(alone, v[j]);
+        }
+        CHECK(moved == 0 && same_bits(sum0, sum1), "exp_sum, %d values: store=0 moved %d, sums %g %g", len, moved, sum0, sum1);
+        CHECK(worst <= 1e-6 && off == 0, "exp_sum, %d values: term error %.3g, %d differ alone", len, worst, off);
+        CHECK(fabs(sum1 - exact) <= (len + 8) * FLT_EPSILON * exact, "exp_sum, %d values: sum %.9g, exact %.9g", len, sum1, exact);
+        free(v);
+        free(keep);
+    }
+    {
+        float nan[11];
+        for (int j = 0; j < 11; j++) nan[j] = j == 9 ? NAN : 0.5f;
+        CHECK(isnan(lrt_exp_sum(nan, 11, 0.5f, 1)) && isnan(nan[9]) && nan[0] == 1.0f, "exp_sum: NaN in, not NaN out");
+    }
 }
 
 /* ---- recurrent cells ---- */
@@ -556,6 +591,12 @@ static void print_digests(const lrt_kernels *lvl)
         memcpy(v, grid, sizeof(v));
         lrt_activate((lrt_act){kind, 0, 0}, v, 2001);
         h[4] = fnv(h[4], v, 2001);
+    }
+    {
+        float v[2001];
+        memcpy(v, grid, sizeof(v));
+        float sum = lrt_exp_sum(v, 2001, 7.0f, 1);
+        h[4] = fnv(fnv(h[4], v, 2001), &sum, 1);
     }
     for (int variant = 0; variant < 3; variant++) {
         owned_cell oc;
