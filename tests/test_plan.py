@@ -201,3 +201,52 @@ def test_runs_reusing_an_executor_start_fresh_each_time():
     for t in threads:
         t.join()
     assert not errors
+
+
+def test_a_steps_outputs_are_recycled_only_once_nothing_can_see_them():
+    """Stream.step hands an output array out again only after its caller dropped it: every
+    output kept (in a list, as a view's base, reshaped or retyped in place, behind a weak
+    reference) keeps the values it had; the step results equal a stream that recycles
+    nothing (its outputs all kept)."""
+    import weakref
+    rng = np.random.default_rng(31)
+    m = onnx_style_model(random_layer("LSTM", 3, 4, rng=rng))
+    xs = rng.normal(size=(40, 2, 3)).astype(np.float32)
+    keep = m.stream(batch=2)
+    want = [keep.step(x) for x in xs]       # all held: nothing can be recycled
+    s = m.stream(batch=2)
+    kept, snap = [], []
+    weak, weak_checks = None, 0
+    for t, x in enumerate(xs):
+        out = s.step(x)
+        if weak is not None and weak() is not None:    # alive while a spare: never rewritten
+            np.testing.assert_array_equal(weak(), weak_values)
+            weak_checks += 1
+        for k in out:
+            np.testing.assert_array_equal(out[k], want[t][k])
+        if t % 7 == 1:
+            kept.append(out["Y_h"])                    # held
+        elif t % 7 == 2:
+            kept.append(out["Y"][0])                   # a view: its base held
+        elif t % 7 == 3:
+            a = out["Y_c"]
+            a.shape = (a.size,)                        # reshaped in place, then dropped
+        elif t % 7 == 4:
+            out["Y_c"].dtype = np.int32                # retyped in place, then dropped
+        elif t % 7 == 5 and weak is None:
+            weak = weakref.ref(out["Y_h"])             # only a weak reference left
+            weak_values = out["Y_h"].copy()
+        if t % 7 in (1, 2):
+            snap.append(kept[-1].copy())
+        del out
+    assert len(kept) == len(snap) == 12
+    for a, b in zip(kept, snap):
+        np.testing.assert_array_equal(a, b)
+    assert weak_checks >= 2
+    # and dropped ones are reused: a loop that drops each step allocates no new outputs
+    ids = set()
+    for x in xs:
+        out = s.step(x)
+        ids.update(id(a) for a in out.values())
+        del out
+    assert len(ids) <= 2 * 3 * 2, len(ids)
