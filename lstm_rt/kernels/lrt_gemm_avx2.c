@@ -59,7 +59,7 @@ LRT_AVX2_INLINE void row_panels(int P, int NV, int K, const float *a, const floa
 }
 
 /* panels a single row takes at once: at least 8 sums in flight */
-#define PANELS_FOR(NV) ((NV) >= 4 ? 2 : (NV) == 3 ? 3 : (NV) == 2 ? 4 : 8)
+#define PANELS_FOR(NV) ((NV) >= 4 ? 3 : (NV) == 3 ? 3 : (NV) == 2 ? 4 : 8)
 
 #define ROWS_FOR(NV) ((NV) >= 3 ? 3 : (NV) == 2 ? 4 : 6)
 
@@ -80,6 +80,9 @@ LRT_AVX2 static void gemm_nv##NV(int M, int K, const float *A, int lda, const fl
             if (blk + P <= nblk && (blk + P) * gw <= ncols) {                                 \
                 row_panels(P, NV, K, A, wp, (size_t)K * gw, bb, C + j0);                      \
                 blk += P - 1;                                                                 \
+            } else if (P > 2 && blk + 2 <= nblk && (blk + 2) * gw <= ncols) {                 \
+                row_panels(2, NV, K, A, wp, (size_t)K * gw, bb, C + j0);                      \
+                blk += 1;                                                                     \
             } else {                                                                          \
                 row_panels(1, NV, K, A, wp, 0, bb, full ? C + j0 : tmp);                      \
                 if (!full) memcpy(C + j0, tmp, (size_t)n * sizeof(float));                    \
