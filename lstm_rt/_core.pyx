@@ -49,8 +49,9 @@ cdef extern from *:
     bint lrt_spare_fits(PyObject *o, int nd, const cnp.npy_intp *dims)
 
 # a step's outputs up to this size are recycled (Executor._spare); past it numpy's
-# allocation is small next to the step
-SPARE_MAX_BYTES = 256 * 1024
+# allocation is small next to the step. (A C constant: a module global costs a dict lookup.)
+cdef enum:
+    SPARE_MAX_BYTES = 256 * 1024
 
 
 # kernel levels of this build, from its C tables: ("generic", "avx2", "avx512vnni") on x86-64,
