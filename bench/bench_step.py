@@ -227,7 +227,6 @@ def time_steps(steppers, xs, repeats, n):
             for x in inputs:
                 y = step(x)     # a loop keeps the last step's outputs while it takes the next
             means[name].append((cpu_clock() - t_start) / n)
-    del y
     out = {}
     for name, step in steppers.items():
         singles = []

@@ -58,8 +58,9 @@ LRT_AVX2_INLINE void row_panels(int P, int NV, int K, const float *a, const floa
         for (int v = 0; v < NV; v++) _mm256_storeu_ps(out + p * gw + 8 * v, acc[p * NV + v]);
 }
 
-/* panels a single row takes at once: at least 8 sums in flight */
-#define PANELS_FOR(NV) ((NV) >= 4 ? 3 : (NV) == 3 ? 3 : (NV) == 2 ? 4 : 8)
+/* panels a single row takes at once: at least 8 sums in flight (32-wide panels: 12, one
+ * broadcast per 96 multiply-adds, with room left in the 16 registers) */
+#define PANELS_FOR(NV) ((NV) >= 3 ? 3 : (NV) == 2 ? 4 : 8)
 
 #define ROWS_FOR(NV) ((NV) >= 3 ? 3 : (NV) == 2 ? 4 : 6)
 
