@@ -16,10 +16,12 @@ from cpython.pythread cimport (NOWAIT_LOCK, WAIT_LOCK, PyThread_acquire_lock, Py
                                PyThread_free_lock, PyThread_release_lock, PyThread_type_lock)
 cimport numpy as cnp
 from libc.stdint cimport int32_t, int64_t
+from cpython.dict cimport PyDict_CheckExact, PyDict_Next, PyDict_Size
 from cpython.list cimport PyList_GET_ITEM
+from cpython.tuple cimport PyTuple_GET_ITEM
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from cpython.ref cimport PyObject
-from libc.string cimport memcpy, memset
+from cpython.ref cimport Py_REFCNT, PyObject
+from libc.string cimport memcmp, memcpy, memset
 
 from lstm_rt._core cimport *
 from lstm_rt.activations import ACTIVATIONS, DENSE_ACTIVATIONS
@@ -358,13 +360,18 @@ cdef class Executor:
     cdef void **bufs
     cdef int *T
     cdef int *tcap
+    cdef int *ws_T          # the T and B of the last workspace size asked (a step asks the same)
+    cdef int ws_B
+    cdef size_t ws_floats
     cdef readonly object program
     cdef list own           # per buffer: the array allocated for it, None for inputs
     cdef list held          # per buffer: the array bufs[i] points into during a call
     cdef list _keep
     cdef Workspace ws
     cdef Lifetime life
-    cdef PyThread_type_lock lock
+    cdef bint busy          # a call holds this executor (read and written under the GIL)
+    cdef int waiters        # threads waiting for it, each on `wake`
+    cdef PyThread_type_lock wake
     cdef public object fallback   # what locked_step does with inputs that are not arrays
     cdef int step_in, step_ids, step_f, step_vocab
     cdef out_desc *outs
@@ -377,8 +384,13 @@ cdef class Executor:
     cdef long long macs_per_row   # multiply-adds of one row and step through every weight
     cdef list scratch       # per state buffer: rows gathered for a step of some rows (or None)
     cdef object seen        # uint8 [bcap]: duplicate check of those rows
-    cdef list spares        # per output, two arrays earlier steps returned (or None)
+    cdef list spares        # one output: two arrays earlier steps returned (or None)
     cdef unsigned char newest[64]   # per output (the first 64): which spare was handed out last
+    cdef list spare_dicts   # several outputs: two dicts earlier steps returned (or None)
+    cdef object step_dict   # during a step: the spare dict whose arrays it may reuse, or None
+    cdef int dict_slot      # and its index in spare_dicts (-1: none)
+    cdef PyObject *dict_vals[64]    # and its values, in the outputs' order (borrowed)
+    cdef int newest_dict    # which spare dict was handed out last
 
     def __cinit__(self):
         self.outs = NULL
@@ -388,9 +400,15 @@ cdef class Executor:
         self.bufs = NULL
         self.T = NULL
         self.tcap = NULL
-        self.lock = PyThread_allocate_lock()
-        if self.lock == NULL:
+        self.ws_T = NULL
+        self.ws_B = -1
+        self.busy, self.waiters = False, 0
+        # held from the start: a release lets one waiter look again (a semaphore, as CPython's
+        # locks are here, so a release before the waiter sleeps is not lost)
+        self.wake = PyThread_allocate_lock()
+        if self.wake == NULL:
             raise MemoryError()
+        PyThread_acquire_lock(self.wake, WAIT_LOCK)
 
     def __dealloc__(self):
         PyMem_Free(self.outs)
@@ -400,8 +418,9 @@ cdef class Executor:
         PyMem_Free(self.bufs)
         PyMem_Free(self.T)
         PyMem_Free(self.tcap)
-        if self.lock != NULL:
-            PyThread_free_lock(self.lock)
+        PyMem_Free(self.ws_T)
+        if self.wake != NULL:
+            PyThread_free_lock(self.wake)
 
     def __init__(self, program, tcaps, int bcap, Lifetime life):
         cdef int i
@@ -419,7 +438,8 @@ cdef class Executor:
         self.bufs = <void **> PyMem_Malloc(max(self.nbufs, 1) * sizeof(void *))
         self.T = <int *> PyMem_Malloc(max(self.nslots, 1) * sizeof(int))
         self.tcap = <int *> PyMem_Malloc(max(self.nslots, 1) * sizeof(int))
-        if self.ops == NULL or self.bufs == NULL or self.T == NULL or self.tcap == NULL:
+        self.ws_T = <int *> PyMem_Malloc(max(self.nslots, 1) * sizeof(int))
+        if self.ops == NULL or self.bufs == NULL or self.T == NULL or self.tcap == NULL or self.ws_T == NULL:
             raise MemoryError()
         self._keep = []
         for i in range(self.nops):
@@ -494,6 +514,10 @@ cdef class Executor:
         self.results = [None] * self.nouts
         self.spares = [None] * (2 * self.nouts)
         memset(self.newest, 0, sizeof(self.newest))
+        self.spare_dicts = [None, None]
+        self.step_dict = None
+        self.dict_slot = -1
+        self.newest_dict = 0
         nstate = sum(len(o.buffers) for o in prog.outputs)
         self.outs = <out_desc *> PyMem_Malloc(max(self.nouts, 1) * sizeof(out_desc))
         self.sbufs = <int *> PyMem_Malloc(max(nstate, 1) * sizeof(int))
@@ -592,7 +616,7 @@ cdef class Executor:
         cdef long long work = self.macs_per_row * B
         for s in range(self.nslots):
             work *= max(self.T[s], 1)
-        ws = self.ws.need(lrt_plan_workspace_floats(self.ops, self.nops, self.T, B))
+        ws = self.ws.need(self._workspace_floats(B))
         # the GIL is released around the kernels, unless they are over before releasing and
         # taking it back would be (~0.15 us): tiny steps keep it
         if work >= GIL_FREE_WORK:
@@ -604,6 +628,18 @@ cdef class Executor:
             name = self.program.ops[failed].name if 0 <= failed < self.nops else "?"
             raise ShapeError(f"layer {name!r}: sequence lengths outside [0, T] (the kernel refused them)")
         return 0
+
+    cdef size_t _workspace_floats(self, int B):
+        """lrt_plan_workspace_floats for self.T and B, remembered for the next call (every
+        op's sizes are asked for: ~5% of a small step)."""
+        cdef int s
+        if B == self.ws_B and memcmp(self.ws_T, self.T, self.nslots * sizeof(int)) == 0:
+            return self.ws_floats
+        self.ws_floats = lrt_plan_workspace_floats(self.ops, self.nops, self.T, B)
+        self.ws_B = B
+        for s in range(self.nslots):
+            self.ws_T[s] = self.T[s]
+        return self.ws_floats
 
     def execute(self, Ts, int B, bint time_axis=True, bint fresh=False):
         """Run with Ts[slot] time steps and B rows over the bound inputs; returns the
@@ -658,17 +694,22 @@ cdef class Executor:
         return cnp.PyArray_EMPTY(nd, dims, cnp.NPY_FLOAT32, 0)
 
     cdef object _spare(self, int i, int nd, cnp.npy_intp *dims):
-        """A float32 array of shape dims for output i of a step: one of the two this output
-        returned before if nobody holds it any more (a streaming loop keeps the last step's
-        outputs, and drops those of the step before), else a new one, which replaces the
-        older spare. numpy's allocation and release of a small array cost ~700 instructions,
-        a third of a small step's call with three outputs."""
+        """A float32 array of shape dims for output i of a step: one this output returned
+        before if nobody holds it any more (a streaming loop keeps the last step's outputs,
+        and drops those of the step before), else a new one. numpy's allocation and release
+        of a small array cost ~700 instructions, a third of a small step's call with three
+        outputs. One output: two spare arrays, the older replaced by a new one. Several: the
+        arrays of a spare dict (_pick_dict), replaced in it when they cannot be reused."""
         cdef int k
         cdef Py_ssize_t n = 4
         cdef PyObject *p
         for k in range(nd):
             n *= dims[k]
         if i >= 64 or n > SPARE_MAX_BYTES:
+            return cnp.PyArray_EMPTY(nd, dims, cnp.NPY_FLOAT32, 0)
+        if self.nouts > 1:
+            if self.step_dict is not None and lrt_spare_fits(self.dict_vals[i], nd, dims):
+                return <object> self.dict_vals[i]
             return cnp.PyArray_EMPTY(nd, dims, cnp.NPY_FLOAT32, 0)
         for k in range(2):
             p = PyList_GET_ITEM(self.spares, 2 * i + k)    # borrowed: the list's is the one reference
@@ -680,6 +721,57 @@ cdef class Executor:
         self.spares[2 * i + k] = a
         self.newest[i] = k
         return a
+
+    cdef int _pick_dict(self) except -1:
+        """Before a step of several outputs: step_dict = a dict an earlier step returned
+        that nobody holds any more (its one reference is spare_dicts') and whose keys are
+        still the outputs' names in order, else None. Its arrays may then be reused, and the
+        dict itself is the step's result (_fill_dict): in a loop that keeps only the last
+        step's result, a step allocates nothing (not even a GC-counted object)."""
+        cdef int k, i
+        cdef PyObject *p
+        cdef PyObject *key
+        cdef PyObject *val
+        cdef Py_ssize_t pos
+        self.step_dict, self.dict_slot = None, -1
+        if self.nouts > 64:
+            return 0
+        for k in range(2):
+            p = PyList_GET_ITEM(self.spare_dicts, k)
+            if not PyDict_CheckExact(<object> p) or Py_REFCNT(<object> p) != 1 \
+                    or PyDict_Size(<object> p) != self.nouts:
+                continue
+            pos, i = 0, 0
+            while PyDict_Next(<object> p, &pos, &key, &val):
+                if key != PyTuple_GET_ITEM(self.out_names, i):
+                    break
+                self.dict_vals[i] = val
+                i += 1
+            if i == self.nouts:
+                self.step_dict, self.dict_slot = <object> p, k
+                return 0
+        return 0
+
+    cdef object _fill_dict(self, int B):
+        """The step's outputs as a dict {name: output}: step_dict, its values replaced where
+        they were not reused, or a new dict, kept as a spare."""
+        cdef int i, k
+        cdef object d = self.step_dict
+        if d is not None:
+            for i in range(self.nouts):
+                o = self._output(i, B, False, False, True)
+                if <PyObject *> o != self.dict_vals[i]:
+                    d[self.out_names[i]] = o
+            self.step_dict = None
+            self.newest_dict = self.dict_slot
+            return d
+        d = {}
+        for i in range(self.nouts):
+            d[self.out_names[i]] = self._output(i, B, False, False, True)
+        k = 1 - self.newest_dict
+        self.spare_dicts[k] = d
+        self.newest_dict = k
+        return d
 
     cdef object _output(self, int i, int B, bint time_axis, bint fresh, bint recycle=False):
         """Output i laid out as its port says, from the buffers of the call just run.
@@ -757,18 +849,34 @@ cdef class Executor:
     # ---------------------------------------------------------- Stream.step without Python
 
     cdef int _acquire(self) except -1:
-        # wait without the GIL: the holder may be in a kernel and need the GIL to finish
-        if not PyThread_acquire_lock(self.lock, NOWAIT_LOCK):
-            with nogil:
-                PyThread_acquire_lock(self.lock, WAIT_LOCK)
+        # The GIL guards `busy`: taking a free executor is a flag flip (a CPython lock costs a
+        # clock read and two semaphore calls, ~8% of a small step). A busy one was taken by a
+        # thread that let the GIL go (a kernel without it, or Python code in between): wait
+        # for its release without the GIL.
+        if not self.busy:
+            self.busy = True
+            return 0
+        self.waiters += 1
+        try:
+            while self.busy:
+                with nogil:
+                    PyThread_acquire_lock(self.wake, WAIT_LOCK)
+        finally:
+            self.waiters -= 1
+        self.busy = True
         return 0
+
+    cdef void _release(self):
+        self.busy = False
+        if self.waiters:
+            PyThread_release_lock(self.wake)
 
     def __enter__(self):
         self._acquire()
         return self
 
     def __exit__(self, *exc):
-        PyThread_release_lock(self.lock)
+        self._release()
         return False
 
     def locked_step(self, object x, object rows=None):
@@ -782,7 +890,7 @@ cdef class Executor:
         try:
             return self._step(x, rows)
         finally:
-            PyThread_release_lock(self.lock)
+            self._release()
 
     cdef object _check_rows(self, object rows):
         """rows as a C intp array of distinct rows in [0, bcap); None when they are 0..n-1
@@ -877,6 +985,8 @@ cdef class Executor:
         for s in range(self.nslots):
             self.T[s] = 1
         try:
+            if self.nouts > 1:
+                self._pick_dict()
             self._bind_outputs(B, False, True)
             if picked is None:
                 self._run(B, self.bcap)
@@ -890,11 +1000,9 @@ cdef class Executor:
                         self.bufs[s] = <void *> (<size_t> self.own[s].ctypes.data)
             if self.nouts == 1:
                 return self._output(0, B, False, False, True)
-            res = {}
-            for s in range(self.nouts):
-                res[self.out_names[s]] = self._output(s, B, False, False, True)
-            return res
+            return self._fill_dict(B)
         finally:
+            self.step_dict = None
             self.bufs[self.step_in] = NULL
             self.held[self.step_in] = None
 

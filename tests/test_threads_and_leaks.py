@@ -19,23 +19,27 @@ def rss_mb() -> float:
 
 
 def test_one_stream_shared_by_threads_steps_atomically():
-    """Every thread steps the same input, so any interleaving of whole steps gives the state
-    of 4 x 200 sequential steps; a torn step (two threads in the kernels at once) would not."""
+    """Every thread steps the same input (two by step, two by feeding one-step chunks), so
+    any interleaving of whole steps gives the state of 4 x 200 sequential steps; a torn step
+    (two threads in the kernels at once, which let the GIL go) would not."""
     rng = np.random.default_rng(0)
     m = sequence_model(random_layer("LSTM", 32, 64, rng=rng, scale=0.2))
     x = rng.normal(size=(1, 32)).astype(np.float32)
     shared = m.stream()
     errors = []
 
-    def work():
+    def work(i):
         try:
             for _ in range(200):
-                shared.step(x)
+                if i % 2:
+                    shared.feed(x[None])
+                else:
+                    shared.step(x)
                 shared.state
         except Exception as e:  # noqa: BLE001
             errors.append(e)
 
-    threads = [threading.Thread(target=work) for _ in range(4)]
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
     for t in threads:
         t.start()
     for t in threads:
