@@ -5,7 +5,6 @@
  * activation. Only the standard cells come here (sigmoid/tanh, no clip, no peepholes, no
  * coupled input-forget); lrt_cell_fused_ok (lrt_dispatch.c) says which. Same arithmetic as the portable
  * path with the AVX2 activations (no fused multiply-adds), so the two agree bit for bit. */
-#include <string.h>
 #include "lrt_kernels.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -14,8 +13,9 @@
 #define LRT_AVX2_FN __attribute__((target("avx2,fma")))
 #define L LRT_LANES
 
-/* Blocks 0 .. full-1 work in place; a last, partial block (H % 8 units) goes through
- * 8-float copies so that no state array is read or written past its H values. */
+/* Blocks 0 .. full-1 work in place; a last, partial block (H % 8 units) reads and writes
+ * the state through a lane mask (tail_mask), so that no state array is touched past its H
+ * values. (Copies through an 8-float buffer cost a store-forwarding stall per step.) */
 #define FOR_BLOCKS(H, BODY_FULL, BODY_TAIL)                             \
     do {                                                                \
         int full_ = (H) / L, k;                                         \
@@ -23,18 +23,27 @@
         if ((H) % L) { k = full_; BODY_TAIL }                           \
     } while (0)
 
+/* lanes 0 .. n-1 on (0 < n < 8) */
+LRT_AVX2_INLINE __m256i tail_mask(int n)
+{
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
 LRT_AVX2_INLINE __m256 gate(const float *xp, const float *pr)
 {
     return _mm256_add_ps(_mm256_loadu_ps(xp), _mm256_loadu_ps(pr));
 }
 
-/* gates i, o, f, c of block k at k*32 + 0, 8, 16, 24 (xp + pr); c [H] updated; h out. */
-LRT_AVX2_INLINE void lstm_block(const float *xp, const float *pr, float *c, float *h)
+/* gates i, o, f, c of block k at k*32 + 0, 8, 16, 24 (xp + pr); c updated; h out (8
+ * floats). c is read and written in whole when tail is 0, else in the lanes of mask m. */
+LRT_AVX2_INLINE void lstm_block(const float *xp, const float *pr, float *c, float *h, int tail, __m256i m)
 {
     __m256 i = sigmoid256(gate(xp, pr)), o = sigmoid256(gate(xp + 8, pr + 8));
     __m256 f = sigmoid256(gate(xp + 16, pr + 16)), g = tanh256(gate(xp + 24, pr + 24));
-    __m256 cn = _mm256_add_ps(_mm256_mul_ps(f, _mm256_loadu_ps(c)), _mm256_mul_ps(i, g));
-    _mm256_storeu_ps(c, cn);
+    __m256 c0 = tail ? _mm256_maskload_ps(c, m) : _mm256_loadu_ps(c);
+    __m256 cn = _mm256_add_ps(_mm256_mul_ps(f, c0), _mm256_mul_ps(i, g));
+    if (tail) _mm256_maskstore_ps(c, m, cn);
+    else _mm256_storeu_ps(c, cn);
     _mm256_storeu_ps(h, _mm256_mul_ps(tanh256(cn), o));
 }
 
@@ -62,8 +71,7 @@ LRT_AVX2_INLINE void lstm_block2(const float *xp, const float *pr, float *c, flo
 
 LRT_AVX2_FN void lrt_lstm_cell_avx2(const lrt_cell *cl, const float *xp, const float *pr, float *c, float *h)
 {
-    float ct[L], ht[L];
-    int n = cl->H % L, pairs = cl->H / L / 2;
+    int pairs = cl->H / L / 2;
     for (int k = 0; k < 2 * pairs; k += 2)
         lstm_block2(xp + k * 4 * L, pr + k * 4 * L, c + k * L, h + k * L);
     xp += 2 * pairs * 4 * L;
@@ -71,23 +79,26 @@ LRT_AVX2_FN void lrt_lstm_cell_avx2(const lrt_cell *cl, const float *xp, const f
     c += 2 * pairs * L;
     h += 2 * pairs * L;
     FOR_BLOCKS(cl->H - 2 * pairs * L,
-        lstm_block(xp + k * 4 * L, pr + k * 4 * L, c + k * L, h + k * L);,
-        memcpy(ct, c + k * L, n * sizeof(float));
-        lstm_block(xp + k * 4 * L, pr + k * 4 * L, ct, ht);
-        memcpy(c + k * L, ct, n * sizeof(float));
-        memcpy(h + k * L, ht, L * sizeof(float)););  /* h has room for whole blocks */
+        lstm_block(xp + k * 4 * L, pr + k * 4 * L, c + k * L, h + k * L, 0, _mm256_setzero_si256());,
+        /* h has room for whole blocks */
+        lstm_block(xp + k * 4 * L, pr + k * 4 * L, c + k * L, h + k * L, 1, tail_mask(cl->H % L)););
 }
 
 /* (1 - z) n + z h */
-LRT_AVX2_INLINE __m256 gru_mix(__m256 z, __m256 n, const float *h)
+LRT_AVX2_INLINE __m256 gru_mix(__m256 z, __m256 n, __m256 h)
 {
-    return _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_set1_ps(1.0f), z), n),
-                         _mm256_mul_ps(z, _mm256_loadu_ps(h)));
+    return _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_set1_ps(1.0f), z), n), _mm256_mul_ps(z, h));
+}
+
+/* 8 floats of h, or its lanes of mask m (a last, partial block) */
+LRT_AVX2_INLINE __m256 load_h(const float *h, int tail, __m256i m)
+{
+    return tail ? _mm256_maskload_ps(h, m) : _mm256_loadu_ps(h);
 }
 
 /* linear_before_reset: gates z, r, n of block k at k*24 + 0, 8, 16; xp holds W x + b for all
  * three and R h + b for z and r are in pr, R_n h + b_hn in pr's n slot. */
-LRT_AVX2_INLINE void gru_lbr_block(const float *xp, const float *pr, const float *h, float *hnew)
+LRT_AVX2_INLINE void gru_lbr_block(const float *xp, const float *pr, __m256 h, float *hnew)
 {
     __m256 z = sigmoid256(gate(xp, pr)), r = sigmoid256(gate(xp + 8, pr + 8));
     __m256 n = tanh256(_mm256_add_ps(_mm256_loadu_ps(xp + 16), _mm256_mul_ps(r, _mm256_loadu_ps(pr + 16))));
@@ -96,15 +107,15 @@ LRT_AVX2_INLINE void gru_lbr_block(const float *xp, const float *pr, const float
 
 /* without linear_before_reset, first half: z (kept) and r * h, from xp (3 gates) and
  * pr = R_zr h (2 gates: k*16 + 0, 8) */
-LRT_AVX2_INLINE void gru_zr_block(const float *xp, const float *pr, const float *h, float *z, float *rh)
+LRT_AVX2_INLINE void gru_zr_block(const float *xp, const float *pr, __m256 h, float *z, float *rh)
 {
     __m256 zv = sigmoid256(gate(xp, pr)), r = sigmoid256(gate(xp + 8, pr + 8));
     _mm256_storeu_ps(z, zv);
-    _mm256_storeu_ps(rh, _mm256_mul_ps(r, _mm256_loadu_ps(h)));
+    _mm256_storeu_ps(rh, _mm256_mul_ps(r, h));
 }
 
 /* second half, after hn = R_h (r * h): n = tanh(W_n x + b + hn), the new h */
-LRT_AVX2_INLINE void gru_n_block(const float *xp, const float *hn, const float *z, const float *h, float *hnew)
+LRT_AVX2_INLINE void gru_n_block(const float *xp, const float *hn, const float *z, __m256 h, float *hnew)
 {
     __m256 n = tanh256(_mm256_add_ps(_mm256_loadu_ps(xp + 16), _mm256_loadu_ps(hn)));
     _mm256_storeu_ps(hnew, gru_mix(_mm256_loadu_ps(z), n, h));
@@ -123,14 +134,13 @@ LRT_AVX2_INLINE void gru_lbr_block2(const float *xp, const float *pr, const floa
         n[b] = _mm256_add_ps(_mm256_loadu_ps(xp + b * 3 * L + 16),
                              _mm256_mul_ps(zr[2 * b + 1], _mm256_loadu_ps(pr + b * 3 * L + 16)));
     tanh256n(2, n);
-    for (int b = 0; b < 2; b++) _mm256_storeu_ps(hnew + b * L, gru_mix(zr[2 * b], n[b], h + b * L));
+    for (int b = 0; b < 2; b++) _mm256_storeu_ps(hnew + b * L, gru_mix(zr[2 * b], n[b], _mm256_loadu_ps(h + b * L)));
 }
 
 LRT_AVX2_FN void lrt_gru_cell_a_avx2(const lrt_cell *cl, const float *xp, const float *pr, const float *h,
                                      float *z, float *rh, float *hnew)
 {
-    float ht[L] = {0};
-    int n = cl->H % L;
+    const __m256i none = _mm256_setzero_si256(), m = tail_mask(cl->H % L);
     if (cl->linear_before_reset) {
         int pairs = cl->H / L / 2;
         for (int k = 0; k < 2 * pairs; k += 2)
@@ -140,25 +150,21 @@ LRT_AVX2_FN void lrt_gru_cell_a_avx2(const lrt_cell *cl, const float *xp, const 
         h += 2 * pairs * L;
         hnew += 2 * pairs * L;
         FOR_BLOCKS(cl->H - 2 * pairs * L,
-            gru_lbr_block(xp + k * 3 * L, pr + k * 3 * L, h + k * L, hnew + k * L);,
-            memcpy(ht, h + k * L, n * sizeof(float));
-            gru_lbr_block(xp + k * 3 * L, pr + k * 3 * L, ht, hnew + k * L););
+            gru_lbr_block(xp + k * 3 * L, pr + k * 3 * L, load_h(h + k * L, 0, none), hnew + k * L);,
+            gru_lbr_block(xp + k * 3 * L, pr + k * 3 * L, load_h(h + k * L, 1, m), hnew + k * L););
     } else
         FOR_BLOCKS(cl->H,
-            gru_zr_block(xp + k * 3 * L, pr + k * 2 * L, h + k * L, z + k * L, rh + k * L);,
-            memcpy(ht, h + k * L, n * sizeof(float));
-            gru_zr_block(xp + k * 3 * L, pr + k * 2 * L, ht, z + k * L, rh + k * L););
+            gru_zr_block(xp + k * 3 * L, pr + k * 2 * L, load_h(h + k * L, 0, none), z + k * L, rh + k * L);,
+            gru_zr_block(xp + k * 3 * L, pr + k * 2 * L, load_h(h + k * L, 1, m), z + k * L, rh + k * L););
 }
 
 LRT_AVX2_FN void lrt_gru_cell_b_avx2(const lrt_cell *cl, const float *xp, const float *hn, const float *z,
                                      const float *h, float *hnew)
 {
-    float ht[L] = {0};
-    int n = cl->H % L;
+    const __m256i none = _mm256_setzero_si256(), m = tail_mask(cl->H % L);
     FOR_BLOCKS(cl->H,
-        gru_n_block(xp + k * 3 * L, hn + k * L, z + k * L, h + k * L, hnew + k * L);,
-        memcpy(ht, h + k * L, n * sizeof(float));
-        gru_n_block(xp + k * 3 * L, hn + k * L, z + k * L, ht, hnew + k * L););
+        gru_n_block(xp + k * 3 * L, hn + k * L, z + k * L, load_h(h + k * L, 0, none), hnew + k * L);,
+        gru_n_block(xp + k * 3 * L, hn + k * L, z + k * L, load_h(h + k * L, 1, m), hnew + k * L););
 }
 
 #else  /* lrt_cell_fused_ok is 0 here (no AVX2 level), so these are never called */

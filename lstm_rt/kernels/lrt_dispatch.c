@@ -141,6 +141,10 @@ void lrt_matmul_with(const lrt_kernels *k, int M, const float *A, int lda, const
                      const float *bias, float *C, int ldc, int ncols, float *scratch)
 {
     if (M <= 0 || W->nblk <= 0 || W->dtype < LRT_F32 || W->dtype > LRT_I8) return;
+    if (M <= 48) {   /* one chunk (a step's rows): no division for its size */
+        k->matmul[W->dtype](M, A, lda, W, bias, C, ldc, ncols, scratch);
+        return;
+    }
     int chunk = rows_per_chunk(W->K);
     for (int m = 0; m < M; m += chunk)   /* scratch serves each chunk in turn */
         k->matmul[W->dtype](M - m < chunk ? M - m : chunk, A + (size_t)m * lda, lda, W, bias,
