@@ -216,7 +216,7 @@ def test_a_steps_outputs_are_recycled_only_once_nothing_can_see_them():
     want = [keep.step(x) for x in xs]       # all held: nothing can be recycled
     s = m.stream(batch=2)
     kept, snap = [], []
-    weak, weak_checks = None, 0
+    weak, weak_values, weak_checks = None, None, 0
     for t, x in enumerate(xs):
         out = s.step(x)
         if weak is not None and weak() is not None:    # alive while a spare: never rewritten
