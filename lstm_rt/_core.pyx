@@ -12,7 +12,7 @@ import os
 import time
 
 import numpy as np
-from cpython.pythread cimport (NOWAIT_LOCK, WAIT_LOCK, PyThread_acquire_lock, PyThread_allocate_lock,
+from cpython.pythread cimport (WAIT_LOCK, PyThread_acquire_lock, PyThread_allocate_lock,
                                PyThread_free_lock, PyThread_release_lock, PyThread_type_lock)
 cimport numpy as cnp
 from libc.stdint cimport int32_t, int64_t

@@ -52,6 +52,46 @@ def test_one_stream_shared_by_threads_steps_atomically():
         np.testing.assert_array_equal(shared.state[k], v)
 
 
+def test_steps_wait_for_a_holder_that_let_the_gil_go():
+    """A thread holding a stream (here inside `with`, asleep without the GIL) makes every
+    other thread's step wait for it; the waiters then all run, one whole step each."""
+    import time
+    rng = np.random.default_rng(3)
+    m = sequence_model(random_layer("GRU", 3, 4, rng=rng))
+    x = rng.normal(size=(1, 3)).astype(np.float32)
+    s = m.stream()
+    order, entered, errors = [], threading.Event(), []
+
+    def holder():
+        with s._lock:
+            entered.set()
+            time.sleep(0.3)
+            order.append("holder")
+
+    def stepper():
+        try:
+            s.step(x)
+            order.append("step")
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    h = threading.Thread(target=holder)
+    h.start()
+    entered.wait()
+    steppers = [threading.Thread(target=stepper) for _ in range(3)]
+    for t in steppers:
+        t.start()
+    for t in [h] + steppers:
+        t.join()
+    assert not errors
+    assert order == ["holder", "step", "step", "step"]
+    alone = m.stream()
+    for _ in range(3):
+        alone.step(x)
+    for k, v in alone.state.items():
+        np.testing.assert_array_equal(s.state[k], v)
+
+
 def test_million_steps_keep_rss_flat():
     m = language_model(["<unk>", ".", "a", "b", "c"], E=4, H=8)
     s = m.stream()
