@@ -385,7 +385,7 @@ cdef class Executor:
     cdef list scratch       # per state buffer: rows gathered for a step of some rows (or None)
     cdef object seen        # uint8 [bcap]: duplicate check of those rows
     cdef list spares        # one output: two arrays earlier steps returned (or None)
-    cdef unsigned char newest[64]   # per output (the first 64): which spare was handed out last
+    cdef int newest_array   # which of them was handed out last
     cdef list spare_dicts   # several outputs: two dicts earlier steps returned (or None)
     cdef object step_dict   # during a step: the spare dict whose arrays it may reuse, or None
     cdef int dict_slot      # and its index in spare_dicts (-1: none)
@@ -512,8 +512,8 @@ cdef class Executor:
         self.nouts = len(prog.outputs)
         self.out_names = tuple(o.name for o in prog.outputs)
         self.results = [None] * self.nouts
-        self.spares = [None] * (2 * self.nouts)
-        memset(self.newest, 0, sizeof(self.newest))
+        self.spares = [None, None]
+        self.newest_array = 0
         self.spare_dicts = [None, None]
         self.step_dict = None
         self.dict_slot = -1
@@ -712,14 +712,14 @@ cdef class Executor:
                 return <object> self.dict_vals[i]
             return cnp.PyArray_EMPTY(nd, dims, cnp.NPY_FLOAT32, 0)
         for k in range(2):
-            p = PyList_GET_ITEM(self.spares, 2 * i + k)    # borrowed: the list's is the one reference
+            p = PyList_GET_ITEM(self.spares, k)    # borrowed: the list's is the one reference
             if lrt_spare_fits(p, nd, dims):
-                self.newest[i] = k
+                self.newest_array = k
                 return <object> p
         a = cnp.PyArray_EMPTY(nd, dims, cnp.NPY_FLOAT32, 0)
-        k = 1 - self.newest[i]
-        self.spares[2 * i + k] = a
-        self.newest[i] = k
+        k = 1 - self.newest_array
+        self.spares[k] = a
+        self.newest_array = k
         return a
 
     cdef int _pick_dict(self) except -1:

@@ -34,17 +34,15 @@ LRT_AVX2_INLINE __m256 gate(const float *xp, const float *pr)
     return _mm256_add_ps(_mm256_loadu_ps(xp), _mm256_loadu_ps(pr));
 }
 
-/* gates i, o, f, c of block k at k*32 + 0, 8, 16, 24 (xp + pr); c updated; h out (8
- * floats). c is read and written in whole when tail is 0, else in the lanes of mask m. */
-LRT_AVX2_INLINE void lstm_block(const float *xp, const float *pr, float *c, float *h, int tail, __m256i m)
+/* gates i, o, f, c of block k at k*32 + 0, 8, 16, 24 (xp + pr), the block's old c; writes
+ * h (8 floats), returns the new c. */
+LRT_AVX2_INLINE __m256 lstm_block(const float *xp, const float *pr, __m256 c, float *h)
 {
     __m256 i = sigmoid256(gate(xp, pr)), o = sigmoid256(gate(xp + 8, pr + 8));
     __m256 f = sigmoid256(gate(xp + 16, pr + 16)), g = tanh256(gate(xp + 24, pr + 24));
-    __m256 c0 = tail ? _mm256_maskload_ps(c, m) : _mm256_loadu_ps(c);
-    __m256 cn = _mm256_add_ps(_mm256_mul_ps(f, c0), _mm256_mul_ps(i, g));
-    if (tail) _mm256_maskstore_ps(c, m, cn);
-    else _mm256_storeu_ps(c, cn);
+    __m256 cn = _mm256_add_ps(_mm256_mul_ps(f, c), _mm256_mul_ps(i, g));
     _mm256_storeu_ps(h, _mm256_mul_ps(tanh256(cn), o));
+    return cn;
 }
 
 /* Two blocks at once (k and k + 1): their activation chains overlap. */
@@ -78,10 +76,11 @@ LRT_AVX2_FN void lrt_lstm_cell_avx2(const lrt_cell *cl, const float *xp, const f
     pr += 2 * pairs * 4 * L;
     c += 2 * pairs * L;
     h += 2 * pairs * L;
+    const __m256i m = tail_mask(cl->H % L);
     FOR_BLOCKS(cl->H - 2 * pairs * L,
-        lstm_block(xp + k * 4 * L, pr + k * 4 * L, c + k * L, h + k * L, 0, _mm256_setzero_si256());,
+        _mm256_storeu_ps(c + k * L, lstm_block(xp + k * 4 * L, pr + k * 4 * L, _mm256_loadu_ps(c + k * L), h + k * L));,
         /* h has room for whole blocks */
-        lstm_block(xp + k * 4 * L, pr + k * 4 * L, c + k * L, h + k * L, 1, tail_mask(cl->H % L)););
+        _mm256_maskstore_ps(c + k * L, m, lstm_block(xp + k * 4 * L, pr + k * 4 * L, _mm256_maskload_ps(c + k * L, m), h + k * L)););
 }
 
 /* (1 - z) n + z h */
@@ -90,11 +89,6 @@ LRT_AVX2_INLINE __m256 gru_mix(__m256 z, __m256 n, __m256 h)
     return _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_set1_ps(1.0f), z), n), _mm256_mul_ps(z, h));
 }
 
-/* 8 floats of h, or its lanes of mask m (a last, partial block) */
-LRT_AVX2_INLINE __m256 load_h(const float *h, int tail, __m256i m)
-{
-    return tail ? _mm256_maskload_ps(h, m) : _mm256_loadu_ps(h);
-}
 
 /* linear_before_reset: gates z, r, n of block k at k*24 + 0, 8, 16; xp holds W x + b for all
  * three and R h + b for z and r are in pr, R_n h + b_hn in pr's n slot. */
@@ -140,7 +134,7 @@ LRT_AVX2_INLINE void gru_lbr_block2(const float *xp, const float *pr, const floa
 LRT_AVX2_FN void lrt_gru_cell_a_avx2(const lrt_cell *cl, const float *xp, const float *pr, const float *h,
                                      float *z, float *rh, float *hnew)
 {
-    const __m256i none = _mm256_setzero_si256(), m = tail_mask(cl->H % L);
+    const __m256i m = tail_mask(cl->H % L);
     if (cl->linear_before_reset) {
         int pairs = cl->H / L / 2;
         for (int k = 0; k < 2 * pairs; k += 2)
@@ -150,21 +144,21 @@ LRT_AVX2_FN void lrt_gru_cell_a_avx2(const lrt_cell *cl, const float *xp, const 
         h += 2 * pairs * L;
         hnew += 2 * pairs * L;
         FOR_BLOCKS(cl->H - 2 * pairs * L,
-            gru_lbr_block(xp + k * 3 * L, pr + k * 3 * L, load_h(h + k * L, 0, none), hnew + k * L);,
-            gru_lbr_block(xp + k * 3 * L, pr + k * 3 * L, load_h(h + k * L, 1, m), hnew + k * L););
+            gru_lbr_block(xp + k * 3 * L, pr + k * 3 * L, _mm256_loadu_ps(h + k * L), hnew + k * L);,
+            gru_lbr_block(xp + k * 3 * L, pr + k * 3 * L, _mm256_maskload_ps(h + k * L, m), hnew + k * L););
     } else
         FOR_BLOCKS(cl->H,
-            gru_zr_block(xp + k * 3 * L, pr + k * 2 * L, load_h(h + k * L, 0, none), z + k * L, rh + k * L);,
-            gru_zr_block(xp + k * 3 * L, pr + k * 2 * L, load_h(h + k * L, 1, m), z + k * L, rh + k * L););
+            gru_zr_block(xp + k * 3 * L, pr + k * 2 * L, _mm256_loadu_ps(h + k * L), z + k * L, rh + k * L);,
+            gru_zr_block(xp + k * 3 * L, pr + k * 2 * L, _mm256_maskload_ps(h + k * L, m), z + k * L, rh + k * L););
 }
 
 LRT_AVX2_FN void lrt_gru_cell_b_avx2(const lrt_cell *cl, const float *xp, const float *hn, const float *z,
                                      const float *h, float *hnew)
 {
-    const __m256i none = _mm256_setzero_si256(), m = tail_mask(cl->H % L);
+    const __m256i m = tail_mask(cl->H % L);
     FOR_BLOCKS(cl->H,
-        gru_n_block(xp + k * 3 * L, hn + k * L, z + k * L, load_h(h + k * L, 0, none), hnew + k * L);,
-        gru_n_block(xp + k * 3 * L, hn + k * L, z + k * L, load_h(h + k * L, 1, m), hnew + k * L););
+        gru_n_block(xp + k * 3 * L, hn + k * L, z + k * L, _mm256_loadu_ps(h + k * L), hnew + k * L);,
+        gru_n_block(xp + k * 3 * L, hn + k * L, z + k * L, _mm256_maskload_ps(h + k * L, m), hnew + k * L););
 }
 
 #else  /* lrt_cell_fused_ok is 0 here (no AVX2 level), so these are never called */
