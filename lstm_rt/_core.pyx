@@ -16,11 +16,11 @@ from cpython.pythread cimport (WAIT_LOCK, PyThread_acquire_lock, PyThread_alloca
                                PyThread_free_lock, PyThread_release_lock, PyThread_type_lock)
 cimport numpy as cnp
 from libc.stdint cimport int32_t, int64_t
-from cpython.dict cimport PyDict_CheckExact, PyDict_Next, PyDict_Size
+from cpython.dict cimport PyDict_CheckExact, PyDict_Next, PyDict_SetItem, PyDict_Size
 from cpython.list cimport PyList_GET_ITEM
 from cpython.tuple cimport PyTuple_GET_ITEM
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from cpython.ref cimport Py_REFCNT, PyObject
+from cpython.ref cimport Py_INCREF, Py_REFCNT, Py_XDECREF, PyObject
 from libc.string cimport memcmp, memcpy, memset
 
 from lstm_rt._core cimport *
@@ -343,6 +343,9 @@ ctypedef struct out_desc:
     int direct        # a step (or a time-major feed) may bind buf to the result array itself
     int first, nbufs  # state ports: their buffers are sbufs[first:first + nbufs]
     int dirs          # state ports: directions in all
+    int step_nd       # a step's array: step_nd dims, step_dims with the batch at b_axis
+    int b_axis
+    cnp.npy_intp step_dims[4]
 
 
 cdef class Executor:
@@ -391,9 +394,11 @@ cdef class Executor:
     cdef int dict_slot      # and its index in spare_dicts (-1: none)
     cdef PyObject *dict_vals[64]    # and its values, in the outputs' order (borrowed)
     cdef int newest_dict    # which spare dict was handed out last
+    cdef PyObject **step_arrs       # during a step: per output the array it returns (owned)
 
     def __cinit__(self):
         self.outs = NULL
+        self.step_arrs = NULL
         self.sbufs = NULL
         self.sdirs = NULL
         self.ops = NULL
@@ -412,6 +417,7 @@ cdef class Executor:
 
     def __dealloc__(self):
         PyMem_Free(self.outs)
+        PyMem_Free(self.step_arrs)
         PyMem_Free(self.sbufs)
         PyMem_Free(self.sdirs)
         PyMem_Free(self.ops)
@@ -520,10 +526,12 @@ cdef class Executor:
         self.newest_dict = 0
         nstate = sum(len(o.buffers) for o in prog.outputs)
         self.outs = <out_desc *> PyMem_Malloc(max(self.nouts, 1) * sizeof(out_desc))
+        self.step_arrs = <PyObject **> PyMem_Malloc(max(self.nouts, 1) * sizeof(PyObject *))
         self.sbufs = <int *> PyMem_Malloc(max(nstate, 1) * sizeof(int))
         self.sdirs = <int *> PyMem_Malloc(max(nstate, 1) * sizeof(int))
-        if self.outs == NULL or self.sbufs == NULL or self.sdirs == NULL:
+        if self.outs == NULL or self.step_arrs == NULL or self.sbufs == NULL or self.sdirs == NULL:
             raise MemoryError()
+        memset(self.step_arrs, 0, max(self.nouts, 1) * sizeof(PyObject *))
         seen = set()
         for i in range(self.nouts):
             o = prog.outputs[i]
@@ -540,6 +548,14 @@ cdef class Executor:
                 self.sdirs[n] = prog.buffers[k].dirs
                 d.dirs += self.sdirs[n]
                 n += 1
+            # a single step's shape (the batch at b_axis): [D, B, H], [B, D, H], [B, H] for
+            # state ports, [G, B, F/G], [B, G, F/G] or [B, F] for the others
+            shape = {L_DBH: (d.dirs, -1, d.width), L_BDH: (-1, d.dirs, d.width), L_BH: (-1, d.width),
+                     L_TDBH: (d.groups, -1, d.width // d.groups),
+                     L_BTDH: (-1, d.groups, d.width // d.groups)}.get(d.layout, (-1, d.width))
+            d.step_nd, d.b_axis = len(shape), shape.index(-1)
+            for k in range(d.step_nd):
+                d.step_dims[k] = shape[k]
         return 0
 
     def reserve(self, tcaps):
@@ -654,10 +670,9 @@ cdef class Executor:
         self._run(B, self.bcap)
         return [self._output(s, B, time_axis, fresh) for s in range(self.nouts)]
 
-    cdef int _bind_outputs(self, int B, bint time_axis, bint recycle=False) except -1:
+    cdef int _bind_outputs(self, int B, bint time_axis) except -1:
         """Point the buffers of outputs laid out like the internal form at fresh arrays in
-        their final shape, so the ops write the results in place (no copy). recycle: a
-        step's, which may be arrays earlier steps returned and nobody holds (_spare)."""
+        their final shape, so the ops write the results in place (no copy)."""
         cdef int i
         cdef out_desc *d
         cdef cnp.npy_intp dims[4]
@@ -675,22 +690,25 @@ cdef class Executor:
                 if d.layout != L_TBF:
                     continue
                 dims[0], dims[1], dims[2], nd = self.T[d.slot], B, d.width, 3
-            elif d.layout == L_BTDH:
-                dims[0], dims[1], dims[2], nd = B, d.groups, d.width // d.groups, 3
             else:
-                dims[0], dims[1], nd = B, d.width, 2
-            a = self._spare(i, nd, dims) if recycle else cnp.PyArray_EMPTY(nd, dims, cnp.NPY_FLOAT32, 0)
+                nd = self._step_shape(d, B, dims)
+            a = cnp.PyArray_EMPTY(nd, dims, cnp.NPY_FLOAT32, 0)
             self.bufs[d.buf] = cnp.PyArray_DATA(<cnp.ndarray> a)
             self.held[d.buf] = a
             self.results[i] = a
         return 0
 
-    cdef object _new(self, int nd, cnp.npy_intp a0, cnp.npy_intp a1, cnp.npy_intp a2, cnp.npy_intp a3,
-                     int spare=-1):
+    cdef int _step_shape(self, out_desc *d, int B, cnp.npy_intp *dims) noexcept:
+        """dims = the shape of output d for one step of B rows; returns its ndim."""
+        cdef int k
+        for k in range(d.step_nd):
+            dims[k] = d.step_dims[k]
+        dims[d.b_axis] = B
+        return d.step_nd
+
+    cdef object _new(self, int nd, cnp.npy_intp a0, cnp.npy_intp a1, cnp.npy_intp a2, cnp.npy_intp a3):
         cdef cnp.npy_intp dims[4]
         dims[0], dims[1], dims[2], dims[3] = a0, a1, a2, a3
-        if spare >= 0:
-            return self._spare(spare, nd, dims)
         return cnp.PyArray_EMPTY(nd, dims, cnp.NPY_FLOAT32, 0)
 
     cdef object _spare(self, int i, int nd, cnp.npy_intp *dims):
@@ -726,7 +744,7 @@ cdef class Executor:
         """Before a step of several outputs: step_dict = a dict an earlier step returned
         that nobody holds any more (its one reference is spare_dicts') and whose keys are
         still the outputs' names in order, else None. Its arrays may then be reused, and the
-        dict itself is the step's result (_fill_dict): in a loop that keeps only the last
+        dict itself is the step's result (_step_result): in a loop that keeps only the last
         step's result, a step allocates nothing (not even a GC-counted object)."""
         cdef int k, i
         cdef PyObject *p
@@ -752,48 +770,72 @@ cdef class Executor:
                 return 0
         return 0
 
-    cdef object _fill_dict(self, int B):
-        """The step's outputs as a dict {name: output}: step_dict, its values replaced where
-        they were not reused, or a new dict, kept as a spare."""
+    cdef int _step_arrays(self, int B) except -1:
+        """Before a step's run: step_arrs[i] = the array output i returns (a spare nobody
+        holds any more, else a new one); outputs laid out like their buffer get it bound as
+        that buffer, so the ops write into it (no copy). _end_step lets them go."""
+        cdef int i
+        cdef out_desc *d
+        cdef cnp.npy_intp dims[4]
+        cdef object a
+        for i in range(self.nouts):
+            d = &self.outs[i]
+            a = self._spare(i, self._step_shape(d, B, dims), dims)
+            Py_INCREF(a)
+            self.step_arrs[i] = <PyObject *> a
+            if d.direct:
+                self.bufs[d.buf] = cnp.PyArray_DATA(<cnp.ndarray> a)
+        return 0
+
+    cdef object _step_result(self, int B, int bcap):
+        """After a step's run: the other outputs copied into their arrays (state buffers
+        hold bcap rows per direction); the array (one output) or {name: array}, in
+        step_dict when there is one (only the values that changed are set), else a new
+        dict kept as a spare."""
         cdef int i, k
-        cdef object d = self.step_dict
+        cdef object d
+        for i in range(self.nouts):
+            if not self.outs[i].direct:
+                self._copy_step(i, B, bcap, <char *> cnp.PyArray_DATA(<cnp.ndarray> <object> self.step_arrs[i]))
+        if self.nouts == 1:
+            return <object> self.step_arrs[0]
+        d = self.step_dict
         if d is not None:
             for i in range(self.nouts):
-                o = self._output(i, B, False, False, True)
-                if <PyObject *> o != self.dict_vals[i]:
-                    d[self.out_names[i]] = o
-            self.step_dict = None
+                if self.step_arrs[i] != self.dict_vals[i]:
+                    PyDict_SetItem(d, <object> PyTuple_GET_ITEM(self.out_names, i), <object> self.step_arrs[i])
             self.newest_dict = self.dict_slot
             return d
         d = {}
         for i in range(self.nouts):
-            d[self.out_names[i]] = self._output(i, B, False, False, True)
+            PyDict_SetItem(d, <object> PyTuple_GET_ITEM(self.out_names, i), <object> self.step_arrs[i])
         k = 1 - self.newest_dict
         self.spare_dicts[k] = d
         self.newest_dict = k
         return d
 
-    cdef object _output(self, int i, int B, bint time_axis, bint fresh, bint recycle=False):
-        """Output i laid out as its port says, from the buffers of the call just run.
-        recycle: a step's output, which may be an array nobody holds any more (_spare)."""
+    cdef void _end_step(self):
+        """After a step, failed or not: its arrays let go, outputs' buffers back to their own."""
+        cdef int i
+        cdef out_desc *d
+        cdef PyObject *a
+        for i in range(self.nouts):
+            d = &self.outs[i]
+            if d.direct:
+                self.bufs[d.buf] = cnp.PyArray_DATA(<cnp.ndarray> <object> PyList_GET_ITEM(self.own, d.buf))
+            a = self.step_arrs[i]
+            self.step_arrs[i] = NULL
+            Py_XDECREF(a)
+        self.step_dict = None
+
+    cdef int _copy_step(self, int i, int B, int bcap, char *dst) except -1:
+        """Output i of one step (its shape: _step_shape) from the buffers into dst; state
+        buffers hold bcap rows per direction."""
         cdef out_desc *d = &self.outs[i]
-        cdef int spare = i if recycle else -1
-        cdef int T = 1, F = d.width, G = d.groups, Hg, t, g, r, dd = 0, k, j, H = d.width, D = d.dirs
+        cdef int F = d.width, G = d.groups, Hg = d.width // d.groups, g, r, dd = 0, k, j, D = d.dirs
         cdef char *src
-        cdef char *dst
-        cdef size_t f4 = sizeof(float), bc = self.bcap
-        cdef object res = self.results[i]
-        if res is not None:
-            self.results[i] = None
-            return res
+        cdef size_t f4 = sizeof(float), bc = bcap
         if d.layout >= L_DBH:       # state ports: [D, B, H], [B, D, H] or [B, H]
-            if d.layout == L_DBH:
-                res = self._new(3, D, B, H, 0, spare)
-            elif d.layout == L_BDH:
-                res = self._new(3, B, D, H, 0, spare)
-            else:
-                res = self._new(2, B, H, 0, 0, spare)
-            dst = <char *> cnp.PyArray_DATA(<cnp.ndarray> res)
             for j in range(d.first, d.first + d.nbufs):
                 src = <char *> self.bufs[self.sbufs[j]]
                 if src == NULL:
@@ -801,30 +843,44 @@ cdef class Executor:
                 for k in range(self.sdirs[j]):
                     if d.layout == L_BDH:
                         for r in range(B):
-                            memcpy(dst + ((r * D + dd) * H) * f4, src + ((k * bc + r) * H) * f4, H * f4)
+                            memcpy(dst + ((r * D + dd) * F) * f4, src + ((k * bc + r) * F) * f4, F * f4)
                     else:
-                        memcpy(dst + (dd * B * H) * f4, src + (k * bc * H) * f4, B * H * f4)
+                        memcpy(dst + (dd * B * F) * f4, src + (k * bc * F) * f4, B * F * f4)
                     dd += 1
-            return res
-        if d.slot >= 0:
-            T = self.T[d.slot]
+            return 0
         src = <char *> self.bufs[d.buf]
         if src == NULL:
             raise ShapeError(f"output {self.out_names[i]!r} is an input that was not given")
-        Hg = F // G
-        if d.slot < 0 or not time_axis or d.layout == L_BF:
-            if T != 1:
-                raise ShapeError(f"output {self.out_names[i]!r} is a single step but {T} steps were run")
-            if d.layout == L_TDBH:
-                res = self._new(3, G, B, Hg, 0, spare)
-                dst = <char *> cnp.PyArray_DATA(<cnp.ndarray> res)
-                for g in range(G):
-                    for r in range(B):
-                        memcpy(dst + ((g * B + r) * Hg) * f4, src + (r * F + g * Hg) * f4, Hg * f4)
-                return res
-            res = self._new(3, B, G, Hg, 0, spare) if d.layout == L_BTDH else self._new(2, B, F, 0, 0, spare)
-            memcpy(cnp.PyArray_DATA(<cnp.ndarray> res), src, B * F * f4)
+        if d.slot >= 0 and self.T[d.slot] != 1:
+            raise ShapeError(f"output {self.out_names[i]!r} is a single step but {self.T[d.slot]} steps were run")
+        if d.layout == L_TDBH:
+            for g in range(G):
+                for r in range(B):
+                    memcpy(dst + ((g * B + r) * Hg) * f4, src + (r * F + g * Hg) * f4, Hg * f4)
+        else:
+            memcpy(dst, src, B * F * f4)
+        return 0
+
+    cdef object _output(self, int i, int B, bint time_axis, bint fresh):
+        """Output i laid out as its port says, from the buffers of the call just run."""
+        cdef out_desc *d = &self.outs[i]
+        cdef int T = 1, F = d.width, G = d.groups, Hg = d.width // d.groups, t, g, r
+        cdef char *src
+        cdef char *dst
+        cdef size_t f4 = sizeof(float)
+        cdef cnp.npy_intp dims[4]
+        cdef object res = self.results[i]
+        if res is not None:
+            self.results[i] = None
             return res
+        if d.layout >= L_DBH or d.slot < 0 or not time_axis or d.layout == L_BF:
+            res = cnp.PyArray_EMPTY(self._step_shape(d, B, dims), dims, cnp.NPY_FLOAT32, 0)
+            self._copy_step(i, B, self.bcap, <char *> cnp.PyArray_DATA(<cnp.ndarray> res))
+            return res
+        T = self.T[d.slot]
+        src = <char *> self.bufs[d.buf]
+        if src == NULL:
+            raise ShapeError(f"output {self.out_names[i]!r} is an input that was not given")
         if d.layout == L_TBF:
             if fresh and self.own[d.buf] is not None:
                 return self.own[d.buf][:T * B * F].reshape(T, B, F)
@@ -980,31 +1036,30 @@ cdef class Executor:
                 raise ShapeError(f"expected float32 of shape ({B}, {self.step_f}), got {x.dtype} {x.shape}")
             if not cnp.PyArray_IS_C_CONTIGUOUS(arr) or not cnp.PyArray_ISNOTSWAPPED(arr):
                 arr = np.ascontiguousarray(arr, dtype=np.float32)   # native byte order
-        self.bufs[self.step_in] = cnp.PyArray_DATA(arr)
-        self.held[self.step_in] = arr
+        self.bufs[self.step_in] = cnp.PyArray_DATA(arr)    # arr, a local, keeps it alive
         for s in range(self.nslots):
             self.T[s] = 1
         try:
             if self.nouts > 1:
                 self._pick_dict()
-            self._bind_outputs(B, False, True)
+            self._step_arrays(B)
             if picked is None:
                 self._run(B, self.bcap)
-            else:
-                self._move_rows(picked, True)
-                try:
-                    self._run(B, B)
-                    self._move_rows(picked, False)
-                finally:
-                    for _, s in self.program.states:
-                        self.bufs[s] = <void *> (<size_t> self.own[s].ctypes.data)
-            if self.nouts == 1:
-                return self._output(0, B, False, False, True)
-            return self._fill_dict(B)
+                return self._step_result(B, self.bcap)
+            self._move_rows(picked, True)
+            try:
+                self._run(B, B)
+                # the state outputs from the gathered rows (B per direction, in rows' order),
+                # before they go back to their places
+                res = self._step_result(B, B)
+                self._move_rows(picked, False)
+                return res
+            finally:
+                for _, s in self.program.states:
+                    self.bufs[s] = <void *> (<size_t> self.own[s].ctypes.data)
         finally:
-            self.step_dict = None
+            self._end_step()
             self.bufs[self.step_in] = NULL
-            self.held[self.step_in] = None
 
 
 def cpu_has_avx2():
