@@ -8,26 +8,22 @@
 #include "lrt_kernels.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include "lrt_part_avx2.h"
 #include "lrt_vmath_avx2.h"
 
 #define LRT_AVX2_FN __attribute__((target("avx2,fma")))
 #define L LRT_LANES
 
 /* Blocks 0 .. full-1 work in place; a last, partial block (H % 8 units) reads and writes
- * the state through a lane mask (tail_mask), so that no state array is touched past its H
- * values. (Copies through an 8-float buffer cost a store-forwarding stall per step.) */
+ * the state in pieces (lrt_load_part / lrt_store_part), so that no state array is touched
+ * past its H values. (Copies through an 8-float buffer cost a store-forwarding stall per
+ * step; masked loads and stores are microcode on AMD Zen 1.) */
 #define FOR_BLOCKS(H, BODY_FULL, BODY_TAIL)                             \
     do {                                                                \
         int full_ = (H) / L, k;                                         \
         for (k = 0; k < full_; k++) { BODY_FULL }                       \
         if ((H) % L) { k = full_; BODY_TAIL }                           \
     } while (0)
-
-/* lanes 0 .. n-1 on (0 < n < 8) */
-LRT_AVX2_INLINE __m256i tail_mask(int n)
-{
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
 
 LRT_AVX2_INLINE __m256 gate(const float *xp, const float *pr)
 {
@@ -76,11 +72,11 @@ LRT_AVX2_FN void lrt_lstm_cell_avx2(const lrt_cell *cl, const float *xp, const f
     pr += 2 * pairs * 4 * L;
     c += 2 * pairs * L;
     h += 2 * pairs * L;
-    const __m256i m = tail_mask(cl->H % L);
+    const int tail = cl->H % L;
     FOR_BLOCKS(cl->H - 2 * pairs * L,
         _mm256_storeu_ps(c + k * L, lstm_block(xp + k * 4 * L, pr + k * 4 * L, _mm256_loadu_ps(c + k * L), h + k * L));,
         /* h has room for whole blocks */
-        _mm256_maskstore_ps(c + k * L, m, lstm_block(xp + k * 4 * L, pr + k * 4 * L, _mm256_maskload_ps(c + k * L, m), h + k * L)););
+        lrt_store_part(c + k * L, lstm_block(xp + k * 4 * L, pr + k * 4 * L, lrt_load_part(c + k * L, tail), h + k * L), tail););
 }
 
 /* (1 - z) n + z h */
@@ -134,7 +130,7 @@ LRT_AVX2_INLINE void gru_lbr_block2(const float *xp, const float *pr, const floa
 LRT_AVX2_FN void lrt_gru_cell_a_avx2(const lrt_cell *cl, const float *xp, const float *pr, const float *h,
                                      float *z, float *rh, float *hnew)
 {
-    const __m256i m = tail_mask(cl->H % L);
+    const int tail = cl->H % L;
     if (cl->linear_before_reset) {
         int pairs = cl->H / L / 2;
         for (int k = 0; k < 2 * pairs; k += 2)
@@ -145,20 +141,20 @@ LRT_AVX2_FN void lrt_gru_cell_a_avx2(const lrt_cell *cl, const float *xp, const 
         hnew += 2 * pairs * L;
         FOR_BLOCKS(cl->H - 2 * pairs * L,
             gru_lbr_block(xp + k * 3 * L, pr + k * 3 * L, _mm256_loadu_ps(h + k * L), hnew + k * L);,
-            gru_lbr_block(xp + k * 3 * L, pr + k * 3 * L, _mm256_maskload_ps(h + k * L, m), hnew + k * L););
+            gru_lbr_block(xp + k * 3 * L, pr + k * 3 * L, lrt_load_part(h + k * L, tail), hnew + k * L););
     } else
         FOR_BLOCKS(cl->H,
             gru_zr_block(xp + k * 3 * L, pr + k * 2 * L, _mm256_loadu_ps(h + k * L), z + k * L, rh + k * L);,
-            gru_zr_block(xp + k * 3 * L, pr + k * 2 * L, _mm256_maskload_ps(h + k * L, m), z + k * L, rh + k * L););
+            gru_zr_block(xp + k * 3 * L, pr + k * 2 * L, lrt_load_part(h + k * L, tail), z + k * L, rh + k * L););
 }
 
 LRT_AVX2_FN void lrt_gru_cell_b_avx2(const lrt_cell *cl, const float *xp, const float *hn, const float *z,
                                      const float *h, float *hnew)
 {
-    const __m256i m = tail_mask(cl->H % L);
+    const int tail = cl->H % L;
     FOR_BLOCKS(cl->H,
         gru_n_block(xp + k * 3 * L, hn + k * L, z + k * L, _mm256_loadu_ps(h + k * L), hnew + k * L);,
-        gru_n_block(xp + k * 3 * L, hn + k * L, z + k * L, _mm256_maskload_ps(h + k * L, m), hnew + k * L););
+        gru_n_block(xp + k * 3 * L, hn + k * L, z + k * L, lrt_load_part(h + k * L, tail), hnew + k * L););
 }
 
 #else  /* lrt_cell_fused_ok is 0 here (no AVX2 level), so these are never called */

@@ -7,6 +7,7 @@
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
+#include "lrt_part_avx2.h"
 
 #define LRT_AVX2_INLINE static inline __attribute__((always_inline, target("avx2,fma,f16c")))
 #define LRT_AVX2_FN __attribute__((target("avx2,fma,f16c")))
@@ -350,7 +351,9 @@ void lrt_matmul_i8a8_avx2(int M, const int8_t *q, const float *ascale, const lrt
 /* ---- activation quantizer: lrt_matmul's quantize_row, 8 floats at a time (same results:
  * the max is exact and vcvtps2dq rounds to nearest even like lrintf) ---- */
 
-/* The row's largest |a| (exact) into *amax; returns 1 if the row holds NaN/inf. */
+/* The row's largest |a| (exact) into *amax; returns 1 if the row holds NaN/inf. The last
+ * K % 8 values come in as one partial vector (the other lanes 0), so a short row costs a
+ * few vector operations, not a scalar loop. */
 LRT_AVX2_INLINE int row_amax(const float *a, int K, float *amax_out)
 {
     const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)), big = _mm256_set1_ps(FLT_MAX);
@@ -361,16 +364,35 @@ LRT_AVX2_INLINE int row_amax(const float *a, int K, float *amax_out)
         bad |= _mm256_movemask_ps(_mm256_cmp_ps(v, big, _CMP_NLE_UQ));  /* inf, or NaN (unordered) */
         vmax = _mm256_max_ps(vmax, v);
     }
-    float lanes[8], amax = 0.0f;
-    _mm256_storeu_ps(lanes, vmax);
-    for (int i = 0; i < 8; i++) amax = lanes[i] > amax ? lanes[i] : amax;
-    for (int j = k; j < K; j++) {
-        float v = fabsf(a[j]);
-        amax = v > amax ? v : amax;
-        bad |= !(v <= FLT_MAX);
+    if (k < K) {
+        __m256 v = _mm256_and_ps(lrt_load_part(a + k, K - k), absmask);
+        bad |= _mm256_movemask_ps(_mm256_cmp_ps(v, big, _CMP_NLE_UQ));
+        vmax = _mm256_max_ps(vmax, v);
     }
-    *amax_out = amax;
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(vmax), _mm256_extractf128_ps(vmax, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    *amax_out = _mm_cvtss_f32(m);
     return bad != 0;
+}
+
+/* 8 values of a from k on (fewer than 8 left: the rest read as 0) times inv, rounded to
+ * nearest even like lrintf */
+LRT_AVX2_INLINE __m256i scaled8(const float *a, int k, int K, __m256 inv)
+{
+    __m256 v = K - k >= 8 ? _mm256_loadu_ps(a + k) : lrt_load_part(a + k, K - k);
+    return _mm256_cvtps_epi32(_mm256_mul_ps(v, inv));
+}
+
+/* Store the first n bytes of v (n a multiple of 4, at most 32). */
+LRT_AVX2_INLINE void store_bytes(void *dst, __m256i v, int n)
+{
+    char *d = (char *)dst;
+    __m128i x = _mm256_castsi256_si128(v);
+    if (n == 32) { _mm256_storeu_si256((__m256i *)d, v); return; }
+    if (n >= 16) { _mm_storeu_si128((__m128i *)d, x); x = _mm256_extracti128_si256(v, 1); d += 16; n -= 16; }
+    if (n >= 8) { _mm_storel_epi64((__m128i *)d, x); x = _mm_srli_si128(x, 8); d += 8; n -= 8; }
+    if (n) { int32_t w = _mm_cvtsi128_si32(x); memcpy(d, &w, 4); }
 }
 
 LRT_AVX2_FN int lrt_quantize_row_avx2(const float *a, int K, double qmax, int16_t *q, float *scale)
@@ -381,14 +403,13 @@ LRT_AVX2_FN int lrt_quantize_row_avx2(const float *a, int K, double qmax, int16_
     float inv = amax > 0.0f ? (float)(qmax / amax) : 0.0f;
     *scale = amax > 0.0f ? (float)(amax / qmax) : 0.0f;
     const __m256 vinv = _mm256_set1_ps(inv);
-    for (k = 0; k + 16 <= K; k += 16) {
-        __m256i lo = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(a + k), vinv));
-        __m256i hi = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(a + k + 8), vinv));
+    for (k = 0; k < n; k += 16) {
+        /* the zero padding up to n comes from the masked lanes */
+        __m256i lo = scaled8(a, k, K, vinv), hi = k + 8 < K ? scaled8(a, k + 8, K, vinv) : _mm256_setzero_si256();
         /* packs works per 128-bit lane; the permute restores the order */
-        _mm256_storeu_si256((__m256i *)(q + k), _mm256_permute4x64_epi64(_mm256_packs_epi32(lo, hi), 0xd8));
+        __m256i v = _mm256_permute4x64_epi64(_mm256_packs_epi32(lo, hi), 0xd8);
+        store_bytes(q + k, v, (n - k < 16 ? n - k : 16) * 2);
     }
-    for (; k < K; k++) q[k] = (int16_t)lrintf(a[k] * inv);
-    for (; k < n; k++) q[k] = 0;
     return 0;
 }
 
@@ -401,18 +422,16 @@ LRT_AVX2_FN int lrt_quantize_row8_avx2(const float *a, int K, double qmax, int8_
     float inv = amax > 0.0f ? (float)(qmax / amax) : 0.0f;
     *scale = amax > 0.0f ? (float)(amax / qmax) : 0.0f;
     const __m256 vinv = _mm256_set1_ps(inv);
-    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    for (k = 0; k + 32 <= K; k += 32) {
-        __m256i c0 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(a + k), vinv));
-        __m256i c1 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(a + k + 8), vinv));
-        __m256i c2 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(a + k + 16), vinv));
-        __m256i c3 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(a + k + 24), vinv));
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7), zero = _mm256_setzero_si256();
+    for (k = 0; k < n; k += 32) {
+        __m256i c0 = scaled8(a, k, K, vinv);
+        __m256i c1 = k + 8 < K ? scaled8(a, k + 8, K, vinv) : zero;
+        __m256i c2 = k + 16 < K ? scaled8(a, k + 16, K, vinv) : zero;
+        __m256i c3 = k + 24 < K ? scaled8(a, k + 24, K, vinv) : zero;
         /* the packs interleave 4-value pieces per 128-bit lane; the permute restores the order */
         __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(c0, c1), _mm256_packs_epi32(c2, c3));
-        _mm256_storeu_si256((__m256i *)(q + k), _mm256_permutevar8x32_epi32(b, order));
+        store_bytes(q + k, _mm256_permutevar8x32_epi32(b, order), n - k < 32 ? n - k : 32);
     }
-    for (; k < K; k++) q[k] = (int8_t)lrintf(a[k] * inv);
-    for (; k < n; k++) q[k] = 0;
     return 0;
 }
 
