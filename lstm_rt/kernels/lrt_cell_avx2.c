@@ -85,7 +85,6 @@ LRT_AVX2_INLINE __m256 gru_mix(__m256 z, __m256 n, __m256 h)
     return _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_set1_ps(1.0f), z), n), _mm256_mul_ps(z, h));
 }
 
-
 /* linear_before_reset: gates z, r, n of block k at k*24 + 0, 8, 16; xp holds W x + b for all
  * three and R h + b for z and r are in pr, R_n h + b_hn in pr's n slot. */
 LRT_AVX2_INLINE void gru_lbr_block(const float *xp, const float *pr, __m256 h, float *hnew)

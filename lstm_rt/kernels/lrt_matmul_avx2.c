@@ -387,12 +387,8 @@ LRT_AVX2_INLINE __m256i scaled8(const float *a, int k, int K, __m256 inv)
 /* Store the first n bytes of v (n a multiple of 4, at most 32). */
 LRT_AVX2_INLINE void store_bytes(void *dst, __m256i v, int n)
 {
-    char *d = (char *)dst;
-    __m128i x = _mm256_castsi256_si128(v);
-    if (n == 32) { _mm256_storeu_si256((__m256i *)d, v); return; }
-    if (n >= 16) { _mm_storeu_si128((__m128i *)d, x); x = _mm256_extracti128_si256(v, 1); d += 16; n -= 16; }
-    if (n >= 8) { _mm_storel_epi64((__m128i *)d, x); x = _mm_srli_si128(x, 8); d += 8; n -= 8; }
-    if (n) { int32_t w = _mm_cvtsi128_si32(x); memcpy(d, &w, 4); }
+    if (n == 32) _mm256_storeu_si256((__m256i *)dst, v);
+    else lrt_store_part((float *)dst, _mm256_castsi256_ps(v), n / 4);
 }
 
 LRT_AVX2_FN int lrt_quantize_row_avx2(const float *a, int K, double qmax, int16_t *q, float *scale)
@@ -404,7 +400,7 @@ LRT_AVX2_FN int lrt_quantize_row_avx2(const float *a, int K, double qmax, int16_
     *scale = amax > 0.0f ? (float)(amax / qmax) : 0.0f;
     const __m256 vinv = _mm256_set1_ps(inv);
     for (k = 0; k < n; k += 16) {
-        /* the zero padding up to n comes from the masked lanes */
+        /* the zero padding up to n comes from the zero lanes of a partial load */
         __m256i lo = scaled8(a, k, K, vinv), hi = k + 8 < K ? scaled8(a, k + 8, K, vinv) : _mm256_setzero_si256();
         /* packs works per 128-bit lane; the permute restores the order */
         __m256i v = _mm256_permute4x64_epi64(_mm256_packs_epi32(lo, hi), 0xd8);

@@ -2,11 +2,13 @@
  * back: for the last, partial 8-unit block of a row, where a full load or store would touch
  * past the array. Plain loads and stores of 4, 2 and 1 floats: VMASKMOVPS does this in one
  * instruction, but AMD Zen 1 runs it as microcode (~30 cycles a load or a store, measured;
- * these take ~5). Include only from files compiled for x86-64 with GCC/Clang. */
+ * these take ~5). The store moves bits only, so it serves any 4-byte units (the int8
+ * quantizer's packed values). Include only from files compiled for x86-64 with GCC/Clang. */
 #ifndef LRT_PART_AVX2_H
 #define LRT_PART_AVX2_H
 
 #include <immintrin.h>
+#include <string.h>
 
 #define LRT_PART_INLINE static inline __attribute__((always_inline, target("avx2")))
 
@@ -44,7 +46,10 @@ LRT_PART_INLINE void lrt_store_part(float *p, __m256 v, int n)
         x = _mm_movehl_ps(x, x);
         p += 2;
     }
-    if (n & 1) _mm_store_ss(p, x);
+    if (n & 1) {
+        float f = _mm_cvtss_f32(x);
+        memcpy(p, &f, sizeof(f));   /* (a plain float store would not be allowed to alias other types) */
+    }
 }
 
 #endif
