@@ -157,11 +157,4 @@ void lrt_matmul(int M, const float *A, int lda, const lrt_mat *W, const float *b
     lrt_matmul_with(active, M, A, lda, W, bias, C, ldc, ncols, scratch);
 }
 
-int lrt_cell_fused_ok(const lrt_cell *cl)
-{
-    if (!active->lstm_cell || cl->clip > 0.0f) return 0;
-    if (cl->act[0].kind != LRT_SIGMOID || cl->act[1].kind != LRT_TANH) return 0;
-    if (cl->kind == LRT_CELL_LSTM)
-        return cl->act[2].kind == LRT_TANH && !cl->peep && !cl->input_forget;
-    return cl->kind == LRT_CELL_GRU;
-}
+int lrt_cell_fused_ok(const lrt_cell *cl) { return lrt_cell_fused_with(active, cl); }

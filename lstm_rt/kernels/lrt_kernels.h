@@ -84,8 +84,21 @@ typedef struct {
  * so the input products keep 16-bit activations. */
 #define LRT_ACT8_QMAX 64
 
-/* The largest |q| for a matrix (see lrt_mat). */
-double lrt_act_qmax(const lrt_mat *W);
+/* The largest activation for K inputs: K4 * 4 products of |w| <= 127 times |q| <= qmax
+ * stay below 2^31, so every int32 sum is exact (for K <= 516 that allows the full 15
+ * bits; a 1536-wide input still gets ~13.4 bits, far finer than the 8-bit weights). act8
+ * matrices: at most LRT_ACT8_QMAX (see above; the int32 cap binds only past
+ * K = 264,000). */
+static inline double lrt_act_qmax(const lrt_mat *W)
+{
+    /* floor(2^31-1 / (127 * 4 * K4)), in integers and without a division where the cap binds
+     * (every K below 516): a double division and libm's floor were ~5% of a small int8 step,
+     * asked for once per product; inline, as a call was ~20 more */
+    unsigned cap = W->act8 ? LRT_ACT8_QMAX : 32767u;
+    uint64_t k4 = W->K > 0 ? (uint64_t)(W->K + 3) / 4 : 0;
+    if (k4 == 0 || 508u * k4 * cap <= 2147483647u) return cap;
+    return (double)(2147483647u / (508u * k4));
+}
 
 /* Recurrent cell kinds. */
 enum { LRT_CELL_LSTM = 0, LRT_CELL_GRU = 1, LRT_CELL_RNN = 2 };
@@ -255,6 +268,14 @@ float lrt_exp_sum_avx2(float *x, int n, float shift, int store);
  * can use the active table's fused updates. xp, pr: gate-blocked W x + b and R h (+ b);
  * outputs padded to whole blocks. */
 int lrt_cell_fused_ok(const lrt_cell *cl);  /* with the active table */
+static inline int lrt_cell_fused_with(const lrt_kernels *k, const lrt_cell *cl)
+{
+    if (!k->lstm_cell || cl->clip > 0.0f) return 0;
+    if (cl->act[0].kind != LRT_SIGMOID || cl->act[1].kind != LRT_TANH) return 0;
+    if (cl->kind == LRT_CELL_LSTM)
+        return cl->act[2].kind == LRT_TANH && !cl->peep && !cl->input_forget;
+    return cl->kind == LRT_CELL_GRU;
+}
 void lrt_lstm_cell_avx2(const lrt_cell *cl, const float *xp, const float *pr, float *c, float *h);
 void lrt_gru_cell_a_avx2(const lrt_cell *cl, const float *xp, const float *pr, const float *h,
                          float *z, float *rh, float *hnew);

@@ -111,22 +111,6 @@ size_t lrt_matmul_scratch_floats(int M, int K)
     return (size_t)M * (4 * (size_t)((K + 3) / 4) + 1);
 }
 
-/* The largest activation for K inputs: K4 * 4 products of |w| <= 127 times |q| <= qmax
- * stay below 2^31, so every int32 sum is exact (for K <= 516 that allows the full 15
- * bits; a 1536-wide input still gets ~13.4 bits, far finer than the 8-bit weights). act8
- * matrices: at most LRT_ACT8_QMAX (see lrt_kernels.h; the int32 cap binds only past
- * K = 264,000). */
-double lrt_act_qmax(const lrt_mat *W)
-{
-    /* floor(2^31-1 / (127 * 4 * K4)), in integers and without a division where the cap binds
-     * (every K below 516): a double division and libm's floor were ~5% of a small int8 step,
-     * asked for once per product */
-    unsigned cap = W->act8 ? LRT_ACT8_QMAX : 32767u;
-    uint64_t k4 = W->K > 0 ? (uint64_t)(W->K + 3) / 4 : 0;
-    if (k4 == 0 || 508u * k4 * cap <= 2147483647u) return cap;
-    return (double)(2147483647u / (508u * k4));
-}
-
 /* Quantize a row of A to int16 with one scale: K4 * 4 values (zero padded). Returns 0, or
  * 1 if the row holds NaN/inf (its output becomes NaN). */
 static int quantize_row(const float *a, int K, double qmax, int16_t *q, float *scale)

@@ -200,9 +200,10 @@ LRT_AVX2_FN static void i8_nv##NV(int M, const int16_t *q, const float *ascale, 
             store_cols(C + (size_t)m * ldc + j0, tmp, n);                                       \
             store_cols(C + (size_t)(m + 1) * ldc + j0, tmp + gw, n);                            \
         }                                                                                       \
-        for (; m < M; m++) {                                                                    \
-            i8_tile_1_##NV(K4, q + m * qs, wp, ws, ascale + m, sc, bb, tmp, gw);                \
-            store_cols(C + (size_t)m * ldc + j0, tmp, n);                                       \
+        for (; m < M; m++) {   /* a whole block straight into C, a ragged one via tmp */    \
+            float *out = n == gw ? C + (size_t)m * ldc + j0 : tmp;                              \
+            i8_tile_1_##NV(K4, q + m * qs, wp, ws, ascale + m, sc, bb, out, gw);                \
+            if (n < gw) store_cols(C + (size_t)m * ldc + j0, tmp, n);                           \
         }                                                                                       \
     }                                                                                           \
 }
@@ -432,26 +433,25 @@ LRT_AVX2_FN int lrt_quantize_row8_avx2(const float *a, int K, double qmax, int8_
 }
 
 /* The avx2 level's int8 product. scratch: ascale [M], then q [M][K4 * 4] as int16 or, for
- * act8 matrices, as bytes. */
-void lrt_i8_avx2(int M, const float *A, int lda, const lrt_mat *W, const float *bias,
-                 float *C, int ldc, int ncols, float *scratch)
+ * act8 matrices, as bytes. (lrt_quantize_rows' loop, with the quantizers called directly:
+ * through its function pointer a tiny step paid ~60 instructions a product.) */
+LRT_AVX2_FN void lrt_i8_avx2(int M, const float *A, int lda, const lrt_mat *W, const float *bias,
+                             float *C, int ldc, int ncols, float *scratch)
 {
     float *ascale = scratch;
-    if (!W->act8) {
-        int16_t *q = (int16_t *)(scratch + M);
-        lrt_quantize_rows(M, A, lda, W, q, ascale, lrt_quantize_row_avx2);
-        lrt_matmul_i8_avx2(M, q, ascale, W, bias, C, ldc, ncols);
-        return;
-    }
-    size_t n = 4 * (size_t)((W->K + 3) / 4);
-    double qmax = lrt_act_qmax(W);
-    int8_t *q = (int8_t *)(scratch + M);
-    for (int m = 0; m < M; m++)
-        if (lrt_quantize_row8_avx2(A + (size_t)m * lda, W->K, qmax, q + m * n, ascale + m)) {
+    const size_t n = 4 * (size_t)((W->K + 3) / 4), bytes = W->act8 ? n : 2 * n;
+    const double qmax = lrt_act_qmax(W);
+    char *q = (char *)(scratch + M);
+    for (int m = 0; m < M; m++) {
+        const float *a = A + (size_t)m * lda;
+        if (W->act8 ? lrt_quantize_row8_avx2(a, W->K, qmax, (int8_t *)(q + m * bytes), ascale + m)
+                    : lrt_quantize_row_avx2(a, W->K, qmax, (int16_t *)(q + m * bytes), ascale + m)) {
             ascale[m] = NAN;  /* NaN in, NaN out */
-            memset(q + m * n, 0, n);
+            memset(q + m * bytes, 0, bytes);
         }
-    lrt_matmul_i8a8_avx2(M, q, ascale, W, bias, C, ldc, ncols);
+    }
+    if (W->act8) lrt_matmul_i8a8_avx2(M, (const int8_t *)q, ascale, W, bias, C, ldc, ncols);
+    else lrt_matmul_i8_avx2(M, (const int16_t *)q, ascale, W, bias, C, ldc, ncols);
 }
 
 /* q = 256 * (hi - 128) + lo, 32 values at a time (n is a multiple of 4). */

@@ -179,8 +179,8 @@ LRT_ALWAYS_INLINE int sequence(const lrt_cell *cl, int T, int B, const float *x,
     lrt_matmul(T * B, x, ldx, &cl->w, cl->bias, xproj, width, width, quant);
 
     int gru_split = cl->kind == LRT_CELL_GRU && !cl->linear_before_reset;
-    int fused = lrt_cell_fused_ok(cl);
     const lrt_kernels *kern = lrt_kernels_active();  /* its fused cell updates, when fused */
+    int fused = lrt_cell_fused_with(kern, cl);
     for (int s = 0; s < steps; s++) {
         /* R h for every row (rows past their length compute too; their result is dropped) */
         lrt_matmul(B, h, Hr, &cl->r, gru_split ? NULL : cl->bias_rh, pre, width,
