@@ -144,17 +144,19 @@ static inline int step_time(int s, int b, int T, int B, const int32_t *lens, con
     return reverse ? len - 1 - s : s;
 }
 
-/* The body of lrt_recurrent_sequence, inlined into it twice: once as is, once for a
- * stream's step (T = 1, no lengths, no mask; `reverse` is moot for one step), where the
- * constants fold away the time bookkeeping that the general loop sets up (~300 instructions a call, more than a tiny
- * step's cell update). */
 #if defined(__GNUC__) || defined(__clang__)
 #define LRT_ALWAYS_INLINE static inline __attribute__((always_inline))
 #else
 #define LRT_ALWAYS_INLINE static __forceinline
 #endif
-LRT_ALWAYS_INLINE int sequence(const lrt_cell *cl, int T, int B, const float *x, int ldx, const int32_t *lens,
-             const uint8_t *mask, int reverse, float *h, float *c, float *y, int ldy, float *ws)
+
+/* The body of lrt_recurrent_sequence, inlined into it three times: as is, and for a
+ * stream's step (T = 1, no lengths, no mask; `reverse` is moot for one step) of B rows
+ * and of one row, where the constants fold away the bookkeeping the general loop sets up
+ * (~300 instructions a call for one row, more than a tiny step's cell update). */
+LRT_ALWAYS_INLINE int sequence(const lrt_cell *cl, int T, int B, const float *x, int ldx,
+                               const int32_t *lens, const uint8_t *mask, int reverse, float *h,
+                               float *c, float *y, int ldy, float *ws)
 {
     if (lens && !mask)
         for (int b = 0; b < B; b++)
