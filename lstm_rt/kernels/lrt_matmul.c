@@ -130,20 +130,6 @@ static int quantize_row(const float *a, int K, double qmax, int16_t *q, float *s
     return 0;
 }
 
-/* Every row of A quantized to int16 (q [M][n], ascale [M]) with `quantize`; a row with
- * NaN/inf gets scale NaN and zeros (NaN in, NaN out). */
-void lrt_quantize_rows(int M, const float *A, int lda, const lrt_mat *W, int16_t *q, float *ascale,
-                       int (*quantize)(const float *, int, double, int16_t *, float *))
-{
-    size_t n = 4 * (size_t)((W->K + 3) / 4);
-    double qmax = lrt_act_qmax(W);
-    for (int m = 0; m < M; m++)
-        if (quantize(A + (size_t)m * lda, W->K, qmax, q + m * n, ascale + m)) {
-            ascale[m] = NAN;
-            memset(q + m * n, 0, n * sizeof(int16_t));
-        }
-}
-
 void lrt_i8_generic(int M, const float *A, int lda, const lrt_mat *W, const float *bias,
                     float *C, int ldc, int ncols, float *scratch)
 {

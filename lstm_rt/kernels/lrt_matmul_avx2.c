@@ -433,25 +433,26 @@ LRT_AVX2_FN int lrt_quantize_row8_avx2(const float *a, int K, double qmax, int8_
 }
 
 /* The avx2 level's int8 product. scratch: ascale [M], then q [M][K4 * 4] as int16 or, for
- * act8 matrices, as bytes. (lrt_quantize_rows' loop, with the quantizers called directly:
- * through its function pointer a tiny step paid ~60 instructions a product.) */
+ * act8 matrices, as bytes. */
 LRT_AVX2_FN void lrt_i8_avx2(int M, const float *A, int lda, const lrt_mat *W, const float *bias,
                              float *C, int ldc, int ncols, float *scratch)
 {
     float *ascale = scratch;
-    const size_t n = 4 * (size_t)((W->K + 3) / 4), bytes = W->act8 ? n : 2 * n;
-    const double qmax = lrt_act_qmax(W);
-    char *q = (char *)(scratch + M);
-    for (int m = 0; m < M; m++) {
-        const float *a = A + (size_t)m * lda;
-        if (W->act8 ? lrt_quantize_row8_avx2(a, W->K, qmax, (int8_t *)(q + m * bytes), ascale + m)
-                    : lrt_quantize_row_avx2(a, W->K, qmax, (int16_t *)(q + m * bytes), ascale + m)) {
-            ascale[m] = NAN;  /* NaN in, NaN out */
-            memset(q + m * bytes, 0, bytes);
-        }
+    if (!W->act8) {
+        int16_t *q = (int16_t *)(scratch + M);
+        lrt_quantize_rows(M, A, lda, W, q, ascale, lrt_quantize_row_avx2);
+        lrt_matmul_i8_avx2(M, q, ascale, W, bias, C, ldc, ncols);
+        return;
     }
-    if (W->act8) lrt_matmul_i8a8_avx2(M, (const int8_t *)q, ascale, W, bias, C, ldc, ncols);
-    else lrt_matmul_i8_avx2(M, (const int16_t *)q, ascale, W, bias, C, ldc, ncols);
+    size_t n = 4 * (size_t)((W->K + 3) / 4);
+    double qmax = lrt_act_qmax(W);
+    int8_t *q = (int8_t *)(scratch + M);
+    for (int m = 0; m < M; m++)
+        if (lrt_quantize_row8_avx2(A + (size_t)m * lda, W->K, qmax, q + m * n, ascale + m)) {
+            ascale[m] = NAN;  /* NaN in, NaN out */
+            memset(q + m * n, 0, n);
+        }
+    lrt_matmul_i8a8_avx2(M, q, ascale, W, bias, C, ldc, ncols);
 }
 
 /* q = 256 * (hi - 128) + lo, 32 values at a time (n is a multiple of 4). */
