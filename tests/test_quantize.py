@@ -35,9 +35,9 @@ def test_int8_and_fp16_matmul_match_numpy(isa, M, K, H, G):
     q, s = quantize_int8(p)
     deq = np.ascontiguousarray(dequantize_int8(q, s, K))
     want8 = a.astype(np.float64) @ deq.transpose(1, 0, 2).reshape(K, -1).astype(np.float64)
-    for act8, qmax in ((False, 32767), (True, 64)):
+    for act8, qmax in ((False, 2047), (True, 64)):
         got8 = _core._matmul(a, q, s, G, ncols, isa, act8)
-        # per-row error <= sum_k |w_k| * amax / (2 qmax): qmax 32767 (int16) or 64 (act8)
+        # per-row error <= sum_k |w_k| * amax / (2 qmax): qmax 2047 (12 bits) or 64 (act8)
         bound = np.abs(deq).sum(axis=1).reshape(-1) * np.abs(a).max(axis=1, keepdims=True) / (2 * qmax)
         assert (np.abs(got8 - want8) <= bound * 1.001 + 1e-5).all()
     h = p.astype(np.float16)
@@ -51,7 +51,7 @@ def test_int8_and_fp16_matmul_match_numpy(isa, M, K, H, G):
 def test_int8_kernels_agree_across_isas(M, K, H, G, act8):
     """Every kernel level computes the same exact integer sums and the same float epilogue,
     so their outputs are equal bit for bit (a row of 8 panels, ragged column counts, odd K,
-    and K = 1537 where 16-bit activations get fewer bits)."""
+    a long row)."""
     if len(ISAS) < 2:
         pytest.skip("this CPU has only the generic kernels")
     rng = np.random.default_rng(K)
@@ -99,17 +99,20 @@ def test_int8_kernels_compute_the_documented_sums(isa, act8, G, H):
 
 
 def test_activation_ranges_are_the_documented_ones():
-    assert _core._act_qmax(512, False) == 32767 and _core._act_qmax(512, True) == 64
-    assert _core._act_qmax(1536, False) == np.floor((2**31 - 1) / (127 * 1536))
+    assert _core._act_qmax(512, False) == 2047 and _core._act_qmax(512, True) == 64
+    assert _core._act_qmax(8260, False) == 2047                     # the int32 cap binds past 8,260
+    assert _core._act_qmax(8264, False) == np.floor((2**31 - 1) / (127 * 8264))
     assert _core._act_qmax(300_000, True) == np.floor((2**31 - 1) / (127 * 300_000))  # int32 still safe
 
 
 @pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("act8", [True, False])
 @pytest.mark.parametrize("pattern", ["same", "alternating", "pairs"])
-def test_act8_sums_at_the_int16_bound_are_exact(isa, pattern):
-    """Weights at +-127 against activations at +-amax (q = +-64): every vpmaddubsw lane of
-    the AVX2 byte kernel holds 2 * 64 * 127 and two quad-rows add to 32512, the most an int16
-    lane gets; sign patterns that make the products all agree (the worst case) or cancel."""
+def test_byte_kernel_sums_at_the_int16_bound_are_exact(isa, act8, pattern):
+    """Weights at +-127 against activations at +-amax, the largest lanes of the AVX2 byte
+    kernels: act8 (q = +-64) puts 2 * 64 * 127 in a vpmaddubsw lane and two quad-rows add to
+    32512; 12-bit (q = 2047, both 6-bit planes of q + 2048 at 63) 2 * 63 * 127 per lane and
+    32004 for two. Sign patterns that make the products all agree (the worst case) or cancel."""
     K, G = 1030, 4
     k = np.arange(K)
     sign = {"same": np.ones(K), "alternating": np.where(k % 2, -1.0, 1.0),
@@ -120,8 +123,8 @@ def test_act8_sums_at_the_int16_bound_are_exact(isa, pattern):
     q, s = quantize_int8(p)
     assert np.abs(ungroup_rows(q)[:, :K]).min() == 127
     a = np.stack([sign, -sign, np.ones(K), sign * np.where(k % 3, 1.0, 0.5)]).astype(np.float32) * 3.0
-    got = _core._matmul(a, q, s, G, G * 8, isa, True)
-    want = documented_int8_product(a, q, s, K, G * 8, 64)
+    got = _core._matmul(a, q, s, G, G * 8, isa, act8)
+    want = documented_int8_product(a, q, s, K, G * 8, 64 if act8 else 2047)
     np.testing.assert_array_equal(got, want)
     exact = a.astype(np.float64) @ w.T.astype(np.float64)
     np.testing.assert_allclose(got[:2], exact[:2], rtol=1e-6)          # |q| = 64 exactly: no rounding
@@ -157,8 +160,10 @@ def test_int8_weights_of_minus_128_are_refused():
 @pytest.mark.parametrize("sign", [1, -1])
 def test_int8_sums_at_the_int32_limit_are_exact(isa, sign):
     """All weights 127 (or -127) against a row at +-amax: each sum is K * 127 * qmax, as close
-    to 2^31 as lrt_matmul lets it get; the VNNI split (256 * hi + lo) must not lose it."""
-    K, G = 1536, 4
+    to 2^31 as lrt_matmul lets it get; neither the VNNI split (256 * hi + lo) nor the AVX2
+    planes of q + 2048 (whose offset sums wrap around int32 before the offset comes off)
+    must lose it."""
+    K, G = 8264, 4
     p = np.full((1, K, G * 8), sign, np.float32)
     q, s = quantize_int8(p)
     assert (q[:, :K // 4] == 127 * sign).all()

@@ -54,8 +54,8 @@ enum { LRT_F32 = 0, LRT_F16 = 1, LRT_I8 = 2 };
  *   LRT_F32  float    [nblk][K][gw]
  *   LRT_F16  uint16_t [nblk][K][gw]       IEEE half, widened to float on the fly
  *   LRT_I8   int8_t   [nblk][K4][gw][4]   K4 = ceil(K / 4): the weights of rows 4p..4p+3
- *            sit side by side, the operand order of the 4-way byte dot product (VNNI),
- *            of two 16-bit pairwise multiply-adds and of two byte pair multiply-adds (AVX2);
+ *            sit side by side, the operand order of the 4-way byte dot product (VNNI)
+ *            and of two byte pair multiply-adds (AVX2);
  *            every weight in [-127, 127] (the Cython boundary refuses -128);
  *            scale [nblk * gw] floats, one per output column (symmetric, zero point 0);
  *            colsum [nblk * gw] int32, each column's sum of int8 weights (the VNNI kernels
@@ -65,8 +65,9 @@ enum { LRT_F32 = 0, LRT_F16 = 1, LRT_I8 = 2 };
  *   each row a of A is quantized with one scale, s = amax / qmax, q_k = rint(a_k / s)
  *   (computed as a_k * (float)(qmax / amax), ties to even; a row holding NaN/inf gives NaN),
  *   C[m, j] = (float)(sum_k W[k, j] q_k) * (s * scale[j]) + bias[j], the sum exact in int32.
- *   qmax = lrt_act_qmax(W): 64 when act8 (|q| <= 64 fits a byte: the AVX2 byte kernels),
- *   else up to 32767 (int16), in both cases capped so that no int32 sum can overflow. */
+ *   qmax = lrt_act_qmax(W): 64 when act8 (|q| <= 64 fits a byte), else 2047 (12 bits: two
+ *   6-bit planes), the bounds of the AVX2 byte kernels; in both cases capped so that no
+ *   int32 sum can overflow. */
 typedef struct {
     int dtype;
     const void *data;
@@ -86,17 +87,24 @@ typedef struct {
  * so the input products keep 16-bit activations. */
 #define LRT_ACT8_QMAX 64
 
+/* The activation range of every other int8 matrix (input products, Dense layers). Why
+ * 2047: the AVX2 kernel takes u = q + 2048 in [1, 4095] as two unsigned 6-bit planes,
+ * u = 64 hi + lo, and multiplies each plane byte (<= 63) by the weights in vpmaddubsw:
+ * |lane| <= 2 * 63 * 127 = 16002, two quad-rows add in int16 (<= 32004), and no weight is
+ * widened, so a product costs 6 integer multiplies per 64 against 8 for 16-bit
+ * activations. 4095 levels on one row's range are 32 times finer than the 8-bit weights'
+ * 255 on one column's; bench_accuracy sees no change from 15 bits. */
+#define LRT_ACT12_QMAX 2047
+
 /* The largest activation for K inputs: K4 * 4 products of |w| <= 127 times |q| <= qmax
- * stay below 2^31, so every int32 sum is exact (for K <= 516 that allows the full 15
- * bits; a 1536-wide input still gets ~13.4 bits, far finer than the 8-bit weights). act8
- * matrices: at most LRT_ACT8_QMAX (see above; the int32 cap binds only past
- * K = 264,000). */
+ * stay below 2^31, so every int32 sum is exact. At most LRT_ACT8_QMAX (act8 matrices) or
+ * LRT_ACT12_QMAX (see above); the int32 cap binds only past K = 8,260 (264,000 for act8). */
 static inline double lrt_act_qmax(const lrt_mat *W)
 {
     /* floor(2^31-1 / (127 * 4 * K4)), in integers and without a division where the cap binds
      * (every K below 516): a double division and libm's floor were ~5% of a small int8 step,
      * asked for once per product; inline, as a call was ~20 more */
-    unsigned cap = W->act8 ? LRT_ACT8_QMAX : 32767u;
+    unsigned cap = W->act8 ? LRT_ACT8_QMAX : LRT_ACT12_QMAX;
     uint64_t k4 = W->K > 0 ? (uint64_t)(W->K + 3) / 4 : 0;
     if (k4 == 0 || 508u * k4 * cap <= 2147483647u) return cap;
     return (double)(2147483647u / (508u * k4));
@@ -215,11 +223,13 @@ void lrt_matmul_f16_avx2(int M, const float *A, int lda, const lrt_mat *W, const
 /* int8, A already quantized: q [M][K4 * 4] int16 (zero padded), ascale [M] */
 void lrt_matmul_i8_generic(int M, const int16_t *q, const float *ascale, const lrt_mat *W,
                            const float *bias, float *C, int ldc, int ncols);
-void lrt_matmul_i8_avx2(int M, const int16_t *q, const float *ascale, const lrt_mat *W,
-                        const float *bias, float *C, int ldc, int ncols);
 /* AVX2, act8 matrices: q [M][K4 * 4] int8 (|q| <= LRT_ACT8_QMAX, zero padded). */
 void lrt_matmul_i8a8_avx2(int M, const int8_t *q, const float *ascale, const lrt_mat *W,
                           const float *bias, float *C, int ldc, int ncols);
+/* AVX2, every other int8 matrix: per row the 6-bit planes of u = q + 2048 (|q| <=
+ * LRT_ACT12_QMAX), bytes [M][2][K4 * 4] (hi = u >> 6, then lo = u & 63). */
+void lrt_matmul_i8a12_avx2(int M, const uint8_t *planes, const float *ascale, const lrt_mat *W,
+                           const float *bias, float *C, int ldc, int ncols);
 /* Every row of A quantized to int16 (q [M][K4 * 4], ascale [M]) by `quantize` (the
  * portable, AVX2 or NEON row quantizer); rows with NaN/inf get scale NaN and zeros (NaN in,
  * NaN out). Inline: with the quantizer a constant the call is direct (through the pointer
@@ -244,9 +254,12 @@ void lrt_i8_avx2(int M, const float *A, int lda, const lrt_mat *W, const float *
 void lrt_i8_vnni(int M, const float *A, int lda, const lrt_mat *W, const float *bias,
                  float *C, int ldc, int ncols, float *scratch);
 /* lrt_matmul's activation quantizer with AVX2 (same results as the portable one), to
- * int16 and (|q| <= 127) to bytes; and the VNNI byte split. Return 1 for a row with NaN/inf. */
+ * int16, (|q| <= 127) to bytes and (|q| <= 2047) to the 6-bit planes of
+ * lrt_matmul_i8a12_avx2 (planes [2][K4 * 4]); and the VNNI byte split. Return 1 for a row
+ * with NaN/inf. */
 int lrt_quantize_row_avx2(const float *a, int K, double qmax, int16_t *q, float *scale);
 int lrt_quantize_row8_avx2(const float *a, int K, double qmax, int8_t *q, float *scale);
+int lrt_quantize_row12_avx2(const float *a, int K, double qmax, uint8_t *planes, float *scale);
 void lrt_split_bytes_avx2(const int16_t *q, int n, uint8_t *hi, uint8_t *lo);
 /* out [nblk * gw]: each column's sum of int8 weights (lrt_mat.colsum). Returns how many
  * weights are -128 (the kernels need [-127, 127]; the caller refuses such matrices). */

@@ -10,14 +10,14 @@
  * kernels walk 8-column groups in column order across panel boundaries, as the fp32 ones
  * (lrt_gemm_neon.c), R = 1 or 2 rows at a time.
  *
- *   neon, 16-bit activations: SXTL widens the weights, SMLAL/SMLAL2 multiply-add them by
+ *   neon, 12-bit activations (held as int16): SXTL widens the weights, SMLAL/SMLAL2 multiply-add them by
  *     the quad-row's 4 activations into one int32 lane per (column, row of the quad-row);
  *     the 4 lanes of a column are added once, at the end. Per 16 weight bytes and row:
  *     1 load, 2 widenings, 4 multiply-adds.
  *   neon, act8 (|q| <= 64): SMULL/SMLAL(2) multiply bytes into int16 lanes; 4 quad-rows
  *     add in int16 (|lane| <= 4 * 64 * 127 = 32512, no overflow), then SADALP folds lane
  *     pairs into int32. Per 16 bytes and row: 1 load, 2 multiplies, 1/2 fold.
- *   neondot, 16-bit activations: q = 256 hi + lo, hi = q >> 8 in [-128, 127], lo = q & 255
+ *   neondot, 12-bit activations: q = 256 hi + lo, hi = q >> 8 in [-128, 127], lo = q & 255
  *     taken as lo - 128 (a signed byte); sum w q = 256 sum w hi + sum w (lo - 128) + 128
  *     colsum, in wrapping int32 arithmetic (exact: the true sum fits, lrt_act_qmax). Two
  *     SDOT per 16 bytes and row, as VNNI's two vpdpbusd.

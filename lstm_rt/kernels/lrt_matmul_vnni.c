@@ -1,9 +1,9 @@
 /* int8 weights with AVX-512 VNNI on 256-bit vectors (vpdpbusd: 4 unsigned bytes times 4
  * signed bytes, summed into an int32 lane, no intermediate saturation). Each int16
  * activation q is split into two unsigned bytes, q = 256 * (hi - 128) + lo, so one weight
- * load feeds two dot products and the result is as exact as the 16-bit kernels':
+ * load feeds two dot products and the result is as exact as the generic kernel's:
  *     sum_k w q = 256 * (sum_k w hi - 128 * colsum) + sum_k w lo.
- * Same contract as lrt_matmul_i8_avx2; run only after lrt_init chose "avx512vnni".
+ * Same contract as lrt_matmul_i8_generic; run only after lrt_init chose "avx512vnni".
  * act8 matrices (|q| <= 64) come through the same int16 quantizer and split (hi is then
  * 127 or 128), so this level computes the documented sums by construction; one byte plane
  * (q + 128) would halve its dot products, but no CPU at hand runs it to test that. */

@@ -4,7 +4,7 @@
  * tests/kernels/run_checks.sh and tests/test_kernel_check.py.
  *
  * For each level (lrt_init(name) switches the active table; one thread):
- *   products   fp32 / fp16 / int8 (16-bit and act8 activations) through lrt_matmul_with,
+ *   products   fp32 / fp16 / int8 (12-bit and act8 activations) through lrt_matmul_with,
  *              random shapes (1-4 gates, odd K, ragged column counts, lda > K, ldc > ncols,
  *              1 to 200 rows so the row chunks split), zero / NaN rows:
  *              - int8: bit for bit the generic kernel's floats (the sums are exact);
@@ -270,10 +270,11 @@ static void check_products(const lrt_kernels *lvl)
     /* many rows: lrt_matmul splits them into chunks (at least 48 rows each) */
     for (int dtype = LRT_F32; dtype <= LRT_I8; dtype++)
         product_case(lvl, dtype, 0, 4, 23, 200, 64, 2, 1, 1, 0);
-    /* the largest int8 sums: every weight +-127, every activation at qmax (K large enough
-     * that lrt_act_qmax binds below 32767) */
+    /* the largest int8 sums: every weight +-127, every activation at qmax; K from 8,261 on,
+     * lrt_act_qmax binds below LRT_ACT12_QMAX, and the AVX2 kernel's offset sums
+     * (sum w (q + 2048)) wrap around int32 before the offset comes off */
     for (int act8 = 0; act8 <= 1; act8++)
-        for (int K = 4093; K <= 4096; K++) product_case(lvl, LRT_I8, act8, 1, K, 3, 16, 2, 1, 0, 1);
+        for (int K = 8259; K <= 8264; K++) product_case(lvl, LRT_I8, act8, 1, K, 3, 16, 2, 1, 0, 1);
 }
 
 /* ---- activations ---- */
