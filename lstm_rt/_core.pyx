@@ -160,7 +160,7 @@ cdef const float *_fptr(object arr, list keep) except? NULL:
 cdef int _mat(lrt_mat *m, object arr, object scale, int K, int gw, list keep, bint act8=False) except -1:
     """Describe a packed weight matrix (fp32 / fp16 / int8 panels, see lrt_kernels.h).
     act8: int8 weights meet 8-bit activations (the recurrent products, whose operands are
-    bounded states); other products quantize activations to up to 16 bits."""
+    bounded states); other products quantize activations to 12 bits."""
     memset(m, 0, sizeof(lrt_mat))
     if arr is None:
         return 0

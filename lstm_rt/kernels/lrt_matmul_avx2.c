@@ -95,12 +95,13 @@ LRT_AVX2_INLINE __m256i bcast4(const void *q)
     return _mm256_set1_epi32(v);
 }
 
-/* A tile: R rows of activations (row r at q + r * qs) times G 8-column groups, group g's
- * quad-row p at w[g] + p * wstride; writes G * 8 floats per row (rows ldo apart; the groups'
- * outputs, colsums, scales and biases consecutive). */
-typedef void (*byte_tile_fn)(int K4, const uint8_t *q, size_t qs, const int8_t *const *w, size_t wstride,
-                             const int32_t *colsum, const float *ascale, const float *wscale,
-                             const float *bias, float *out, int ldo);
+/* M rows of activations (row m at q + m * qs) times G 8-column groups, group g's quad-row
+ * p at w[g] + p * wstride; writes G * 8 floats per row (rows ldo apart; the groups'
+ * outputs, colsums, scales and biases consecutive). The rows loop inside: at K = 64 a
+ * call per row and group set cost as much as its products. */
+typedef void (*byte_tiles_fn)(int M, int K4, const uint8_t *q, size_t qs, const int8_t *const *w,
+                              size_t wstride, const int32_t *colsum, const float *ascale,
+                              const float *wscale, const float *bias, float *out, int ldo);
 
 /* act8 matrices (|q| <= 64). Per quad-row the row's 4 activation bytes are broadcast;
  * vpsignb gives each weight its activation's sign and vpmaddubsw multiplies by |q|
@@ -189,55 +190,61 @@ LRT_AVX2_INLINE void a12_tile(int G, int K4, const uint8_t *q, size_t qs, const 
     }
 }
 
-/* The tiles as functions of their own, so each keeps its sums in registers. */
-#define DEFINE_A8_TILE(R, G)                                                                    \
-LRT_AVX2_FN __attribute__((noinline)) static void a8_tile_##R##_##G(                            \
-    int K4, const uint8_t *q, size_t qs, const int8_t *const *w, size_t wstride,                \
+/* The tiles over M rows as functions of their own, so each keeps its sums in registers:
+ * act8 two rows at a time (then an odd last one) while R * G <= 8 sums fit, else (the
+ * 6- and 8-group passes of a single row) one. */
+#define DEFINE_A8_TILES(G, R)                                                                   \
+LRT_AVX2_FN __attribute__((noinline)) static void a8_tiles_##G(                                 \
+    int M, int K4, const uint8_t *q, size_t qs, const int8_t *const *w, size_t wstride,         \
     const int32_t *colsum, const float *ascale, const float *wscale, const float *bias,         \
     float *out, int ldo)                                                                        \
-{ (void)colsum; a8_tile(R, G, K4, q, qs, w, wstride, ascale, wscale, bias, out, ldo); }
-DEFINE_A8_TILE(1, 1)
-DEFINE_A8_TILE(1, 2)
-DEFINE_A8_TILE(1, 3)
-DEFINE_A8_TILE(1, 4)
-DEFINE_A8_TILE(1, 6)
-DEFINE_A8_TILE(1, 8)
-DEFINE_A8_TILE(2, 1)
-DEFINE_A8_TILE(2, 2)
-DEFINE_A8_TILE(2, 3)
-DEFINE_A8_TILE(2, 4)
+{                                                                                               \
+    (void)colsum;                                                                               \
+    int m = 0;                                                                                  \
+    for (; m + R <= M; m += R)                                                                  \
+        a8_tile(R, G, K4, q + m * qs, qs, w, wstride, ascale + m, wscale, bias, out + (size_t)m * ldo, ldo); \
+    if (m < M)                                                                                  \
+        a8_tile(1, G, K4, q + m * qs, qs, w, wstride, ascale + m, wscale, bias, out + (size_t)m * ldo, ldo); \
+}
+DEFINE_A8_TILES(1, 2)
+DEFINE_A8_TILES(2, 2)
+DEFINE_A8_TILES(3, 2)
+DEFINE_A8_TILES(4, 2)
+DEFINE_A8_TILES(6, 1)
+DEFINE_A8_TILES(8, 1)
 
-#define DEFINE_A12_TILE(G)                                                                      \
-LRT_AVX2_FN __attribute__((noinline)) static void a12_tile_##G(                                 \
-    int K4, const uint8_t *q, size_t qs, const int8_t *const *w, size_t wstride,                \
+#define DEFINE_A12_TILES(G)                                                                     \
+LRT_AVX2_FN __attribute__((noinline)) static void a12_tiles_##G(                                \
+    int M, int K4, const uint8_t *q, size_t qs, const int8_t *const *w, size_t wstride,         \
     const int32_t *colsum, const float *ascale, const float *wscale, const float *bias,         \
     float *out, int ldo)                                                                        \
-{ (void)ldo; a12_tile(G, K4, q, qs, w, wstride, colsum, ascale[0], wscale, bias, out); }
-DEFINE_A12_TILE(1)
-DEFINE_A12_TILE(2)
-DEFINE_A12_TILE(3)
-DEFINE_A12_TILE(4)
+{                                                                                               \
+    for (int m = 0; m < M; m++)                                                                 \
+        a12_tile(G, K4, q + m * qs, qs, w, wstride, colsum, ascale[m], wscale, bias, out + (size_t)m * ldo); \
+}
+DEFINE_A12_TILES(1)
+DEFINE_A12_TILES(2)
+DEFINE_A12_TILES(3)
+DEFINE_A12_TILES(4)
 
-/* A kernel's tiles by [R - 1][G - 1], and how many groups a pass takes: whole panels per
- * pass (a panel split between passes has its cache lines fetched twice), a 32-wide panel
- * (LSTM gates) or a 24-wide one alone, narrower panels several at a time. */
+/* A kernel's tiles by G - 1, and how many groups a pass takes: whole panels per pass (a
+ * panel split between passes has its cache lines fetched twice), a 32-wide panel (LSTM
+ * gates) or a 24-wide one alone, narrower panels several at a time. */
 typedef struct {
-    byte_tile_fn tile[2][8];
-    int rows;          /* rows per tile: 2 (then 1 for an odd last row) or 1 */
+    byte_tiles_fn tiles[8];
     int per[2][4];     /* groups per pass by [one row only][gw / 8 - 1] */
 } byte_kernel;
 
 static const byte_kernel a8_kernel = {
-    {{a8_tile_1_1, a8_tile_1_2, a8_tile_1_3, a8_tile_1_4, NULL, a8_tile_1_6, NULL, a8_tile_1_8},
-     {a8_tile_2_1, a8_tile_2_2, a8_tile_2_3, a8_tile_2_4, NULL, NULL, NULL, NULL}},
-    2, {{4, 4, 3, 4}, {8, 8, 6, 8}}};
+    {a8_tiles_1, a8_tiles_2, a8_tiles_3, a8_tiles_4, NULL, a8_tiles_6, NULL, a8_tiles_8},
+    {{4, 4, 3, 4}, {8, 8, 6, 8}}};
 static const byte_kernel a12_kernel = {
-    {{a12_tile_1, a12_tile_2, a12_tile_3, a12_tile_4, NULL, NULL, NULL, NULL}},
-    1, {{4, 4, 3, 4}, {4, 4, 3, 4}}};
+    {a12_tiles_1, a12_tiles_2, a12_tiles_3, a12_tiles_4, NULL, NULL, NULL, NULL},
+    {{4, 4, 3, 4}, {4, 4, 3, 4}}};
 
 /* M rows (qs bytes apart) against every column: a pass takes a set of 8-column groups and
- * runs every row over it (the set's weights stay in L1 from row to row). A ragged last
- * group goes through a buffer. */
+ * runs every row over it (the set's weights stay in L1 from row to row). A set with a
+ * ragged last group goes through a buffer. */
 static void byte_product(const byte_kernel *kn, int M, const uint8_t *q, size_t qs, const float *ascale,
                          const lrt_mat *W, const float *bias, float *C, int ldc, int ncols)
 {
@@ -259,16 +266,17 @@ static void byte_product(const byte_kernel *kn, int M, const uint8_t *q, size_t 
                 next += panel - ws;
             }
         }
-        for (int m = 0; m < M;) {
-            int R = M - m >= kn->rows ? kn->rows : 1;
-            float *out = full ? C + (size_t)m * ldc + 8 * g : tmp;
-            kn->tile[R - 1][G - 1](K4, q + m * qs, qs, w, ws, W->colsum + 8 * g, ascale + m, W->scale + 8 * g,
-                                   bias ? bias + 8 * g : NULL, out, full ? ldc : 32);
-            if (!full)
+        const int32_t *cs = W->colsum + 8 * g;
+        const float *sc = W->scale + 8 * g, *bb = bias ? bias + 8 * g : NULL;
+        if (full)
+            kn->tiles[G - 1](M, K4, q, qs, w, ws, cs, ascale, sc, bb, C + 8 * g, ldc);
+        else  /* two rows at a time through the buffer */
+            for (int m = 0; m < M; m += 2) {
+                int R = M - m >= 2 ? 2 : 1;
+                kn->tiles[G - 1](R, K4, q + m * qs, qs, w, ws, cs, ascale + m, sc, bb, tmp, 32);
                 for (int r = 0; r < R; r++)
                     store_cols(C + (size_t)(m + r) * ldc + 8 * g, tmp + 32 * r, ncols - 8 * g);
-            m += R;
-        }
+            }
         g += G;
     }
 }
