@@ -261,11 +261,13 @@ int lrt_quantize_row_avx2(const float *a, int K, double qmax, int16_t *q, float 
 int lrt_quantize_row8_avx2(const float *a, int K, double qmax, int8_t *q, float *scale);
 int lrt_quantize_row12_avx2(const float *a, int K, double qmax, uint8_t *planes, float *scale);
 void lrt_split_bytes_avx2(const int16_t *q, int n, uint8_t *hi, uint8_t *lo);
+void lrt_offset_bytes_avx2(uint8_t *b, size_t n, int add);  /* b[i] += add, wrapping */
 /* out [nblk * gw]: each column's sum of int8 weights (lrt_mat.colsum). Returns how many
  * weights are -128 (the kernels need [-127, 127]; the caller refuses such matrices). */
 int lrt_i8_colsums(const lrt_mat *W, int32_t *out);
 /* VNNI: each int16 activation q = 256 * (hi - 128) + lo as two unsigned byte planes,
- * bytes [M][2][K4 * 4] (hi plane, then lo plane, per row); exact like the others. */
+ * bytes [M][2][K4 * 4] (hi plane, then lo plane, per row); act8 matrices one plane,
+ * u = q + 64, bytes [M][K4 * 4]; exact like the others. */
 void lrt_matmul_i8_vnni(int M, const uint8_t *planes, const float *ascale, const lrt_mat *W,
                         const float *bias, float *C, int ldc, int ncols);
 /* Kernel levels, in order: each one's CPU also runs the ones below it. The levels above

@@ -428,6 +428,16 @@ LRT_AVX2_FN void lrt_i8_avx2(int M, const float *A, int lda, const lrt_mat *W, c
     byte_product(act8 ? &a8_kernel : &a12_kernel, M, q, qs, ascale, W, bias, C, ldc, ncols);
 }
 
+/* b[i] += add (wrapping) for i < n, 32 bytes at a time. */
+LRT_AVX2_FN void lrt_offset_bytes_avx2(uint8_t *b, size_t n, int add)
+{
+    const __m256i v = _mm256_set1_epi8((char)add);
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32)
+        _mm256_storeu_si256((__m256i *)(b + i), _mm256_add_epi8(_mm256_loadu_si256((const __m256i *)(b + i)), v));
+    for (; i < n; i++) b[i] = (uint8_t)(b[i] + add);
+}
+
 /* q = 256 * (hi - 128) + lo, 32 values at a time (n is a multiple of 4). */
 LRT_AVX2_FN void lrt_split_bytes_avx2(const int16_t *q, int n, uint8_t *hi, uint8_t *lo)
 {
@@ -476,6 +486,11 @@ void lrt_matmul_i8a8_avx2(int M, const int8_t *q, const float *ascale, const lrt
 void lrt_split_bytes_avx2(const int16_t *q, int n, uint8_t *hi, uint8_t *lo)
 {
     (void)q; (void)n; (void)hi; (void)lo;
+}
+
+void lrt_offset_bytes_avx2(uint8_t *b, size_t n, int add)
+{
+    (void)b; (void)n; (void)add;
 }
 
 void lrt_matmul_f16_avx2(int M, const float *A, int lda, const lrt_mat *W, const float *bias,

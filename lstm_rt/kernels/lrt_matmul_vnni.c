@@ -4,9 +4,9 @@
  * load feeds two dot products and the result is as exact as the generic kernel's:
  *     sum_k w q = 256 * (sum_k w hi - 128 * colsum) + sum_k w lo.
  * Same contract as lrt_matmul_i8_generic; run only after lrt_init chose "avx512vnni".
- * act8 matrices (|q| <= 64) come through the same int16 quantizer and split (hi is then
- * 127 or 128), so this level computes the documented sums by construction; one byte plane
- * (q + 128) would halve its dot products, but no CPU at hand runs it to test that. */
+ * act8 matrices (|q| <= 64) take one plane, u = q + 64 in [0, 128]: one dot product per
+ * weight load, sum_k w q = sum_k w u - 64 * colsum. The kernels below take the number of
+ * planes P (1 or 2) as a constant. */
 #include "lrt_kernels.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -29,19 +29,20 @@ LRT_VNNI_INLINE __m256i dpbusd(__m256i acc, __m256i a, __m256i w)
 
 static inline void store_cols(float *dst, const float *tile, int n) { memcpy(dst, tile, (size_t)n * sizeof(float)); }
 
-/* Batches: R rows (byte planes hi, lo of qn bytes each, a row's pair 2 * qn bytes apart)
- * times one panel of NV 8-column groups (quad-rows wstride bytes apart, a group's 32 bytes
- * after the previous one's). Writes NV * 8 floats per row to out (rows ldo apart).
- * R * NV <= 8: 16 sums, which with the broadcasts and a weight fit the 32 vector registers. */
-LRT_VNNI_INLINE void vnni_tile(int R, int NV, int K4, const uint8_t *planes, size_t qn,
+/* Batches: R rows (P byte planes of qn bytes each: hi, lo, or u alone; a row's planes
+ * P * qn bytes apart) times one panel of NV 8-column groups (quad-rows wstride bytes apart,
+ * a group's 32 bytes after the previous one's). Writes NV * 8 floats per row to out (rows
+ * ldo apart). R * NV <= 8: 16 sums, which with the broadcasts and a weight fit the 32
+ * vector registers. */
+LRT_VNNI_INLINE void vnni_tile(int P, int R, int NV, int K4, const uint8_t *planes, size_t qn,
                                const int8_t *wp, size_t wstride, const int32_t *colsum,
                                const float *ascale, const float *wscale, const float *bias,
                                float *out, int ldo)
 {
     __m256i hi[8], lo[8];
     for (int v = 0; v < NV; v++) {
-        /* start the hi sums at -128 * colsum: the offset of the hi bytes, undone */
-        __m256i off = _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(colsum + 8 * v)), 7);
+        /* start the hi sums at -128 * colsum (-64 * colsum for u): the offset, undone */
+        __m256i off = _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(colsum + 8 * v)), P == 2 ? 7 : 6);
         for (int r = 0; r < R; r++) {
             hi[r * NV + v] = _mm256_sub_epi32(_mm256_setzero_si256(), off);
             lo[r * NV + v] = _mm256_setzero_si256();
@@ -51,16 +52,18 @@ LRT_VNNI_INLINE void vnni_tile(int R, int NV, int K4, const uint8_t *planes, siz
         __m256i bh[2], bl[2];
         for (int r = 0; r < R; r++) {
             int32_t h, l;
-            memcpy(&h, planes + 2 * qn * r + 4 * p, 4);
-            memcpy(&l, planes + 2 * qn * r + qn + 4 * p, 4);
+            memcpy(&h, planes + P * qn * r + 4 * p, 4);
             bh[r] = _mm256_set1_epi32(h);
-            bl[r] = _mm256_set1_epi32(l);
+            if (P == 2) {
+                memcpy(&l, planes + P * qn * r + qn + 4 * p, 4);
+                bl[r] = _mm256_set1_epi32(l);
+            }
         }
         for (int v = 0; v < NV; v++) {
             __m256i w = _mm256_loadu_si256((const __m256i *)(wp + 32 * v + p * wstride));
             for (int r = 0; r < R; r++) {
                 hi[r * NV + v] = dpbusd(hi[r * NV + v], bh[r], w);
-                lo[r * NV + v] = dpbusd(lo[r * NV + v], bl[r], w);
+                if (P == 2) lo[r * NV + v] = dpbusd(lo[r * NV + v], bl[r], w);
             }
         }
     }
@@ -68,7 +71,8 @@ LRT_VNNI_INLINE void vnni_tile(int R, int NV, int K4, const uint8_t *planes, siz
         for (int v = 0; v < NV; v++) {
             /* 256 * hi may wrap, but the total fits int32 (lrt_matmul bounds q), and
              * wrapping addition is exact modulo 2^32 */
-            __m256i sums = _mm256_add_epi32(_mm256_slli_epi32(hi[r * NV + v], 8), lo[r * NV + v]);
+            __m256i sums = P == 2 ? _mm256_add_epi32(_mm256_slli_epi32(hi[r * NV + v], 8), lo[r * NV + v])
+                                  : hi[r * NV + v];
             __m256 s = _mm256_mul_ps(_mm256_set1_ps(ascale[r]), _mm256_loadu_ps(wscale + 8 * v));
             __m256 b = bias ? _mm256_loadu_ps(bias + 8 * v) : _mm256_setzero_ps();
             /* multiply, then add (no FMA): the portable kernel's rounding, bit for bit */
@@ -77,22 +81,26 @@ LRT_VNNI_INLINE void vnni_tile(int R, int NV, int K4, const uint8_t *planes, siz
 }
 
 /* The tiles as functions of their own, so each keeps its sums in registers. */
-#define DEFINE_VNNI_TILE(R, NV)                                                                 \
-LRT_VNNI_FN __attribute__((noinline)) static void vnni_tile_##R##_##NV(                         \
+#define DEFINE_VNNI_TILE(P, R, NV)                                                              \
+LRT_VNNI_FN __attribute__((noinline)) static void vnni_tile_##P##_##R##_##NV(                   \
     int K4, const uint8_t *planes, size_t qn, const int8_t *wp, size_t wstride,                 \
     const int32_t *colsum, const float *ascale, const float *wscale, const float *bias,         \
     float *out, int ldo)                                                                        \
-{ vnni_tile(R, NV, K4, planes, qn, wp, wstride, colsum, ascale, wscale, bias, out, ldo); }
-DEFINE_VNNI_TILE(2, 1)
-DEFINE_VNNI_TILE(2, 2)
-DEFINE_VNNI_TILE(2, 3)
-DEFINE_VNNI_TILE(2, 4)
+{ vnni_tile(P, R, NV, K4, planes, qn, wp, wstride, colsum, ascale, wscale, bias, out, ldo); }
+DEFINE_VNNI_TILE(2, 2, 1)
+DEFINE_VNNI_TILE(2, 2, 2)
+DEFINE_VNNI_TILE(2, 2, 3)
+DEFINE_VNNI_TILE(2, 2, 4)
+DEFINE_VNNI_TILE(1, 2, 1)
+DEFINE_VNNI_TILE(1, 2, 2)
+DEFINE_VNNI_TILE(1, 2, 3)
+DEFINE_VNNI_TILE(1, 2, 4)
 
 /* Streaming (one row): G <= 8 consecutive 8-column groups of the output per pass over the
  * activations. Group i's weights start at w[i] (quad-rows wstride bytes apart); its 8
  * outputs, colsums, scales and biases follow the previous group's. Named sums: with an
  * array the compiler copied registers every step. */
-LRT_VNNI_INLINE void vnni_row(int G, int K4, const uint8_t *qhi, const uint8_t *qlo, const int8_t *const *w,
+LRT_VNNI_INLINE void vnni_row(int P, int G, int K4, const uint8_t *qhi, const uint8_t *qlo, const int8_t *const *w,
                               size_t wstride, const int32_t *colsum, float ascale, const float *wscale,
                               const float *bias, float *out)
 {
@@ -102,15 +110,15 @@ LRT_VNNI_INLINE void vnni_row(int G, int K4, const uint8_t *qhi, const uint8_t *
 #define START(i)                                                                                \
     if (G > i) {                                                                                \
         h##i = _mm256_sub_epi32(_mm256_setzero_si256(),                                         \
-                                _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(colsum + 8 * i)), 7)); \
+                                _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(colsum + 8 * i)), P == 2 ? 7 : 6)); \
         l##i = _mm256_setzero_si256();                                                          \
     }
     START(0) START(1) START(2) START(3) START(4) START(5) START(6) START(7)
 #undef START
     for (size_t o = 0; o < (size_t)K4 * wstride; o += wstride) {
-        int32_t hq, lq;
+        int32_t hq, lq = 0;
         memcpy(&hq, qhi, 4);
-        memcpy(&lq, qlo, 4);
+        if (P == 2) memcpy(&lq, qlo, 4);
         qhi += 4;
         qlo += 4;
         const __m256i bh = _mm256_set1_epi32(hq), bl = _mm256_set1_epi32(lq);
@@ -118,15 +126,15 @@ LRT_VNNI_INLINE void vnni_row(int G, int K4, const uint8_t *qhi, const uint8_t *
 #define DOT(i)                                                                                  \
         if (G > i) {                                                                            \
             x = _mm256_loadu_si256((const __m256i *)(w##i + o));                                \
-            h##i = dpbusd(h##i, bh, x);                                            \
-            l##i = dpbusd(l##i, bl, x);                                            \
+            h##i = dpbusd(h##i, bh, x);                                                         \
+            if (P == 2) l##i = dpbusd(l##i, bl, x);                                             \
         }
         DOT(0) DOT(1) DOT(2) DOT(3) DOT(4) DOT(5) DOT(6) DOT(7)
 #undef DOT
     }
 #define FINISH(i)                                                                               \
     if (G > i) {                                                                                \
-        __m256i sums = _mm256_add_epi32(_mm256_slli_epi32(h##i, 8), l##i);                      \
+        __m256i sums = P == 2 ? _mm256_add_epi32(_mm256_slli_epi32(h##i, 8), l##i) : h##i;      \
         __m256 sc = _mm256_mul_ps(_mm256_set1_ps(ascale), _mm256_loadu_ps(wscale + 8 * i));     \
         __m256 bb = bias ? _mm256_loadu_ps(bias + 8 * i) : _mm256_setzero_ps();                 \
         _mm256_storeu_ps(out + 8 * i, _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(sums), sc), bb)); \
@@ -135,22 +143,33 @@ LRT_VNNI_INLINE void vnni_row(int G, int K4, const uint8_t *qhi, const uint8_t *
 #undef FINISH
 }
 
-#define DEFINE_VNNI_ROW(G)                                                                      \
-LRT_VNNI_FN __attribute__((noinline)) static void vnni_row_##G(                                 \
+#define DEFINE_VNNI_ROW(P, G)                                                                   \
+LRT_VNNI_FN __attribute__((noinline)) static void vnni_row_##P##_##G(                           \
     int K4, const uint8_t *qhi, const uint8_t *qlo, const int8_t *const *w, size_t wstride,     \
     const int32_t *colsum, float ascale, const float *wscale, const float *bias, float *out)    \
-{ vnni_row(G, K4, qhi, qlo, w, wstride, colsum, ascale, wscale, bias, out); }
-DEFINE_VNNI_ROW(8)
-DEFINE_VNNI_ROW(6)
-DEFINE_VNNI_ROW(4)
-DEFINE_VNNI_ROW(2)
-DEFINE_VNNI_ROW(1)
+{ vnni_row(P, G, K4, qhi, qlo, w, wstride, colsum, ascale, wscale, bias, out); }
+DEFINE_VNNI_ROW(2, 8)
+DEFINE_VNNI_ROW(2, 6)
+DEFINE_VNNI_ROW(2, 4)
+DEFINE_VNNI_ROW(2, 2)
+DEFINE_VNNI_ROW(2, 1)
+DEFINE_VNNI_ROW(1, 8)
+DEFINE_VNNI_ROW(1, 6)
+DEFINE_VNNI_ROW(1, 4)
+DEFINE_VNNI_ROW(1, 2)
+DEFINE_VNNI_ROW(1, 1)
+
+typedef void (*vnni_row_fn)(int, const uint8_t *, const uint8_t *, const int8_t *const *, size_t,
+                            const int32_t *, float, const float *, const float *, float *);
 
 /* One row of A against every column: 8-column groups in passes of 8, 4, 2, 1; a ragged
  * last group goes through a buffer. */
-static void vnni_one_row(const uint8_t *planes, size_t qn, float ascale, const lrt_mat *W,
+static void vnni_one_row(int P, const uint8_t *planes, size_t qn, float ascale, const lrt_mat *W,
                          const float *bias, float *C, int ncols)
 {
+    static const vnni_row_fn rows[2][8] = {
+        {vnni_row_1_1, vnni_row_1_2, NULL, vnni_row_1_4, NULL, vnni_row_1_6, NULL, vnni_row_1_8},
+        {vnni_row_2_1, vnni_row_2_2, NULL, vnni_row_2_4, NULL, vnni_row_2_6, NULL, vnni_row_2_8}};
     const int gw = W->gw, NV = gw / 8, K4 = (W->K + 3) / 4;
     const size_t ws = (size_t)gw * 4, panel = (size_t)K4 * ws;
     const int8_t *wd = (const int8_t *)W->data;
@@ -178,13 +197,7 @@ static void vnni_one_row(const uint8_t *planes, size_t qn, float ascale, const l
         float tmp[8], *out = full ? C + 8 * g : tmp;
         const float *b = bias ? bias + 8 * g : NULL;
         const int32_t *cs = W->colsum + 8 * g;
-        switch (G) {
-        case 8: vnni_row_8(K4, planes, planes + qn, w, ws, cs, ascale, W->scale + 8 * g, b, out); break;
-        case 6: vnni_row_6(K4, planes, planes + qn, w, ws, cs, ascale, W->scale + 8 * g, b, out); break;
-        case 4: vnni_row_4(K4, planes, planes + qn, w, ws, cs, ascale, W->scale + 8 * g, b, out); break;
-        case 2: vnni_row_2(K4, planes, planes + qn, w, ws, cs, ascale, W->scale + 8 * g, b, out); break;
-        default: vnni_row_1(K4, planes, planes + qn, w, ws, cs, ascale, W->scale + 8 * g, b, out); break;
-        }
+        rows[P - 1][G - 1](K4, planes, planes + qn, w, ws, cs, ascale, W->scale + 8 * g, b, out);
         if (!full) store_cols(C + 8 * g, tmp, ncols - 8 * g);
         g += G;
     }
@@ -196,7 +209,11 @@ typedef void (*vnni_tile_fn)(int, const uint8_t *, size_t, const int8_t *, size_
 void lrt_matmul_i8_vnni(int M, const uint8_t *planes, const float *ascale, const lrt_mat *W,
                         const float *bias, float *C, int ldc, int ncols)
 {
-    static const vnni_tile_fn pair[4] = {vnni_tile_2_1, vnni_tile_2_2, vnni_tile_2_3, vnni_tile_2_4};
+    static const vnni_tile_fn pairs[2][4] = {
+        {vnni_tile_1_2_1, vnni_tile_1_2_2, vnni_tile_1_2_3, vnni_tile_1_2_4},
+        {vnni_tile_2_2_1, vnni_tile_2_2_2, vnni_tile_2_2_3, vnni_tile_2_2_4}};
+    const int P = W->act8 ? 1 : 2;
+    const vnni_tile_fn *pair = pairs[P - 1];
     const int gw = W->gw, K4 = (W->K + 3) / 4;
     const size_t qn = (size_t)K4 * 4, ws = (size_t)gw * 4, panel = (size_t)K4 * ws;
     float tmp[2 * 32];
@@ -205,24 +222,37 @@ void lrt_matmul_i8_vnni(int M, const uint8_t *planes, const float *ascale, const
         const float *bb = bias ? bias + blk * gw : NULL, *sc = W->scale + blk * gw;
         int j0 = blk * gw, n = ncols - j0 < gw ? ncols - j0 : gw;
         for (int m = 0; m + 2 <= M; m += 2) {
-            pair[gw / 8 - 1](K4, planes + 2 * qn * m, qn, wp, ws, W->colsum + j0, ascale + m, sc, bb, tmp, gw);
+            pair[gw / 8 - 1](K4, planes + P * qn * m, qn, wp, ws, W->colsum + j0, ascale + m, sc, bb, tmp, gw);
             store_cols(C + (size_t)m * ldc + j0, tmp, n);
             store_cols(C + (size_t)(m + 1) * ldc + j0, tmp + gw, n);
         }
     }
     if (M % 2) {  /* one row (streaming), or the last of an odd batch */
         int m = M - 1;
-        vnni_one_row(planes + 2 * qn * m, qn, ascale[m], W, bias, C + (size_t)m * ldc, ncols);
+        vnni_one_row(P, planes + P * qn * m, qn, ascale[m], W, bias, C + (size_t)m * ldc, ncols);
     }
 }
 
 /* The avx512vnni level's int8 product: int16 activations (lrt_act_qmax) split into byte
- * planes. scratch: ascale [M], q [M][n] int16, planes [M][2][n] bytes. */
+ * planes; act8 rows as one plane u = q + 64. scratch: ascale [M], then q [M][n] int16 and
+ * planes [M][2][n] bytes, or u [M][n] bytes. */
 void lrt_i8_vnni(int M, const float *A, int lda, const lrt_mat *W, const float *bias,
                  float *C, int ldc, int ncols, float *scratch)
 {
     size_t n = 4 * (size_t)((W->K + 3) / 4);
     float *ascale = scratch;
+    if (W->act8) {
+        uint8_t *u = (uint8_t *)(scratch + M);
+        double qmax = lrt_act_qmax(W);
+        for (int m = 0; m < M; m++)
+            if (lrt_quantize_row8_avx2(A + (size_t)m * lda, W->K, qmax, (int8_t *)(u + m * n), ascale + m)) {
+                ascale[m] = NAN;  /* NaN in, NaN out */
+                memset(u + m * n, 0, n);
+            }
+        lrt_offset_bytes_avx2(u, M * n, 64);
+        lrt_matmul_i8_vnni(M, u, ascale, W, bias, C, ldc, ncols);
+        return;
+    }
     int16_t *q = (int16_t *)(scratch + M);
     uint8_t *planes = (uint8_t *)(q + M * n);
     lrt_quantize_rows(M, A, lda, W, q, ascale, lrt_quantize_row_avx2);
