@@ -66,6 +66,12 @@ static void f32_avx2(int M, const float *A, int lda, const lrt_mat *W, const flo
     f32_product(M, A, lda, W, bias, C, ldc, ncols, scratch, lrt_gemm_panels_avx2);
 }
 
+static void f32_avx512(int M, const float *A, int lda, const lrt_mat *W, const float *bias,
+                       float *C, int ldc, int ncols, float *scratch)
+{
+    f32_product(M, A, lda, W, bias, C, ldc, ncols, scratch, lrt_gemm_panels_avx512);
+}
+
 static void f16_avx2(int M, const float *A, int lda, const lrt_mat *W, const float *bias,
                      float *C, int ldc, int ncols, float *scratch)
 {
@@ -79,8 +85,8 @@ static const lrt_kernels tables[] = {
     {"avx2", LRT_ISA_AVX2, {f32_avx2, f16_avx2, lrt_i8_avx2},
      lrt_gemm_panels_avx2, lrt_sigmoid_avx2, lrt_tanh_avx2, lrt_exp_sum_avx2,
      lrt_lstm_cell_avx2, lrt_gru_cell_a_avx2, lrt_gru_cell_b_avx2},
-    {"avx512vnni", LRT_ISA_AVX512VNNI, {f32_avx2, f16_avx2, lrt_i8_vnni},
-     lrt_gemm_panels_avx2, lrt_sigmoid_avx2, lrt_tanh_avx2, lrt_exp_sum_avx2,
+    {"avx512vnni", LRT_ISA_AVX512VNNI, {f32_avx512, f16_avx2, lrt_i8_vnni},
+     lrt_gemm_panels_avx512, lrt_sigmoid_avx2, lrt_tanh_avx2, lrt_exp_sum_avx2,
      lrt_lstm_cell_avx2, lrt_gru_cell_a_avx2, lrt_gru_cell_b_avx2},
 };
 

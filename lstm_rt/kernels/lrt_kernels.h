@@ -13,7 +13,8 @@
  *   after lrt_init().
  * - Kernel levels, each a table of function pointers (lrt_kernels), one picked once by
  *   lrt_init. Every build has generic (portable C, every file); x86-64 adds avx2 (the
- *   *_avx2.c files) and avx512vnni (avx2 plus lrt_matmul_vnni.c for int8 products);
+ *   *_avx2.c files) and avx512vnni (avx2 plus lrt_matmul_vnni.c for int8 products and
+ *   lrt_gemm_avx512.c for fp32 batches);
  *   aarch64 adds neon (the *_neon.c files: ARMv8.0 Advanced SIMD, which every AArch64
  *   Linux CPU has) and neondot (neon plus SDOT int8 products, for CPUs with the ARMv8.2
  *   dot-product extension). lrt_dispatch.c holds them. The SIMD files compile with
@@ -203,6 +204,10 @@ void lrt_gemm_panels_generic(int M, int K, const float *A, int lda, const float 
                              const float *bias, float *C, int ldc, int ncols);
 void lrt_gemm_panels_avx2(int M, int K, const float *A, int lda, const float *Wp, int nblk, int gw,
                           const float *bias, float *C, int ldc, int ncols);
+/* avx512vnni level (lrt_gemm_avx512.c): batches in 8-row tiles of 512-bit FMAs, the other
+ * rows by lrt_gemm_panels_avx2; the same bits. */
+void lrt_gemm_panels_avx512(int M, int K, const float *A, int lda, const float *Wp, int nblk, int gw,
+                            const float *bias, float *C, int ldc, int ncols);
 
 /* C[m, j] = bias[j] + sum_k A[m, k] W[k, j] for m < M, j < ncols, any weight type.
  * scratch: lrt_matmul_scratch_floats(M, K) floats (int8 weights quantize A into it). */
