@@ -206,22 +206,121 @@ static void vnni_one_row(int P, const uint8_t *planes, size_t qn, float ascale, 
 typedef void (*vnni_tile_fn)(int, const uint8_t *, size_t, const int8_t *, size_t,
                              const int32_t *, const float *, const float *, const float *, float *, int);
 
+/* acc + the dot products, 16 lanes. */
+LRT_VNNI_INLINE __m512i dpbusd512(__m512i acc, __m512i a, __m512i w)
+{
+    __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(w));
+    return acc;
+}
+
+/* Batches on 512-bit vectors: 4 rows x one panel of NV (2..4) groups. A quad-row's 64
+ * bytes of two groups feed one 16-lane dot product (lanes in column order); the odd group
+ * of a 24-wide panel goes in a ymm. Each lane computes what vnni_tile's does: the same
+ * sums, the same epilogue. Sums: 4 rows x 2 planes x 2 vectors + 8 broadcasts fit the 32
+ * registers. */
+LRT_VNNI_INLINE void vnni_tile4(int P, int NV, int K4, const uint8_t *planes, size_t qn,
+                                const int8_t *wp, size_t wstride, const int32_t *colsum,
+                                const float *ascale, const float *wscale, const float *bias,
+                                float *out, int ldo)
+{
+    const int NZ = NV / 2, odd = NV % 2, shift = P == 2 ? 7 : 6;
+    __m512i hz[4][2], lz[4][2];
+    __m256i h8[4], l8[4];
+    for (int r = 0; r < 4; r++) {
+        for (int z = 0; z < NZ; z++) {
+            hz[r][z] = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                        _mm512_slli_epi32(_mm512_loadu_si512(colsum + 16 * z), shift));
+            lz[r][z] = _mm512_setzero_si512();
+        }
+        if (odd) {
+            h8[r] = _mm256_sub_epi32(_mm256_setzero_si256(),
+                                     _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(colsum + 16 * NZ)), shift));
+            l8[r] = _mm256_setzero_si256();
+        }
+    }
+    for (int p = 0; p < K4; p++) {
+        __m512i bh[4], bl[4];
+        for (int r = 0; r < 4; r++) {
+            int32_t h, l;
+            memcpy(&h, planes + P * qn * r + 4 * p, 4);
+            bh[r] = _mm512_set1_epi32(h);
+            if (P == 2) {
+                memcpy(&l, planes + P * qn * r + qn + 4 * p, 4);
+                bl[r] = _mm512_set1_epi32(l);
+            }
+        }
+        const int8_t *w = wp + (size_t)p * wstride;
+        for (int z = 0; z < NZ; z++) {
+            __m512i wz = _mm512_loadu_si512(w + 64 * z);
+            for (int r = 0; r < 4; r++) {
+                hz[r][z] = dpbusd512(hz[r][z], bh[r], wz);
+                if (P == 2) lz[r][z] = dpbusd512(lz[r][z], bl[r], wz);
+            }
+        }
+        if (odd) {
+            __m256i w8 = _mm256_loadu_si256((const __m256i *)(w + 64 * NZ));
+            for (int r = 0; r < 4; r++) {
+                h8[r] = dpbusd(h8[r], _mm512_castsi512_si256(bh[r]), w8);
+                if (P == 2) l8[r] = dpbusd(l8[r], _mm512_castsi512_si256(bl[r]), w8);
+            }
+        }
+    }
+    for (int r = 0; r < 4; r++) {
+        float *o = out + (size_t)r * ldo;
+        for (int z = 0; z < NZ; z++) {
+            __m512i sums = P == 2 ? _mm512_add_epi32(_mm512_slli_epi32(hz[r][z], 8), lz[r][z]) : hz[r][z];
+            __m512 sc = _mm512_mul_ps(_mm512_set1_ps(ascale[r]), _mm512_loadu_ps(wscale + 16 * z));
+            __m512 b = bias ? _mm512_loadu_ps(bias + 16 * z) : _mm512_setzero_ps();
+            _mm512_storeu_ps(o + 16 * z, _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(sums), sc), b));
+        }
+        if (odd) {
+            __m256i sums = P == 2 ? _mm256_add_epi32(_mm256_slli_epi32(h8[r], 8), l8[r]) : h8[r];
+            __m256 sc = _mm256_mul_ps(_mm256_set1_ps(ascale[r]), _mm256_loadu_ps(wscale + 16 * NZ));
+            __m256 b = bias ? _mm256_loadu_ps(bias + 16 * NZ) : _mm256_setzero_ps();
+            _mm256_storeu_ps(o + 16 * NZ, _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(sums), sc), b));
+        }
+    }
+}
+
+#define DEFINE_VNNI_TILE4(P, NV)                                                                \
+LRT_VNNI_FN __attribute__((noinline)) static void vnni_tile4_##P##_##NV(                        \
+    int K4, const uint8_t *planes, size_t qn, const int8_t *wp, size_t wstride,                 \
+    const int32_t *colsum, const float *ascale, const float *wscale, const float *bias,         \
+    float *out, int ldo)                                                                        \
+{ vnni_tile4(P, NV, K4, planes, qn, wp, wstride, colsum, ascale, wscale, bias, out, ldo); }
+DEFINE_VNNI_TILE4(1, 2)
+DEFINE_VNNI_TILE4(1, 3)
+DEFINE_VNNI_TILE4(1, 4)
+DEFINE_VNNI_TILE4(2, 2)
+DEFINE_VNNI_TILE4(2, 3)
+DEFINE_VNNI_TILE4(2, 4)
+
 void lrt_matmul_i8_vnni(int M, const uint8_t *planes, const float *ascale, const lrt_mat *W,
                         const float *bias, float *C, int ldc, int ncols)
 {
     static const vnni_tile_fn pairs[2][4] = {
         {vnni_tile_1_2_1, vnni_tile_1_2_2, vnni_tile_1_2_3, vnni_tile_1_2_4},
         {vnni_tile_2_2_1, vnni_tile_2_2_2, vnni_tile_2_2_3, vnni_tile_2_2_4}};
+    static const vnni_tile_fn quads[2][3] = {
+        {vnni_tile4_1_2, vnni_tile4_1_3, vnni_tile4_1_4}, {vnni_tile4_2_2, vnni_tile4_2_3, vnni_tile4_2_4}};
     const int P = W->act8 ? 1 : 2;
     const vnni_tile_fn *pair = pairs[P - 1];
     const int gw = W->gw, K4 = (W->K + 3) / 4;
     const size_t qn = (size_t)K4 * 4, ws = (size_t)gw * 4, panel = (size_t)K4 * ws;
-    float tmp[2 * 32];
+    const int m4 = gw >= 16 ? M / 4 * 4 : 0;   /* rows in 4-row tiles of 512-bit vectors */
+    float tmp[4 * 32];
     for (int blk = 0; blk < W->nblk && M >= 2; blk++) {
         const int8_t *wp = (const int8_t *)W->data + blk * panel;
         const float *bb = bias ? bias + blk * gw : NULL, *sc = W->scale + blk * gw;
         int j0 = blk * gw, n = ncols - j0 < gw ? ncols - j0 : gw;
-        for (int m = 0; m + 2 <= M; m += 2) {
+        for (int m = 0; m < m4; m += 4) {
+            float *out = n == gw ? C + (size_t)m * ldc + j0 : tmp;
+            quads[P - 1][gw / 8 - 2](K4, planes + P * qn * m, qn, wp, ws, W->colsum + j0, ascale + m, sc, bb,
+                                     out, n == gw ? ldc : gw);
+            if (n < gw)
+                for (int r = 0; r < 4; r++) store_cols(C + (size_t)(m + r) * ldc + j0, tmp + r * gw, n);
+        }
+        for (int m = m4; m + 2 <= M; m += 2) {
             pair[gw / 8 - 1](K4, planes + P * qn * m, qn, wp, ws, W->colsum + j0, ascale + m, sc, bb, tmp, gw);
             store_cols(C + (size_t)m * ldc + j0, tmp, n);
             store_cols(C + (size_t)(m + 1) * ldc + j0, tmp + gw, n);
