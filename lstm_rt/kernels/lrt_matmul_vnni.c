@@ -1,5 +1,6 @@
-/* int8 weights with AVX-512 VNNI on 256-bit vectors (vpdpbusd: 4 unsigned bytes times 4
- * signed bytes, summed into an int32 lane, no intermediate saturation). Each int16
+/* int8 weights with AVX-512 VNNI (vpdpbusd: 4 unsigned bytes times 4 signed bytes, summed
+ * into an int32 lane, no intermediate saturation), on 256-bit vectors for single rows and
+ * row pairs, on 512-bit ones for batches of 4 rows and more. Each int16
  * activation q is split into two unsigned bytes, q = 256 * (hi - 128) + lo, so one weight
  * load feeds two dot products and the result is as exact as the generic kernel's:
  *     sum_k w q = 256 * (sum_k w hi - 128 * colsum) + sum_k w lo.
