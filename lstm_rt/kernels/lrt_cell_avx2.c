@@ -41,39 +41,40 @@ LRT_AVX2_INLINE __m256 lstm_block(const float *xp, const float *pr, __m256 c, fl
     return cn;
 }
 
-/* Two blocks at once (k and k + 1): their activation chains overlap. */
-LRT_AVX2_INLINE void lstm_block2(const float *xp, const float *pr, float *c, float *h)
+/* NB blocks at once (k .. k + NB - 1): their activation chains overlap (one block's alone
+ * is latency-bound: ~100 cycles per 8 units). */
+LRT_AVX2_INLINE void lstm_blocks(int NB, const float *xp, const float *pr, float *c, float *h)
 {
-    __m256 s[6], t[2];
-    for (int b = 0; b < 2; b++) {
+    __m256 s[12], t[4];
+    for (int b = 0; b < NB; b++) {
         const float *x = xp + b * 4 * L, *p = pr + b * 4 * L;
         s[3 * b] = gate(x, p);
         s[3 * b + 1] = gate(x + 8, p + 8);
         s[3 * b + 2] = gate(x + 16, p + 16);
         t[b] = gate(x + 24, p + 24);
     }
-    sigmoid256n(6, s);
-    tanh256n(2, t);
-    __m256 cn[2];
-    for (int b = 0; b < 2; b++) {
+    sigmoid256n(3 * NB, s);
+    tanh256n(NB, t);
+    __m256 cn[4];
+    for (int b = 0; b < NB; b++) {
         cn[b] = _mm256_add_ps(_mm256_mul_ps(s[3 * b + 2], _mm256_loadu_ps(c + b * L)), _mm256_mul_ps(s[3 * b], t[b]));
         _mm256_storeu_ps(c + b * L, cn[b]);
     }
-    tanh256n(2, cn);
-    for (int b = 0; b < 2; b++) _mm256_storeu_ps(h + b * L, _mm256_mul_ps(cn[b], s[3 * b + 1]));
+    tanh256n(NB, cn);
+    for (int b = 0; b < NB; b++) _mm256_storeu_ps(h + b * L, _mm256_mul_ps(cn[b], s[3 * b + 1]));
 }
 
 LRT_AVX2_FN void lrt_lstm_cell_avx2(const lrt_cell *cl, const float *xp, const float *pr, float *c, float *h)
 {
-    int pairs = cl->H / L / 2;
-    for (int k = 0; k < 2 * pairs; k += 2)
-        lstm_block2(xp + k * 4 * L, pr + k * 4 * L, c + k * L, h + k * L);
-    xp += 2 * pairs * 4 * L;
-    pr += 2 * pairs * 4 * L;
-    c += 2 * pairs * L;
-    h += 2 * pairs * L;
+    int full = cl->H / L, k = 0;
+    for (; k + 4 <= full; k += 4) lstm_blocks(4, xp + k * 4 * L, pr + k * 4 * L, c + k * L, h + k * L);
+    for (; k + 2 <= full; k += 2) lstm_blocks(2, xp + k * 4 * L, pr + k * 4 * L, c + k * L, h + k * L);
+    xp += k * 4 * L;
+    pr += k * 4 * L;
+    c += k * L;
+    h += k * L;
     const int tail = cl->H % L;
-    FOR_BLOCKS(cl->H - 2 * pairs * L,
+    FOR_BLOCKS(cl->H - k * L,
         _mm256_storeu_ps(c + k * L, lstm_block(xp + k * 4 * L, pr + k * 4 * L, _mm256_loadu_ps(c + k * L), h + k * L));,
         /* h has room for whole blocks */
         lrt_store_part(c + k * L, lstm_block(xp + k * 4 * L, pr + k * 4 * L, lrt_load_part(c + k * L, tail), h + k * L), tail););
@@ -110,20 +111,20 @@ LRT_AVX2_INLINE void gru_n_block(const float *xp, const float *hn, const float *
     _mm256_storeu_ps(hnew, gru_mix(_mm256_loadu_ps(z), n, h));
 }
 
-/* Two linear_before_reset blocks at once (k and k + 1), as lstm_block2. */
-LRT_AVX2_INLINE void gru_lbr_block2(const float *xp, const float *pr, const float *h, float *hnew)
+/* NB linear_before_reset blocks at once, as lstm_blocks. */
+LRT_AVX2_INLINE void gru_lbr_blocks(int NB, const float *xp, const float *pr, const float *h, float *hnew)
 {
-    __m256 zr[4], n[2];
-    for (int b = 0; b < 2; b++) {
+    __m256 zr[8], n[4];
+    for (int b = 0; b < NB; b++) {
         zr[2 * b] = gate(xp + b * 3 * L, pr + b * 3 * L);
         zr[2 * b + 1] = gate(xp + b * 3 * L + 8, pr + b * 3 * L + 8);
     }
-    sigmoid256n(4, zr);
-    for (int b = 0; b < 2; b++)
+    sigmoid256n(2 * NB, zr);
+    for (int b = 0; b < NB; b++)
         n[b] = _mm256_add_ps(_mm256_loadu_ps(xp + b * 3 * L + 16),
                              _mm256_mul_ps(zr[2 * b + 1], _mm256_loadu_ps(pr + b * 3 * L + 16)));
-    tanh256n(2, n);
-    for (int b = 0; b < 2; b++) _mm256_storeu_ps(hnew + b * L, gru_mix(zr[2 * b], n[b], _mm256_loadu_ps(h + b * L)));
+    tanh256n(NB, n);
+    for (int b = 0; b < NB; b++) _mm256_storeu_ps(hnew + b * L, gru_mix(zr[2 * b], n[b], _mm256_loadu_ps(h + b * L)));
 }
 
 LRT_AVX2_FN void lrt_gru_cell_a_avx2(const lrt_cell *cl, const float *xp, const float *pr, const float *h,
@@ -131,14 +132,14 @@ LRT_AVX2_FN void lrt_gru_cell_a_avx2(const lrt_cell *cl, const float *xp, const 
 {
     const int tail = cl->H % L;
     if (cl->linear_before_reset) {
-        int pairs = cl->H / L / 2;
-        for (int k = 0; k < 2 * pairs; k += 2)
-            gru_lbr_block2(xp + k * 3 * L, pr + k * 3 * L, h + k * L, hnew + k * L);
-        xp += 2 * pairs * 3 * L;
-        pr += 2 * pairs * 3 * L;
-        h += 2 * pairs * L;
-        hnew += 2 * pairs * L;
-        FOR_BLOCKS(cl->H - 2 * pairs * L,
+        int full = cl->H / L, k = 0;
+        for (; k + 4 <= full; k += 4) gru_lbr_blocks(4, xp + k * 3 * L, pr + k * 3 * L, h + k * L, hnew + k * L);
+        for (; k + 2 <= full; k += 2) gru_lbr_blocks(2, xp + k * 3 * L, pr + k * 3 * L, h + k * L, hnew + k * L);
+        xp += k * 3 * L;
+        pr += k * 3 * L;
+        h += k * L;
+        hnew += k * L;
+        FOR_BLOCKS(cl->H - k * L,
             gru_lbr_block(xp + k * 3 * L, pr + k * 3 * L, _mm256_loadu_ps(h + k * L), hnew + k * L);,
             gru_lbr_block(xp + k * 3 * L, pr + k * 3 * L, lrt_load_part(h + k * L, tail), hnew + k * L););
     } else

@@ -20,7 +20,7 @@
 
 LRT_AVX2_INLINE void exp256n(int N, __m256 *x)
 {
-    __m256 n[8], r[8], p[8];
+    __m256 n[12], r[12], p[12];
     LRT_EACH(j) {
         /* constant first: MAXPS/MINPS return their second operand when one is NaN, so NaN stays NaN */
         x[j] = _mm256_min_ps(_mm256_set1_ps(88.3f), _mm256_max_ps(_mm256_set1_ps(-87.3f), x[j]));
@@ -55,7 +55,7 @@ LRT_AVX2_INLINE void sigmoid256n(int N, __m256 *x)
 LRT_AVX2_INLINE void tanh256n(int N, __m256 *x)
 {
     const __m256 sign = _mm256_set1_ps(-0.0f);
-    __m256 ax[8], e[8];
+    __m256 ax[12], e[12];
     LRT_EACH(j) {
         ax[j] = _mm256_andnot_ps(sign, x[j]);
         e[j] = _mm256_add_ps(ax[j], ax[j]);
