@@ -45,7 +45,34 @@ LRT_AVX512_INLINE void tile512(int NV, int K, const float *A, int lda, const flo
     }
 }
 
-/* Every panel for the rows in whole tiles of ROWS; a ragged last panel through a buffer. */
+/* ROWS rows x two consecutive 24-wide panels (GRU gates) as 48 columns in three zmm: the
+ * middle one joins the first panel's last 8 columns and the second's first 8, so no lane
+ * idles (one panel alone leaves a ymm half of the FMA width unused). */
+LRT_AVX512_INLINE void tile512_gru2(int K, const float *A, int lda, const float *wp, const float *bias,
+                                    float *out, int ldo)
+{
+    const float *wq = wp + (size_t)K * 24;   /* the second panel */
+    __m512 acc[ROWS][3];
+    for (int r = 0; r < ROWS; r++)
+        for (int z = 0; z < 3; z++) acc[r][z] = bias ? _mm512_loadu_ps(bias + 16 * z) : _mm512_setzero_ps();
+    for (int k = 0; k < K; k++) {
+        const float *w = wp + (size_t)k * 24, *v = wq + (size_t)k * 24;
+        __m512 w0 = _mm512_loadu_ps(w), w2 = _mm512_loadu_ps(v + 8);
+        __m512 w1 = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(_mm256_loadu_ps(w + 16))),
+                                                        _mm256_castps_pd(_mm256_loadu_ps(v)), 1));
+        for (int r = 0; r < ROWS; r++) {
+            __m512 a = _mm512_set1_ps(A[(size_t)r * lda + k]);
+            acc[r][0] = _mm512_fmadd_ps(a, w0, acc[r][0]);
+            acc[r][1] = _mm512_fmadd_ps(a, w1, acc[r][1]);
+            acc[r][2] = _mm512_fmadd_ps(a, w2, acc[r][2]);
+        }
+    }
+    for (int r = 0; r < ROWS; r++)
+        for (int z = 0; z < 3; z++) _mm512_storeu_ps(out + (size_t)r * ldo + 16 * z, acc[r][z]);
+}
+
+/* Every panel for the rows in whole tiles of ROWS (24-wide ones two at a time where both
+ * are whole); a ragged last panel through a buffer. */
 #define DEFINE_GEMM512(NV)                                                                    \
 LRT_AVX512 static void gemm512_nv##NV(int M, int K, const float *A, int lda, const float *Wp, \
                                       int nblk, const float *bias, float *C, int ldc, int ncols) \
@@ -55,6 +82,12 @@ LRT_AVX512 static void gemm512_nv##NV(int M, int K, const float *A, int lda, con
     for (int blk = 0; blk < nblk; blk++) {                                                    \
         const float *wp = Wp + (size_t)blk * K * gw, *bb = bias ? bias + blk * gw : NULL;     \
         int j0 = blk * gw, full = ncols - j0 >= gw, n = full ? gw : ncols - j0;               \
+        if (NV == 3 && blk + 1 < nblk && ncols - j0 >= 2 * gw) {                              \
+            for (int m = 0; m + ROWS <= M; m += ROWS)                                         \
+                tile512_gru2(K, A + (size_t)m * lda, lda, wp, bb, C + (size_t)m * ldc + j0, ldc); \
+            blk++;                                                                            \
+            continue;                                                                         \
+        }                                                                                     \
         for (int m = 0; m + ROWS <= M; m += ROWS) {                                           \
             tile512(NV, K, A + (size_t)m * lda, lda, wp, bb, full ? C + (size_t)m * ldc + j0 : tmp, full ? ldc : gw); \
             if (!full)                                                                        \

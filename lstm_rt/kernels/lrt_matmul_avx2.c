@@ -321,6 +321,17 @@ LRT_AVX2_INLINE int row_amax(const float *a, int K, float *amax_out)
     return bad != 0;
 }
 
+/* The row's scale amax / qmax into *scale and qmax / amax (0 for an all-zero row) into
+ * *inv, as the portable quantizer computes them; returns 1 if the row holds NaN/inf. */
+LRT_AVX2_INLINE int row_scale(const float *a, int K, double qmax, __m256 *inv, float *scale)
+{
+    float amax;
+    if (row_amax(a, K, &amax)) return 1;
+    *inv = _mm256_set1_ps(amax > 0.0f ? (float)(qmax / amax) : 0.0f);
+    *scale = amax > 0.0f ? (float)(amax / qmax) : 0.0f;
+    return 0;
+}
+
 /* 8 values of a from k on (fewer than 8 left: the rest read as 0) times inv, rounded to
  * nearest even like lrintf */
 LRT_AVX2_INLINE __m256i scaled8(const float *a, int k, int K, __m256 inv)
@@ -338,12 +349,9 @@ LRT_AVX2_INLINE void store_bytes(void *dst, __m256i v, int n)
 
 LRT_AVX2_FN int lrt_quantize_row_avx2(const float *a, int K, double qmax, int16_t *q, float *scale)
 {
-    float amax;
-    if (row_amax(a, K, &amax)) return 1;
+    __m256 vinv;
+    if (row_scale(a, K, qmax, &vinv, scale)) return 1;
     int k, n = (K + 3) / 4 * 4;
-    float inv = amax > 0.0f ? (float)(qmax / amax) : 0.0f;
-    *scale = amax > 0.0f ? (float)(amax / qmax) : 0.0f;
-    const __m256 vinv = _mm256_set1_ps(inv);
     for (k = 0; k < n; k += 16) {
         /* the zero padding up to n comes from the zero lanes of a partial load */
         __m256i lo = scaled8(a, k, K, vinv), hi = k + 8 < K ? scaled8(a, k + 8, K, vinv) : _mm256_setzero_si256();
@@ -357,12 +365,9 @@ LRT_AVX2_FN int lrt_quantize_row_avx2(const float *a, int K, double qmax, int16_
 /* The same values as bytes (qmax <= 127, so the packs never saturate). */
 LRT_AVX2_FN int lrt_quantize_row8_avx2(const float *a, int K, double qmax, int8_t *q, float *scale)
 {
-    float amax;
-    if (row_amax(a, K, &amax)) return 1;
+    __m256 vinv;
+    if (row_scale(a, K, qmax, &vinv, scale)) return 1;
     int k, n = (K + 3) / 4 * 4;
-    float inv = amax > 0.0f ? (float)(qmax / amax) : 0.0f;
-    *scale = amax > 0.0f ? (float)(amax / qmax) : 0.0f;
-    const __m256 vinv = _mm256_set1_ps(inv);
     const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7), zero = _mm256_setzero_si256();
     for (k = 0; k < n; k += 32) {
         __m256i c0 = scaled8(a, k, K, vinv);
@@ -380,12 +385,9 @@ LRT_AVX2_FN int lrt_quantize_row8_avx2(const float *a, int K, double qmax, int8_
  * u >> 6 at planes, lo = u & 63 at planes + n (n = K4 * 4 each; the padding is q = 0). */
 LRT_AVX2_FN int lrt_quantize_row12_avx2(const float *a, int K, double qmax, uint8_t *planes, float *scale)
 {
-    float amax;
-    if (row_amax(a, K, &amax)) return 1;
+    __m256 vinv;
+    if (row_scale(a, K, qmax, &vinv, scale)) return 1;
     int k, n = (K + 3) / 4 * 4;
-    float inv = amax > 0.0f ? (float)(qmax / amax) : 0.0f;
-    *scale = amax > 0.0f ? (float)(amax / qmax) : 0.0f;
-    const __m256 vinv = _mm256_set1_ps(inv);
     const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7), off = _mm256_set1_epi32(2048);
     const __m256i low6 = _mm256_set1_epi16(63);
     for (k = 0; k < n; k += 32) {
