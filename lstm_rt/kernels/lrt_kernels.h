@@ -228,26 +228,22 @@ void lrt_matmul_f16_avx2(int M, const float *A, int lda, const lrt_mat *W, const
 /* int8, A already quantized: q [M][K4 * 4] int16 (zero padded), ascale [M] */
 void lrt_matmul_i8_generic(int M, const int16_t *q, const float *ascale, const lrt_mat *W,
                            const float *bias, float *C, int ldc, int ncols);
-/* AVX2, act8 matrices: q [M][K4 * 4] int8 (|q| <= LRT_ACT8_QMAX, zero padded). */
-void lrt_matmul_i8a8_avx2(int M, const int8_t *q, const float *ascale, const lrt_mat *W,
-                          const float *bias, float *C, int ldc, int ncols);
-/* AVX2, every other int8 matrix: per row the 6-bit planes of u = q + 2048 (|q| <=
- * LRT_ACT12_QMAX), bytes [M][2][K4 * 4] (hi = u >> 6, then lo = u & 63). */
-void lrt_matmul_i8a12_avx2(int M, const uint8_t *planes, const float *ascale, const lrt_mat *W,
-                           const float *bias, float *C, int ldc, int ncols);
-/* Every row of A quantized to int16 (q [M][K4 * 4], ascale [M]) by `quantize` (the
- * portable, AVX2 or NEON row quantizer); rows with NaN/inf get scale NaN and zeros (NaN in,
- * NaN out). Inline: with the quantizer a constant the call is direct (through the pointer
- * a tiny step paid ~60 instructions a product). */
-static inline void lrt_quantize_rows(int M, const float *A, int lda, const lrt_mat *W, int16_t *q,
-                                     float *ascale, int (*quantize)(const float *, int, double, int16_t *, float *))
+/* A row quantizer: a's K values with one scale (into *scale) as the level's kernels take
+ * them, written to q (int16 values, act8 bytes or the AVX2 12-bit planes, zero padded to
+ * K4 * 4 values); returns 1 for a row with NaN/inf. */
+typedef int (*lrt_quantize_fn)(const float *a, int K, double qmax, void *q, float *scale);
+/* Every row of A quantized by `quantize` into qs bytes per row of q, its scale into ascale;
+ * rows with NaN/inf get scale NaN and zero bytes (NaN in, NaN out). Inline: with the
+ * quantizer a constant the call is direct (through the pointer a tiny step paid ~60
+ * instructions a product). */
+static inline void lrt_quantize_rows(int M, const float *A, int lda, const lrt_mat *W, void *q, size_t qs,
+                                     float *ascale, lrt_quantize_fn quantize)
 {
-    size_t n = 4 * (size_t)((W->K + 3) / 4);
     double qmax = lrt_act_qmax(W);
     for (int m = 0; m < M; m++)
-        if (quantize(A + (size_t)m * lda, W->K, qmax, q + m * n, ascale + m)) {
+        if (quantize(A + (size_t)m * lda, W->K, qmax, (char *)q + m * qs, ascale + m)) {
             ascale[m] = NAN;
-            memset(q + m * n, 0, n * sizeof(int16_t));
+            memset((char *)q + m * qs, 0, qs);
         }
 }
 /* The whole int8 product of each level (quantize A into scratch, then the kernel): the
@@ -259,12 +255,9 @@ void lrt_i8_avx2(int M, const float *A, int lda, const lrt_mat *W, const float *
 void lrt_i8_vnni(int M, const float *A, int lda, const lrt_mat *W, const float *bias,
                  float *C, int ldc, int ncols, float *scratch);
 /* lrt_matmul's activation quantizer with AVX2 (same results as the portable one), to
- * int16, (|q| <= 127) to bytes and (|q| <= 2047) to the 6-bit planes of
- * lrt_matmul_i8a12_avx2 (planes [2][K4 * 4]); and the VNNI byte split. Return 1 for a row
- * with NaN/inf. */
-int lrt_quantize_row_avx2(const float *a, int K, double qmax, int16_t *q, float *scale);
-int lrt_quantize_row8_avx2(const float *a, int K, double qmax, int8_t *q, float *scale);
-int lrt_quantize_row12_avx2(const float *a, int K, double qmax, uint8_t *planes, float *scale);
+ * int16 and (|q| <= 127) to bytes (lrt_quantize_fn); and the VNNI byte split. */
+int lrt_quantize_row_avx2(const float *a, int K, double qmax, void *q, float *scale);
+int lrt_quantize_row8_avx2(const float *a, int K, double qmax, void *q, float *scale);
 void lrt_split_bytes_avx2(const int16_t *q, int n, uint8_t *hi, uint8_t *lo);
 void lrt_offset_bytes_avx2(uint8_t *b, size_t n, int add);  /* b[i] += add, wrapping */
 /* out [nblk * gw]: each column's sum of int8 weights (lrt_mat.colsum). Returns how many

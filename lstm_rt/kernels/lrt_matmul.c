@@ -113,8 +113,9 @@ size_t lrt_matmul_scratch_floats(int M, int K)
 
 /* Quantize a row of A to int16 with one scale: K4 * 4 values (zero padded). Returns 0, or
  * 1 if the row holds NaN/inf (its output becomes NaN). */
-static int quantize_row(const float *a, int K, double qmax, int16_t *q, float *scale)
+static int quantize_row(const float *a, int K, double qmax, void *out, float *scale)
 {
+    int16_t *q = out;
     float amax = 0.0f;
     int bad = 0;
     for (int k = 0; k < K; k++) {
@@ -135,6 +136,6 @@ void lrt_i8_generic(int M, const float *A, int lda, const lrt_mat *W, const floa
 {
     float *ascale = scratch;
     int16_t *q = (int16_t *)(scratch + M);
-    lrt_quantize_rows(M, A, lda, W, q, ascale, quantize_row);
+    lrt_quantize_rows(M, A, lda, W, q, 4 * (size_t)((W->K + 3) / 4) * sizeof(int16_t), ascale, quantize_row);
     lrt_matmul_i8_generic(M, q, ascale, W, bias, C, ldc, ncols);
 }

@@ -281,18 +281,6 @@ static void byte_product(const byte_kernel *kn, int M, const uint8_t *q, size_t 
     }
 }
 
-void lrt_matmul_i8a8_avx2(int M, const int8_t *q, const float *ascale, const lrt_mat *W,
-                          const float *bias, float *C, int ldc, int ncols)
-{
-    byte_product(&a8_kernel, M, (const uint8_t *)q, 4 * (size_t)((W->K + 3) / 4), ascale, W, bias, C, ldc, ncols);
-}
-
-void lrt_matmul_i8a12_avx2(int M, const uint8_t *planes, const float *ascale, const lrt_mat *W,
-                           const float *bias, float *C, int ldc, int ncols)
-{
-    byte_product(&a12_kernel, M, planes, 8 * (size_t)((W->K + 3) / 4), ascale, W, bias, C, ldc, ncols);
-}
-
 /* ---- activation quantizer: lrt_matmul's quantize_row, 8 floats at a time (same results:
  * the max is exact and vcvtps2dq rounds to nearest even like lrintf) ---- */
 
@@ -347,8 +335,9 @@ LRT_AVX2_INLINE void store_bytes(void *dst, __m256i v, int n)
     else lrt_store_part((float *)dst, _mm256_castsi256_ps(v), n / 4);
 }
 
-LRT_AVX2_FN int lrt_quantize_row_avx2(const float *a, int K, double qmax, int16_t *q, float *scale)
+LRT_AVX2_FN int lrt_quantize_row_avx2(const float *a, int K, double qmax, void *out, float *scale)
 {
+    int16_t *q = out;
     __m256 vinv;
     if (row_scale(a, K, qmax, &vinv, scale)) return 1;
     int k, n = (K + 3) / 4 * 4;
@@ -363,8 +352,9 @@ LRT_AVX2_FN int lrt_quantize_row_avx2(const float *a, int K, double qmax, int16_
 }
 
 /* The same values as bytes (qmax <= 127, so the packs never saturate). */
-LRT_AVX2_FN int lrt_quantize_row8_avx2(const float *a, int K, double qmax, int8_t *q, float *scale)
+LRT_AVX2_FN int lrt_quantize_row8_avx2(const float *a, int K, double qmax, void *out, float *scale)
 {
+    int8_t *q = out;
     __m256 vinv;
     if (row_scale(a, K, qmax, &vinv, scale)) return 1;
     int k, n = (K + 3) / 4 * 4;
@@ -383,8 +373,9 @@ LRT_AVX2_FN int lrt_quantize_row8_avx2(const float *a, int K, double qmax, int8_
 
 /* The same values as the two 6-bit planes of u = q + 2048 (|q| <= LRT_ACT12_QMAX): hi =
  * u >> 6 at planes, lo = u & 63 at planes + n (n = K4 * 4 each; the padding is q = 0). */
-LRT_AVX2_FN int lrt_quantize_row12_avx2(const float *a, int K, double qmax, uint8_t *planes, float *scale)
+LRT_AVX2_FN static int quantize_row12_avx2(const float *a, int K, double qmax, void *out, float *scale)
 {
+    uint8_t *planes = out;
     __m256 vinv;
     if (row_scale(a, K, qmax, &vinv, scale)) return 1;
     int k, n = (K + 3) / 4 * 4;
@@ -416,17 +407,10 @@ LRT_AVX2_FN void lrt_i8_avx2(int M, const float *A, int lda, const lrt_mat *W, c
     float *ascale = scratch;
     const int act8 = W->act8;
     size_t qs = 4 * (size_t)((W->K + 3) / 4) * (act8 ? 1 : 2);
-    double qmax = lrt_act_qmax(W);
     uint8_t *q = (uint8_t *)(scratch + M);
-    for (int m = 0; m < M; m++) {
-        const float *a = A + (size_t)m * lda;
-        int bad = act8 ? lrt_quantize_row8_avx2(a, W->K, qmax, (int8_t *)(q + m * qs), ascale + m)
-                       : lrt_quantize_row12_avx2(a, W->K, qmax, q + m * qs, ascale + m);
-        if (bad) {
-            ascale[m] = NAN;  /* NaN in, NaN out */
-            memset(q + m * qs, 0, qs);
-        }
-    }
+    /* two calls, each with a constant quantizer (a direct call) */
+    if (act8) lrt_quantize_rows(M, A, lda, W, q, qs, ascale, lrt_quantize_row8_avx2);
+    else lrt_quantize_rows(M, A, lda, W, q, qs, ascale, quantize_row12_avx2);
     byte_product(act8 ? &a8_kernel : &a12_kernel, M, q, qs, ascale, W, bias, C, ldc, ncols);
 }
 
@@ -461,13 +445,13 @@ LRT_AVX2_FN void lrt_split_bytes_avx2(const int16_t *q, int n, uint8_t *hi, uint
 
 #else  /* lrt_init never selects the AVX2 kernels here: portable stand-ins */
 
-int lrt_quantize_row_avx2(const float *a, int K, double qmax, int16_t *q, float *scale)
+int lrt_quantize_row_avx2(const float *a, int K, double qmax, void *q, float *scale)
 {
     (void)a; (void)K; (void)qmax; (void)q; (void)scale;
     return -1;
 }
 
-int lrt_quantize_row8_avx2(const float *a, int K, double qmax, int8_t *q, float *scale)
+int lrt_quantize_row8_avx2(const float *a, int K, double qmax, void *q, float *scale)
 {
     (void)a; (void)K; (void)qmax; (void)q; (void)scale;
     return -1;
@@ -477,12 +461,6 @@ void lrt_i8_avx2(int M, const float *A, int lda, const lrt_mat *W, const float *
                  float *C, int ldc, int ncols, float *scratch)
 {
     lrt_i8_generic(M, A, lda, W, bias, C, ldc, ncols, scratch);
-}
-
-void lrt_matmul_i8a8_avx2(int M, const int8_t *q, const float *ascale, const lrt_mat *W,
-                          const float *bias, float *C, int ldc, int ncols)
-{
-    (void)M; (void)q; (void)ascale; (void)W; (void)bias; (void)C; (void)ldc; (void)ncols;
 }
 
 void lrt_split_bytes_avx2(const int16_t *q, int n, uint8_t *hi, uint8_t *lo)
@@ -499,18 +477,6 @@ void lrt_matmul_f16_avx2(int M, const float *A, int lda, const lrt_mat *W, const
                          float *C, int ldc, int ncols)
 {
     lrt_matmul_f16_generic(M, A, lda, W, bias, C, ldc, ncols);
-}
-
-void lrt_matmul_i8a12_avx2(int M, const uint8_t *planes, const float *ascale, const lrt_mat *W,
-                           const float *bias, float *C, int ldc, int ncols)
-{
-    (void)M; (void)planes; (void)ascale; (void)W; (void)bias; (void)C; (void)ldc; (void)ncols;
-}
-
-int lrt_quantize_row12_avx2(const float *a, int K, double qmax, uint8_t *planes, float *scale)
-{
-    (void)a; (void)K; (void)qmax; (void)planes; (void)scale;
-    return -1;
 }
 
 #endif

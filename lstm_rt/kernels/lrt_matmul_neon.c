@@ -344,8 +344,9 @@ static int row_amax(const float *a, int K, float *amax_out)
 }
 
 /* int16 (the lrt_quantize_rows contract) */
-static int quantize_row_neon(const float *a, int K, double qmax, int16_t *q, float *scale)
+static int quantize_row_neon(const float *a, int K, double qmax, void *out, float *scale)
 {
+    int16_t *q = out;
     float amax;
     if (row_amax(a, K, &amax)) return 1;
     int k, n = (K + 3) / 4 * 4;
@@ -363,8 +364,9 @@ static int quantize_row_neon(const float *a, int K, double qmax, int16_t *q, flo
 }
 
 /* The same values as bytes (qmax <= 127: act8 matrices), K4 * 4 of them (zero padded). */
-static int quantize_row8_neon(const float *a, int K, double qmax, int8_t *q, float *scale)
+static int quantize_row8_neon(const float *a, int K, double qmax, void *out, float *scale)
 {
+    int8_t *q = out;
     float amax;
     if (row_amax(a, K, &amax)) return 1;
     int k, n = (K + 3) / 4 * 4;
@@ -384,16 +386,9 @@ static int quantize_row8_neon(const float *a, int K, double qmax, int8_t *q, flo
 /* act8 rows as bytes: scratch = ascale [M], then q [M][K4 * 4] bytes. */
 static const uint8_t *quantize_rows8(int M, const float *A, int lda, const lrt_mat *W, float *scratch)
 {
-    size_t n = 4 * (size_t)((W->K + 3) / 4);
-    double qmax = lrt_act_qmax(W);
-    float *ascale = scratch;
-    int8_t *q = (int8_t *)(scratch + M);
-    for (int m = 0; m < M; m++)
-        if (quantize_row8_neon(A + (size_t)m * lda, W->K, qmax, q + m * n, ascale + m)) {
-            ascale[m] = NAN;  /* NaN in, NaN out */
-            memset(q + m * n, 0, n);
-        }
-    return (const uint8_t *)q;
+    uint8_t *q = (uint8_t *)(scratch + M);
+    lrt_quantize_rows(M, A, lda, W, q, 4 * (size_t)((W->K + 3) / 4), scratch, quantize_row8_neon);
+    return q;
 }
 
 /* The neon level's int8 product. */
@@ -407,7 +402,7 @@ void lrt_i8_neon(int M, const float *A, int lda, const lrt_mat *W, const float *
         return;
     }
     int16_t *q = (int16_t *)(scratch + M);
-    lrt_quantize_rows(M, A, lda, W, q, scratch, quantize_row_neon);
+    lrt_quantize_rows(M, A, lda, W, q, n * sizeof(int16_t), scratch, quantize_row_neon);
     i8_products(&fam_s16, M, (const uint8_t *)q, 2 * n, scratch, W, bias, C, ldc, ncols);
 }
 
@@ -424,7 +419,7 @@ void lrt_i8_neondot(int M, const float *A, int lda, const lrt_mat *W, const floa
     }
     int16_t *q = (int16_t *)(scratch + M);
     int8_t *planes = (int8_t *)(q + (size_t)M * n);
-    lrt_quantize_rows(M, A, lda, W, q, scratch, quantize_row_neon);
+    lrt_quantize_rows(M, A, lda, W, q, n * sizeof(int16_t), scratch, quantize_row_neon);
     for (int m = 0; m < M; m++) {
         const int16_t *qm = q + m * n;
         int8_t *hi = planes + 2 * m * n, *lo = hi + n;

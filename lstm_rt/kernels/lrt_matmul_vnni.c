@@ -343,19 +343,14 @@ void lrt_i8_vnni(int M, const float *A, int lda, const lrt_mat *W, const float *
     float *ascale = scratch;
     if (W->act8) {
         uint8_t *u = (uint8_t *)(scratch + M);
-        double qmax = lrt_act_qmax(W);
-        for (int m = 0; m < M; m++)
-            if (lrt_quantize_row8_avx2(A + (size_t)m * lda, W->K, qmax, (int8_t *)(u + m * n), ascale + m)) {
-                ascale[m] = NAN;  /* NaN in, NaN out */
-                memset(u + m * n, 0, n);
-            }
+        lrt_quantize_rows(M, A, lda, W, u, n, ascale, lrt_quantize_row8_avx2);
         lrt_offset_bytes_avx2(u, M * n, 64);
         lrt_matmul_i8_vnni(M, u, ascale, W, bias, C, ldc, ncols);
         return;
     }
     int16_t *q = (int16_t *)(scratch + M);
     uint8_t *planes = (uint8_t *)(q + M * n);
-    lrt_quantize_rows(M, A, lda, W, q, ascale, lrt_quantize_row_avx2);
+    lrt_quantize_rows(M, A, lda, W, q, n * sizeof(int16_t), ascale, lrt_quantize_row_avx2);
     for (int m = 0; m < M; m++)
         lrt_split_bytes_avx2(q + m * n, (int)n, planes + 2 * m * n, planes + (2 * m + 1) * n);
     lrt_matmul_i8_vnni(M, planes, ascale, W, bias, C, ldc, ncols);
