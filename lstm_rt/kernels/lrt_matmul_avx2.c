@@ -227,9 +227,103 @@ DEFINE_A12_TILES(2)
 DEFINE_A12_TILES(3)
 DEFINE_A12_TILES(4)
 
+/* 12-bit matrices with W16_MIN_ROWS rows or more (batches, the input projection of a
+ * sequence): a pass widens its weights to int16 once, into an L1 buffer, and every row
+ * meets them in vpmaddwd with its int16 activations (the same q as the planes hold, so the
+ * same sums): 2 integer multiplies per 32 products and row against a12_tile's 3. Below 8
+ * rows the widening (per pass, not per row) costs more than it saves. act8 matrices stay
+ * with a8_tile at every M: measured as fast, with half the weight bytes.
+ * Buffer layout [p][g][2][16]: quad-row p of group g as the k pairs (4p, 4p+1) and
+ * (4p+2, 4p+3) of its 8 columns, one int32 lane per column. */
+#define W16_BUF_BYTES 16384
+#define W16_MIN_ROWS 8
+
+LRT_AVX2_INLINE void w16_widen(int G, int K4, const int8_t *const *w, size_t wstride, int16_t *buf)
+{
+    for (int p = 0; p < K4; p++)
+        for (int g = 0; g < G; g++) {
+            __m256i x = _mm256_loadu_si256((const __m256i *)(w[g] + (size_t)p * wstride));
+            /* columns 0-3 and 4-7, each column's 4 weights as two int32 lanes (k pairs) */
+            __m256 a = _mm256_castsi256_ps(_mm256_cvtepi8_epi16(_mm256_castsi256_si128(x)));
+            __m256 b = _mm256_castsi256_ps(_mm256_cvtepi8_epi16(_mm256_extracti128_si256(x, 1)));
+            /* the shuffles take one pair of each column, in the order 0 1 4 5 | 2 3 6 7;
+             * the permute restores 0-7 */
+            __m256i k01 = _mm256_permute4x64_epi64(_mm256_castps_si256(_mm256_shuffle_ps(a, b, 0x88)), 0xd8);
+            __m256i k23 = _mm256_permute4x64_epi64(_mm256_castps_si256(_mm256_shuffle_ps(a, b, 0xdd)), 0xd8);
+            _mm256_store_si256((__m256i *)(buf + ((size_t)p * G + g) * 32), k01);
+            _mm256_store_si256((__m256i *)(buf + ((size_t)p * G + g) * 32 + 16), k23);
+        }
+}
+
+/* R rows (row r's int16 values at q + r * qs16) times the buffer's G groups over K4
+ * quad-rows. The sums of a K chunk before the last stay int32 in out (first: start from
+ * 0, else from out); the last chunk stores floats. */
+LRT_AVX2_INLINE void w16_tile(int R, int G, int K4, const int16_t *q, size_t qs16, const int16_t *buf,
+                              int first, int last, const float *ascale, const float *wscale,
+                              const float *bias, float *out, int ldo)
+{
+    __m256i acc[12];
+#pragma GCC unroll 12
+    for (int i = 0; i < R * G; i++)
+        acc[i] = first ? _mm256_setzero_si256()
+                       : _mm256_loadu_si256((const __m256i *)(out + (size_t)(i / G) * ldo + 8 * (i % G)));
+    for (int p = 0; p < K4; p++)
+        for (int h = 0; h < 2; h++) {
+            const int16_t *wb = buf + (size_t)p * G * 32 + 16 * h;
+            for (int r = 0; r < R; r++) {
+                __m256i a = bcast4(q + (size_t)r * qs16 + 4 * p + 2 * h);
+                for (int g = 0; g < G; g++) {
+                    acc[r * G + g] = _mm256_add_epi32(acc[r * G + g],
+                        _mm256_madd_epi16(a, _mm256_load_si256((const __m256i *)(wb + 32 * g))));
+                    /* in this order: GCC otherwise adds the two k pairs' products first,
+                     * and the extra live vectors spill sums to the stack */
+                    __asm__("" : "+x"(acc[r * G + g]));
+                }
+            }
+        }
+    for (int r = 0; r < R; r++)
+        for (int g = 0; g < G; g++) {
+            float *o = out + (size_t)r * ldo + 8 * g;
+            if (last) i8_store(acc[r * G + g], ascale[r], wscale + 8 * g, bias ? bias + 8 * g : NULL, o);
+            else _mm256_storeu_si256((__m256i *)o, acc[r * G + g]);
+        }
+}
+
+/* A pass: K in chunks whose widened weights fit the buffer, every row (R at a time) over
+ * each chunk. q holds int16 rows qs bytes apart. R * G <= 9 sums: with 12 GCC spills. */
+#define DEFINE_W16_TILES(G, R)                                                                  \
+LRT_AVX2_FN __attribute__((noinline)) static void w16_tiles_##G(                                \
+    int M, int K4, const uint8_t *q, size_t qs, const int8_t *const *w, size_t wstride,         \
+    const int32_t *colsum, const float *ascale, const float *wscale, const float *bias,         \
+    float *out, int ldo)                                                                        \
+{                                                                                               \
+    (void)colsum;                                                                               \
+    int16_t buf[W16_BUF_BYTES / 2] __attribute__((aligned(32)));                                \
+    const int kc = W16_BUF_BYTES / (64 * G);                                                    \
+    const size_t qs16 = qs / 2;                                                                 \
+    const int8_t *wc[G];                                                                        \
+    for (int p0 = 0; p0 < K4; p0 += kc) {                                                       \
+        int n = K4 - p0 < kc ? K4 - p0 : kc, first = p0 == 0, last = p0 + n == K4;              \
+        for (int g = 0; g < G; g++) wc[g] = w[g] + (size_t)p0 * wstride;                        \
+        w16_widen(G, n, wc, wstride, buf);                                                      \
+        const int16_t *qc = (const int16_t *)q + 4 * p0;                                        \
+        int m = 0;                                                                              \
+        for (; m + R <= M; m += R)                                                              \
+            w16_tile(R, G, n, qc + m * qs16, qs16, buf, first, last, ascale + m, wscale, bias,  \
+                     out + (size_t)m * ldo, ldo);                                               \
+        for (; m < M; m++)                                                                      \
+            w16_tile(1, G, n, qc + m * qs16, qs16, buf, first, last, ascale + m, wscale, bias,  \
+                     out + (size_t)m * ldo, ldo);                                               \
+    }                                                                                           \
+}
+DEFINE_W16_TILES(1, 4)
+DEFINE_W16_TILES(2, 4)
+DEFINE_W16_TILES(3, 3)
+
 /* A kernel's tiles by G - 1, and how many groups a pass takes: whole panels per pass (a
  * panel split between passes has its cache lines fetched twice), a 32-wide panel (LSTM
- * gates) or a 24-wide one alone, narrower panels several at a time. */
+ * gates) or a 24-wide one alone, narrower panels several at a time. The widened passes
+ * take a 32-wide panel as two halves of 64 bytes, whole cache lines each. */
 typedef struct {
     byte_tiles_fn tiles[8];
     int per[2][4];     /* groups per pass by [one row only][gw / 8 - 1] */
@@ -241,6 +335,9 @@ static const byte_kernel a8_kernel = {
 static const byte_kernel a12_kernel = {
     {a12_tiles_1, a12_tiles_2, a12_tiles_3, a12_tiles_4, NULL, NULL, NULL, NULL},
     {{4, 4, 3, 4}, {4, 4, 3, 4}}};
+static const byte_kernel w16_kernel = {
+    {w16_tiles_1, w16_tiles_2, w16_tiles_3, NULL, NULL, NULL, NULL, NULL},
+    {{2, 2, 3, 2}, {2, 2, 3, 2}}};
 
 /* M rows (qs bytes apart) against every column: a pass takes a set of 8-column groups and
  * runs every row over it (the set's weights stay in L1 from row to row). A set with a
@@ -253,7 +350,7 @@ static void byte_product(const byte_kernel *kn, int M, const uint8_t *q, size_t 
     const int per = kn->per[M == 1][NV - 1];
     int ngroups = (ncols + 7) / 8, g = 0, v = 0;   /* group g is group v of its panel */
     const int8_t *next = (const int8_t *)W->data;   /* its weights */
-    float tmp[2 * 32];
+    float tmp[8 * 32];
     while (g < ngroups) {
         int left = ngroups - g, G = left >= per ? per : left >= 4 ? 4 : left;
         int full = 8 * (g + G) <= ncols;
@@ -270,9 +367,9 @@ static void byte_product(const byte_kernel *kn, int M, const uint8_t *q, size_t 
         const float *sc = W->scale + 8 * g, *bb = bias ? bias + 8 * g : NULL;
         if (full)
             kn->tiles[G - 1](M, K4, q, qs, w, ws, cs, ascale, sc, bb, C + 8 * g, ldc);
-        else  /* two rows at a time through the buffer */
-            for (int m = 0; m < M; m += 2) {
-                int R = M - m >= 2 ? 2 : 1;
+        else  /* up to 8 rows at a time through the buffer */
+            for (int m = 0; m < M; m += 8) {
+                int R = M - m >= 8 ? 8 : M - m;
                 kn->tiles[G - 1](R, K4, q + m * qs, qs, w, ws, cs, ascale + m, sc, bb, tmp, 32);
                 for (int r = 0; r < R; r++)
                     store_cols(C + (size_t)(m + r) * ldc + 8 * g, tmp + 32 * r, ncols - 8 * g);
@@ -405,13 +502,19 @@ LRT_AVX2_FN void lrt_i8_avx2(int M, const float *A, int lda, const lrt_mat *W, c
                              float *C, int ldc, int ncols, float *scratch)
 {
     float *ascale = scratch;
-    const int act8 = W->act8;
-    size_t qs = 4 * (size_t)((W->K + 3) / 4) * (act8 ? 1 : 2);
+    const size_t q4 = 4 * (size_t)((W->K + 3) / 4);
     uint8_t *q = (uint8_t *)(scratch + M);
-    /* two calls, each with a constant quantizer (a direct call) */
-    if (act8) lrt_quantize_rows(M, A, lda, W, q, qs, ascale, lrt_quantize_row8_avx2);
-    else lrt_quantize_rows(M, A, lda, W, q, qs, ascale, quantize_row12_avx2);
-    byte_product(act8 ? &a8_kernel : &a12_kernel, M, q, qs, ascale, W, bias, C, ldc, ncols);
+    /* each call with a constant quantizer (a direct call) */
+    if (W->act8) {
+        lrt_quantize_rows(M, A, lda, W, q, q4, ascale, lrt_quantize_row8_avx2);
+        byte_product(&a8_kernel, M, q, q4, ascale, W, bias, C, ldc, ncols);
+    } else if (M >= W16_MIN_ROWS) {  /* int16 values: as many bytes as the two planes */
+        lrt_quantize_rows(M, A, lda, W, q, 2 * q4, ascale, lrt_quantize_row_avx2);
+        byte_product(&w16_kernel, M, q, 2 * q4, ascale, W, bias, C, ldc, ncols);
+    } else {
+        lrt_quantize_rows(M, A, lda, W, q, 2 * q4, ascale, quantize_row12_avx2);
+        byte_product(&a12_kernel, M, q, 2 * q4, ascale, W, bias, C, ldc, ncols);
+    }
 }
 
 /* b[i] += add (wrapping) for i < n, 32 bytes at a time. */

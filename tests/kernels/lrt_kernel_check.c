@@ -272,9 +272,14 @@ static void check_products(const lrt_kernels *lvl)
         product_case(lvl, dtype, 0, 4, 23, 200, 64, 2, 1, 1, 0);
     /* the largest int8 sums: every weight +-127, every activation at qmax; K from 8,261 on,
      * lrt_act_qmax binds below LRT_ACT12_QMAX, and the AVX2 kernel's offset sums
-     * (sum w (q + 2048)) wrap around int32 before the offset comes off */
+     * (sum w (q + 2048)) wrap around int32 before the offset comes off; 9 rows take the
+     * AVX2 level's widened batch path */
     for (int act8 = 0; act8 <= 1; act8++)
-        for (int K = 8259; K <= 8264; K++) product_case(lvl, LRT_I8, act8, 1, K, 3, 16, 2, 1, 0, 1);
+        for (int K = 8259; K <= 8264; K++) product_case(lvl, LRT_I8, act8, 1, K, act8 ? 3 : K % 2 ? 3 : 9, 16, 2, 1, 0, 1);
+    /* int8 batches with long rows: the AVX2 level widens the weights of a pass in chunks of
+     * K (64 to 256 quad-rows by the pass's width), so every pass width spans several */
+    for (int gates = 1; gates <= 4; gates++)
+        product_case(lvl, LRT_I8, 0, gates, 1027, 8 + gates, irange((3 - 1) * 8 * gates + 1, 3 * 8 * gates), 3, 1, 0, 0);
 }
 
 /* ---- activations ---- */
