@@ -79,13 +79,13 @@ typedef struct {
                  * recurrent products (R h, the projection), whose operands are bounded states */
 } lrt_mat;
 
-/* The activation range of act8 matrices. Why 64: the AVX2 kernel applies q's sign to the
- * weight (vpsignb) and multiplies |q| <= 64 by |w| <= 127 in vpmaddubsw, whose lanes hold
- * two products: |lane| <= 2 * 64 * 127 = 16256, so the instruction never saturates and two
- * lanes (two quad-rows) add in int16 without overflow (<= 32512 < 32767) before one
- * vpmaddwd widens them to int32. 129 levels on a bounded state cost no accuracy that
- * bench_accuracy can see; 8-bit inputs x (no bound, Gaussian tails) doubled the error of h,
- * so the input products keep 16-bit activations. */
+/* The activation range of act8 matrices. Why 64: the AVX2 and VNNI kernels take unsigned
+ * bytes u = q + 64 in [0, 128] and multiply them by |w| <= 127 in vpmaddubsw, whose lanes
+ * hold two products: |lane| <= 2 * 128 * 127 = 32512 < 32767, so the instruction never
+ * saturates (u up to 129 would still fit; a wider symmetric range would not). 129 levels
+ * on a bounded state cost no accuracy that bench_accuracy can see; 8-bit inputs x (no
+ * bound, Gaussian tails) doubled the error of h, so the input products keep 12-bit
+ * activations. */
 #define LRT_ACT8_QMAX 64
 
 /* The activation range of every other int8 matrix (input products, Dense layers). Why
@@ -255,11 +255,11 @@ void lrt_i8_avx2(int M, const float *A, int lda, const lrt_mat *W, const float *
 void lrt_i8_vnni(int M, const float *A, int lda, const lrt_mat *W, const float *bias,
                  float *C, int ldc, int ncols, float *scratch);
 /* lrt_matmul's activation quantizer with AVX2 (same results as the portable one), to
- * int16 and (|q| <= 127) to bytes (lrt_quantize_fn); and the VNNI byte split. */
+ * int16 and (act8, |q| <= 64) to bytes u = q + 64 (lrt_quantize_fn); and the VNNI byte
+ * split. */
 int lrt_quantize_row_avx2(const float *a, int K, double qmax, void *q, float *scale);
-int lrt_quantize_row8_avx2(const float *a, int K, double qmax, void *q, float *scale);
+int lrt_quantize_row_u8_avx2(const float *a, int K, double qmax, void *q, float *scale);
 void lrt_split_bytes_avx2(const int16_t *q, int n, uint8_t *hi, uint8_t *lo);
-void lrt_offset_bytes_avx2(uint8_t *b, size_t n, int add);  /* b[i] += add, wrapping */
 /* out [nblk * gw]: each column's sum of int8 weights (lrt_mat.colsum). Returns how many
  * weights are -128 (the kernels need [-127, 127]; the caller refuses such matrices). */
 int lrt_i8_colsums(const lrt_mat *W, int32_t *out);

@@ -343,8 +343,7 @@ void lrt_i8_vnni(int M, const float *A, int lda, const lrt_mat *W, const float *
     float *ascale = scratch;
     if (W->act8) {
         uint8_t *u = (uint8_t *)(scratch + M);
-        lrt_quantize_rows(M, A, lda, W, u, n, ascale, lrt_quantize_row8_avx2);
-        lrt_offset_bytes_avx2(u, M * n, 64);
+        lrt_quantize_rows(M, A, lda, W, u, n, ascale, lrt_quantize_row_u8_avx2);
         lrt_matmul_i8_vnni(M, u, ascale, W, bias, C, ldc, ncols);
         return;
     }
