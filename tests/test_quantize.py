@@ -47,11 +47,13 @@ def test_int8_and_fp16_matmul_match_numpy(isa, M, K, H, G):
 
 @pytest.mark.parametrize("act8", [False, True])
 @pytest.mark.parametrize("M,K,H,G", [(3, 50, 32, 3), (1, 13, 70, 1), (1, 40, 33, 4), (2, 9, 16, 2),
-                                     (5, 1537, 24, 4), (1, 700, 130, 1)])
+                                     (5, 1537, 24, 4), (1, 700, 130, 1),
+                                     (9, 300, 40, 4), (12, 1100, 24, 3), (10, 1100, 37, 1), (16, 64, 33, 2)])
 def test_int8_kernels_agree_across_isas(M, K, H, G, act8):
     """Every kernel level computes the same exact integer sums and the same float epilogue,
     so their outputs are equal bit for bit (a row of 8 panels, ragged column counts, odd K,
-    a long row)."""
+    a long row; batches of 8 rows or more, which the avx2 level runs on int16-widened
+    weights in K chunks, with a ragged last panel)."""
     if len(ISAS) < 2:
         pytest.skip("this CPU has only the generic kernels")
     rng = np.random.default_rng(K)
