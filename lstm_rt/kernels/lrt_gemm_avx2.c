@@ -10,18 +10,19 @@
 #define LRT_AVX2 __attribute__((target("avx2,fma")))
 #define LRT_AVX2_INLINE static inline __attribute__((always_inline, target("avx2,fma")))
 
-/* One tile: R rows x NV vectors of 8 columns, over all K, for one panel block. Per k the
+/* One tile: R rows x NV vectors of 8 columns of one panel, the k's k0, k0 + kstep, ... (k0 =
+ * 0: from the bias, stored; k0 = 1: from 0, added to what the first pass stored). Per k the
  * R broadcasts are loaded first, then each weight vector once, feeding R FMAs: R * NV
  * accumulators + R broadcasts + 1 weight register must fit the 16 ymm registers. */
-LRT_AVX2_INLINE void tile(int R, int NV, int K, const float *A, int lda, const float *wp,
-                          const float *bias, float *out, int ldo)
+LRT_AVX2_INLINE void tile_pass(int R, int NV, int K, int k0, int kstep, const float *A, int lda,
+                               const float *wp, const float *bias, float *out, int ldo)
 {
     __m256 acc[12];
     for (int r = 0; r < R; r++)
         for (int v = 0; v < NV; v++)
-            acc[r * NV + v] = bias ? _mm256_loadu_ps(bias + 8 * v) : _mm256_setzero_ps();
+            acc[r * NV + v] = bias && k0 == 0 ? _mm256_loadu_ps(bias + 8 * v) : _mm256_setzero_ps();
     const int gw = NV * 8;
-    for (int k = 0; k < K; k++) {
+    for (int k = k0; k < K; k += kstep) {
         const float *w = wp + (size_t)k * gw;
         __m256 a[6];
         for (int r = 0; r < R; r++) a[r] = _mm256_broadcast_ss(A + (size_t)r * lda + k);
@@ -31,14 +32,60 @@ LRT_AVX2_INLINE void tile(int R, int NV, int K, const float *A, int lda, const f
         }
     }
     for (int r = 0; r < R; r++)
-        for (int v = 0; v < NV; v++) _mm256_storeu_ps(out + (size_t)r * ldo + 8 * v, acc[r * NV + v]);
+        for (int v = 0; v < NV; v++) {
+            float *o = out + (size_t)r * ldo + 8 * v;
+            _mm256_storeu_ps(o, k0 == 0 ? acc[r * NV + v] : _mm256_add_ps(_mm256_loadu_ps(o), acc[r * NV + v]));
+        }
 }
 
-/* A single row (the streaming step) against P panels at once: P * NV independent sums
- * hide the 4-cycle FMA latency (one panel alone has too few: a 512x10000 Dense head ran
- * at a quarter of the FMA rate). Each column's sum starts from its bias and runs over k
- * in order, exactly as tile() computes a row of a batch, so a step and a whole-sequence
- * run give the same bits (splitting k into partial sums instead did not: 1e-5 apart). */
+/* A tile in the matrix's order (lrt_f32_split): every k in one pass, or the even k's, then
+ * the odd ones (a second pass over the panel, which the first left in L1). */
+LRT_AVX2_INLINE void tile(int R, int NV, int K, int split, const float *A, int lda, const float *wp,
+                          const float *bias, float *out, int ldo)
+{
+    tile_pass(R, NV, K, 0, split ? 2 : 1, A, lda, wp, bias, out, ldo);
+    if (split) tile_pass(R, NV, K, 1, 2, A, lda, wp, bias, out, ldo);
+}
+
+/* A single row of a split matrix: one panel at a time (narrower ones 2 or 4 at once), the
+ * even and the odd k's sums side by side: a 32-wide panel alone has 8 independent sums, so
+ * the row reads the weights as one stream, panel after panel. (Three panels at once read
+ * three streams that start again every pass: on Zen 5, from L2, 105-120 GB/s against one
+ * stream's 145-175.) */
+LRT_AVX2_INLINE void row_split(int P, int NV, int K, const float *a, const float *wp, size_t pstride,
+                               const float *bias, float *out)
+{
+    const int gw = NV * 8;
+    __m256 ev[8], od[8];
+    for (int p = 0; p < P; p++)
+        for (int v = 0; v < NV; v++) {
+            ev[p * NV + v] = bias ? _mm256_loadu_ps(bias + p * gw + 8 * v) : _mm256_setzero_ps();
+            od[p * NV + v] = _mm256_setzero_ps();
+        }
+    int k = 0;
+    for (; k + 2 <= K; k += 2) {
+        __m256 ak = _mm256_broadcast_ss(a + k), bk = _mm256_broadcast_ss(a + k + 1);
+        for (int p = 0; p < P; p++) {
+            const float *w = wp + p * pstride + (size_t)k * gw;
+            for (int v = 0; v < NV; v++) ev[p * NV + v] = _mm256_fmadd_ps(ak, _mm256_loadu_ps(w + 8 * v), ev[p * NV + v]);
+            for (int v = 0; v < NV; v++) od[p * NV + v] = _mm256_fmadd_ps(bk, _mm256_loadu_ps(w + gw + 8 * v), od[p * NV + v]);
+        }
+    }
+    if (k < K) {  /* an odd K: the last k is even */
+        __m256 ak = _mm256_broadcast_ss(a + k);
+        for (int p = 0; p < P; p++)
+            for (int v = 0; v < NV; v++)
+                ev[p * NV + v] = _mm256_fmadd_ps(ak, _mm256_loadu_ps(wp + p * pstride + (size_t)k * gw + 8 * v), ev[p * NV + v]);
+    }
+    for (int p = 0; p < P; p++)
+        for (int v = 0; v < NV; v++) _mm256_storeu_ps(out + p * gw + 8 * v, _mm256_add_ps(ev[p * NV + v], od[p * NV + v]));
+}
+
+/* A single row of a larger matrix, every k in order, against P panels at once: P * NV
+ * independent sums hide the 4-cycle FMA latency (one panel alone has too few: a 512x10000
+ * Dense head ran at a quarter of the FMA rate), and the P streams keep enough misses in
+ * flight for weights that come from L3 or memory (one stream, split, ran 1.1-1.5x slower
+ * there). */
 LRT_AVX2_INLINE void row_panels(int P, int NV, int K, const float *a, const float *wp, size_t pstride,
                                 const float *bias, float *out)
 {
@@ -59,16 +106,34 @@ LRT_AVX2_INLINE void row_panels(int P, int NV, int K, const float *a, const floa
 }
 
 /* panels a single row takes at once: at least 8 sums in flight (32-wide panels: 12, one
- * broadcast per 96 multiply-adds, with room left in the 16 registers) */
+ * broadcast per 96 multiply-adds, with room left in the 16 registers); split, a 24-wide
+ * panel alone has 6 (two at once, two streams, measured slower) */
 #define PANELS_FOR(NV) ((NV) >= 3 ? 3 : (NV) == 2 ? 4 : 8)
+#define PANELS_SPLIT(NV) ((NV) >= 3 ? 1 : (NV) == 2 ? 2 : 4)
 
 #define ROWS_FOR(NV) ((NV) >= 3 ? 3 : (NV) == 2 ? 4 : 6)
+
+/* A single row over PMAX panels from blk on (fewer at the end; a ragged last panel through
+ * tmp) with FN, row_split or row_panels; moves blk to the last panel taken. */
+#define ROW_PASS(FN, PMAX, NV)                                                                \
+    do {                                                                                      \
+        if (blk + (PMAX) <= nblk && (blk + (PMAX)) * gw <= ncols) {                           \
+            FN((PMAX), NV, K, A, wp, (size_t)K * gw, bb, C + j0);                             \
+            blk += (PMAX) - 1;                                                                \
+        } else if ((PMAX) > 2 && blk + 2 <= nblk && (blk + 2) * gw <= ncols) {                \
+            FN(2, NV, K, A, wp, (size_t)K * gw, bb, C + j0);                                  \
+            blk += 1;                                                                         \
+        } else {                                                                              \
+            FN(1, NV, K, A, wp, 0, bb, full ? C + j0 : tmp);                                  \
+            if (!full) memcpy(C + j0, tmp, (size_t)n * sizeof(float));                        \
+        }                                                                                     \
+    } while (0)
 
 #define DEFINE_GEMM_AVX2(NV)                                                                  \
 LRT_AVX2 static void gemm_nv##NV(int M, int K, const float *A, int lda, const float *Wp,      \
                                  int nblk, const float *bias, float *C, int ldc, int ncols)   \
 {                                                                                             \
-    const int gw = NV * 8, R = ROWS_FOR(NV);                                                  \
+    const int gw = NV * 8, R = ROWS_FOR(NV), split = lrt_f32_split(K, nblk, gw);              \
     float tmp[6 * 32];                                                                        \
     for (int blk = 0; blk < nblk; blk++) {                                                    \
         const float *wp = Wp + (size_t)blk * K * gw;                                          \
@@ -77,28 +142,19 @@ LRT_AVX2 static void gemm_nv##NV(int M, int K, const float *A, int lda, const fl
         int n = full ? gw : ncols - j0;                                                       \
         int m = 0;                                                                            \
         if (M == 1) {                                                                         \
-            const int P = PANELS_FOR(NV);                                                     \
-            if (blk + P <= nblk && (blk + P) * gw <= ncols) {                                 \
-                row_panels(P, NV, K, A, wp, (size_t)K * gw, bb, C + j0);                      \
-                blk += P - 1;                                                                 \
-            } else if (P > 2 && blk + 2 <= nblk && (blk + 2) * gw <= ncols) {                 \
-                row_panels(2, NV, K, A, wp, (size_t)K * gw, bb, C + j0);                      \
-                blk += 1;                                                                     \
-            } else {                                                                          \
-                row_panels(1, NV, K, A, wp, 0, bb, full ? C + j0 : tmp);                      \
-                if (!full) memcpy(C + j0, tmp, (size_t)n * sizeof(float));                    \
-            }                                                                                 \
+            if (split) ROW_PASS(row_split, PANELS_SPLIT(NV), NV);                             \
+            else ROW_PASS(row_panels, PANELS_FOR(NV), NV);                                    \
             continue;                                                                         \
         }                                                                                     \
         for (; m + R <= M; m += R) {                                                          \
             float *dst = full ? C + (size_t)m * ldc + j0 : tmp;                               \
-            tile(R, NV, K, A + (size_t)m * lda, lda, wp, bb, dst, full ? ldc : gw);           \
+            tile(R, NV, K, split, A + (size_t)m * lda, lda, wp, bb, dst, full ? ldc : gw);    \
             if (!full)                                                                        \
                 for (int r = 0; r < R; r++)                                                   \
                     memcpy(C + (size_t)(m + r) * ldc + j0, tmp + r * gw, (size_t)n * sizeof(float)); \
         }                                                                                     \
         for (; m < M; m++) {                                                                  \
-            tile(1, NV, K, A + (size_t)m * lda, lda, wp, bb, tmp, gw);                        \
+            tile(1, NV, K, split, A + (size_t)m * lda, lda, wp, bb, tmp, gw);                 \
             memcpy(C + (size_t)m * ldc + j0, tmp, (size_t)n * sizeof(float));                \
         }                                                                                     \
     }                                                                                         \

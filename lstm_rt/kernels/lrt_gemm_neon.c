@@ -2,10 +2,13 @@
  * aarch64 CPU probe. Plain ARMv8.0 Advanced SIMD, which every AArch64 Linux CPU has: no
  * target attribute needed (fp16 -> fp32 widening, FCVTL, is ARMv8.0 too).
  *
- * Every output column's sum starts from its bias and takes one fused multiply-add per k,
- * in k order, whatever the tile: a row gives the same bits alone (a streaming step) as in
- * a batch (a whole sequence), and the same bits as the avx2 level's kernels, which do
- * exactly that. (The generic kernels multiply and add separately: within rounding.)
+ * Every output column's sum is taken in the avx2 level's order, whatever the tile: fp32
+ * matrices of at most LRT_SPLIT_BYTES as the sum of the even k's (from the bias) and the
+ * odd k's (from 0), each by one fused multiply-add per k in order, in two passes over the
+ * tile's panels; larger ones and fp16 from the bias, one fused multiply-add per k in order.
+ * So a row gives the same bits alone (a streaming step) as in a batch (a whole sequence),
+ * and the same bits as the avx2 level's kernels. (The generic kernels multiply and add
+ * separately: within rounding.)
  *
  * Tiles: R rows x G groups of 8 columns (two 4-lane vectors each), the groups taken in
  * column order across panel boundaries (group g = panel g / NV, its 8-column slice
@@ -46,19 +49,20 @@ LRT_NEON_INLINE void load8(int f16, const char *p, float32x4_t *lo, float32x4_t 
  * R * G * 2 <= 16 sums. One k per iteration, each row's A[r][k] broadcast by LD1R: a loop
  * of 4 k's taking A by lane (FMLA by element) had GCC 12 hoist all its weight loads
  * and spill the sums to the stack. */
-LRT_NEON_INLINE void tile(int R, int G, int f16, int K, const float *A, int lda, const void *const *w,
-                          size_t ws, const float *bias, float *out, int ldo)
+LRT_NEON_INLINE void tile_pass(int R, int G, int f16, int K, int k0, int kstep, const float *A, int lda,
+                               const void *const *w, size_t ws, const float *bias, float *out, int ldo)
 {
     float32x4_t acc[16];
     const char *base[6];
     const size_t step = ws * (f16 ? 2 : 4);
+    if (k0) bias = NULL;
     for (int g = 0; g < G; g++) base[g] = (const char *)w[g];
     for (int r = 0; r < R; r++)
         for (int g = 0; g < G; g++)
             for (int h = 0; h < 2; h++)
                 acc[(r * G + g) * 2 + h] = bias ? vld1q_f32(bias + 8 * g + 4 * h) : vdupq_n_f32(0.0f);
-    size_t off = 0;
-    for (int k = 0; k < K; k++, off += step) {
+    size_t off = k0 * step;
+    for (int k = k0; k < K; k += kstep, off += kstep * step) {
         float32x4_t a[2];
         for (int r = 0; r < R; r++) a[r] = vld1q_dup_f32(A + (size_t)r * lda + k);
         for (int g = 0; g < G; g++) {
@@ -72,8 +76,53 @@ LRT_NEON_INLINE void tile(int R, int G, int f16, int K, const float *A, int lda,
     }
     for (int r = 0; r < R; r++)
         for (int g = 0; g < G; g++)
+            for (int h = 0; h < 2; h++) {
+                float *o = out + (size_t)r * ldo + 8 * g + 4 * h;
+                vst1q_f32(o, k0 ? vaddq_f32(vld1q_f32(o), acc[(r * G + g) * 2 + h]) : acc[(r * G + g) * 2 + h]);
+            }
+}
+
+/* A single row of a split fp32 matrix, G <= 4 groups: the even and the odd k's sums side by
+ * side in one pass (4 G sums), so the row reads its weights once, in order. */
+LRT_NEON_INLINE void row_split(int G, int K, const float *a, const void *const *w, size_t ws,
+                               const float *bias, float *out)
+{
+    float32x4_t ev[8], od[8];
+    const float *base[4];
+    for (int g = 0; g < G; g++) base[g] = (const float *)w[g];
+    for (int g = 0; g < G; g++)
+        for (int h = 0; h < 2; h++) {
+            ev[2 * g + h] = bias ? vld1q_f32(bias + 8 * g + 4 * h) : vdupq_n_f32(0.0f);
+            od[2 * g + h] = vdupq_n_f32(0.0f);
+        }
+    int k = 0;
+    for (; k + 2 <= K; k += 2) {
+        float32x4_t x0 = vld1q_dup_f32(a + k), x1 = vld1q_dup_f32(a + k + 1);
+        for (int g = 0; g < G; g++) {
+            const float *p = base[g] + (size_t)k * ws;
+            for (int h = 0; h < 2; h++) {
+                ev[2 * g + h] = vfmaq_f32(ev[2 * g + h], vld1q_f32(p + 4 * h), x0);
+                od[2 * g + h] = vfmaq_f32(od[2 * g + h], vld1q_f32(p + ws + 4 * h), x1);
+            }
+        }
+    }
+    if (k < K) {  /* an odd K: the last k is even */
+        float32x4_t x0 = vld1q_dup_f32(a + k);
+        for (int g = 0; g < G; g++)
             for (int h = 0; h < 2; h++)
-                vst1q_f32(out + (size_t)r * ldo + 8 * g + 4 * h, acc[(r * G + g) * 2 + h]);
+                ev[2 * g + h] = vfmaq_f32(ev[2 * g + h], vld1q_f32(base[g] + (size_t)k * ws + 4 * h), x0);
+    }
+    for (int g = 0; g < G; g++)
+        for (int h = 0; h < 2; h++) vst1q_f32(out + 8 * g + 4 * h, vaddq_f32(ev[2 * g + h], od[2 * g + h]));
+}
+
+/* A tile in its matrix's order: every k in one pass, or (split) the even k's, then the odd
+ * (a single row of a split fp32 matrix goes to row_split instead). */
+LRT_NEON_INLINE void tile(int R, int G, int f16, int K, int split, const float *A, int lda,
+                          const void *const *w, size_t ws, const float *bias, float *out, int ldo)
+{
+    tile_pass(R, G, f16, K, 0, split ? 2 : 1, A, lda, w, ws, bias, out, ldo);
+    if (split) tile_pass(R, G, f16, K, 1, 2, A, lda, w, ws, bias, out, ldo);
 }
 
 /* Each tile shape as a function of its own, so its sums stay in registers. One row takes
@@ -81,12 +130,12 @@ LRT_NEON_INLINE void tile(int R, int G, int f16, int K, const float *A, int lda,
  * one register per k); two rows up to 4 (16 FMLA per 8 weight loads and 2 broadcasts, the
  * ratio of a 4-row x 2-group tile, which GCC 12 compiled with its sums stored to the
  * stack on every k). */
-typedef void (*tile_fn)(int K, const float *A, int lda, const void *const *w, size_t ws,
+typedef void (*tile_fn)(int K, int split, const float *A, int lda, const void *const *w, size_t ws,
                         const float *bias, float *out, int ldo);
 #define DEFINE_TILE(F16, R, G)                                                                 \
-__attribute__((noinline)) static void tile_##F16##_##R##_##G(int K, const float *A, int lda,  \
-    const void *const *w, size_t ws, const float *bias, float *out, int ldo)                  \
-{ tile(R, G, F16, K, A, lda, w, ws, bias, out, ldo); }
+__attribute__((noinline)) static void tile_##F16##_##R##_##G(int K, int split, const float *A, \
+    int lda, const void *const *w, size_t ws, const float *bias, float *out, int ldo)         \
+{ tile(R, G, F16, K, F16 ? 0 : split, A, lda, w, ws, bias, out, ldo); }
 #define DEFINE_TILES(F16)                                                                      \
     DEFINE_TILE(F16, 1, 1) DEFINE_TILE(F16, 1, 2) DEFINE_TILE(F16, 1, 3)                       \
     DEFINE_TILE(F16, 1, 4) DEFINE_TILE(F16, 1, 5) DEFINE_TILE(F16, 1, 6)                       \
@@ -98,13 +147,26 @@ __attribute__((noinline)) static void tile_##F16##_##R##_##G(int K, const float 
 DEFINE_TILES(0)
 DEFINE_TILES(1)
 
+/* row_split by G - 1, each a function of its own (its 4 G sums in registers) */
+#define DEFINE_ROW_SPLIT(G)                                                                    \
+__attribute__((noinline)) static void row_split_##G(int K, int split, const float *A, int lda, \
+    const void *const *w, size_t ws, const float *bias, float *out, int ldo)                  \
+{ (void)split; (void)lda; (void)ldo; row_split(G, K, A, w, ws, bias, out); }
+DEFINE_ROW_SPLIT(1)
+DEFINE_ROW_SPLIT(2)
+DEFINE_ROW_SPLIT(3)
+DEFINE_ROW_SPLIT(4)
+static const tile_fn row_splits[4] = {row_split_1, row_split_2, row_split_3, row_split_4};
+
 /* C = A W (+ bias) for panels of esize-byte elements [nblk][K][gw]. Groups outer, rows
  * inner: G groups' weights (<= 6 K * 32 bytes) stay in cache while every row passes. */
 static void products(const tile_fn tiles[2][6], int esize, int M, int K, const float *A, int lda,
-                     const void *Wp, int gw, const float *bias, float *C, int ldc, int ncols)
+                     const void *Wp, int nblk, int gw, const float *bias, float *C, int ldc, int ncols)
 {
+    const int split = lrt_f32_split(K, nblk, gw);   /* fp16 tiles ignore it */
     const int NV = gw / 8, ngroups = (ncols + 7) / 8;
-    const int Gmax = M == 1 ? 6 : 4;  /* what the tiles of the row counts used take */
+    /* what the tiles of the row counts used take (a split single row: 4, 16 sums) */
+    const int Gmax = M == 1 && !(split && esize == 4) ? 6 : 4;
     const size_t panel = (size_t)K * gw * esize;
     float tmp[2 * 48];
     for (int g = 0; g < ngroups; g += Gmax) {
@@ -117,7 +179,8 @@ static void products(const tile_fn tiles[2][6], int esize, int M, int K, const f
         for (int m = 0; m < M; m += 2) {
             int R = M - m >= 2 ? 2 : 1;
             float *dst = full ? C + (size_t)m * ldc + 8 * g : tmp;
-            tiles[R - 1][G - 1](K, A + (size_t)m * lda, lda, w, gw, bb, dst, full ? ldc : 48);
+            tile_fn fn = R == 1 && split && esize == 4 ? row_splits[G - 1] : tiles[R - 1][G - 1];
+            fn(K, split, A + (size_t)m * lda, lda, w, gw, bb, dst, full ? ldc : 48);
             if (!full)
                 for (int r = 0; r < R; r++)
                     memcpy(C + (size_t)(m + r) * ldc + 8 * g, tmp + 48 * r, (size_t)(ncols - 8 * g) * sizeof(float));
@@ -130,7 +193,7 @@ void lrt_gemm_panels_neon(int M, int K, const float *A, int lda, const float *Wp
 {
     if (M <= 0 || nblk <= 0) return;
     if (ncols > nblk * gw) ncols = nblk * gw;
-    products(tiles_0, 4, M, K, A, lda, Wp, gw, bias, C, ldc, ncols);
+    products(tiles_0, 4, M, K, A, lda, Wp, nblk, gw, bias, C, ldc, ncols);
 }
 
 void lrt_matmul_f16_neon(int M, const float *A, int lda, const lrt_mat *W, const float *bias,
@@ -138,7 +201,7 @@ void lrt_matmul_f16_neon(int M, const float *A, int lda, const lrt_mat *W, const
 {
     if (M <= 0 || W->nblk <= 0) return;
     if (ncols > W->nblk * W->gw) ncols = W->nblk * W->gw;
-    products(tiles_1, 2, M, W->K, A, lda, W->data, W->gw, bias, C, ldc, ncols);
+    products(tiles_1, 2, M, W->K, A, lda, W->data, W->nblk, W->gw, bias, C, ldc, ncols);
 }
 
 /* ---- the CPU probe: Linux/Android hwcaps, Apple's sysctl; elsewhere NEON only (it is

@@ -202,6 +202,19 @@ void lrt_gemm_panels(int M, int K, const float *A, int lda, const float *Wp, int
 /* The implementations behind lrt_gemm_panels (tests call both). */
 void lrt_gemm_panels_generic(int M, int K, const float *A, int lda, const float *Wp, int nblk, int gw,
                              const float *bias, float *C, int ldc, int ncols);
+/* The vector levels' order (avx2, avx512vnni, neon: the same bits). A matrix of at most
+ * LRT_SPLIT_BYTES (lrt_f32_split): each column's sum is S_even + S_odd, S_even = bias, then
+ * one fused multiply-add per even k in order, S_odd = 0, then one per odd k in order; the
+ * two independent sums per column let a single row (a streaming step) read such a matrix,
+ * which sits in L2, one panel at a time as one stream. A larger one: bias, then one fused
+ * multiply-add per k in order (a single row reads three panels at once: more misses in
+ * flight from L3 or memory). The generic kernel sums in k order, multiply then add
+ * (within rounding). */
+#define LRT_SPLIT_BYTES (256 << 10)
+static inline int lrt_f32_split(int K, int nblk, int gw)
+{
+    return (size_t)K * (size_t)nblk * (size_t)gw * sizeof(float) <= LRT_SPLIT_BYTES;
+}
 void lrt_gemm_panels_avx2(int M, int K, const float *A, int lda, const float *Wp, int nblk, int gw,
                           const float *bias, float *C, int ldc, int ncols);
 /* avx512vnni level (lrt_gemm_avx512.c): batches in 8-row tiles of 512-bit FMAs, the other
@@ -310,7 +323,7 @@ void lrt_gru_cell_b_avx2(const lrt_cell *cl, const float *xp, const float *hn, c
 
 /* ---- aarch64 (the *_neon.c files; defined only in aarch64 builds) ----
  * The neon level: fp32 and fp16 products (lrt_gemm_neon.c: the panel sums of the AVX2
- * kernels, bias then one fused multiply-add per k in order, so the two levels give the
+ * kernels in their order, see lrt_f32_split; fp16 in k order; so the two levels give the
  * same bits), int8 products (lrt_matmul_neon.c: the documented exact sums, plain NEON
  * widening multiply-adds; the neondot level's by SDOT), sigmoid/tanh (lrt_act_neon.c, the
  * AVX2 algorithm step for step), fused cells (lrt_cell_neon.c). */

@@ -267,6 +267,13 @@ static void check_products(const lrt_kernels *lvl)
                     int gw = gates * 8, ncols = rep % 2 ? nblk * gw : irange((nblk - 1) * gw + 1, nblk * gw);
                     product_case(lvl, dtype, act8, gates, K, M, ncols, nblk, rep % 3 != 0, rep % 4 == 1, 0);
                 }
+    /* fp32 matrices past LRT_SPLIT_BYTES take every k in order (a single row: three panels
+     * at once), those up to it the even and the odd k's apart: both sides of the line (a
+     * 4-panel LSTM matrix of K = 512 is exactly 256 KiB) and every panel width past it */
+    for (int K = 512; K <= 513; K++) product_case(lvl, LRT_F32, 0, 4, K, 3, 4 * 32, 4, 1, 0, 0);
+    product_case(lvl, LRT_F32, 0, 3, 1000, 2, 3 * 24, 3, 1, 0, 0);
+    product_case(lvl, LRT_F32, 0, 2, 900, 4, 5 * 16 - 5, 5, 1, 0, 0);
+    product_case(lvl, LRT_F32, 0, 1, 1100, 3, 8 * 8 - 3, 8, 1, 0, 0);
     /* many rows: lrt_matmul splits them into chunks (at least 48 rows each) */
     for (int dtype = LRT_F32; dtype <= LRT_I8; dtype++)
         product_case(lvl, dtype, 0, 4, 23, 200, 64, 2, 1, 1, 0);
@@ -572,9 +579,11 @@ static void print_digests(const lrt_kernels *lvl)
         rng = 1000 + (uint64_t)f;
         h[f] = 0xcbf29ce484222325ull;
         int dtype = f == 0 ? LRT_F32 : f == 1 ? LRT_F16 : LRT_I8;
+        /* fp32 also past LRT_SPLIT_BYTES (288 KiB), where the k order changes */
+        for (int big = 0; big <= (f == 0); big++)
         for (int gates = 1; gates <= 4; gates++)
             for (int M = 1; M <= 9; M += 4) {
-                int K = 37 + 10 * gates, nblk = 3, ncols = nblk * gates * 8 - 3;
+                int K = big ? 3000 / gates : 37 + 10 * gates, nblk = 3, ncols = nblk * gates * 8 - 3;
                 owned_mat W;
                 make_mat(&W, dtype, K, gates * 8, nblk, f == 3, 0);
                 float *A = xmalloc((size_t)M * K * sizeof(float)), *bias = xmalloc((size_t)nblk * gates * 8 * sizeof(float));
