@@ -92,9 +92,10 @@ typedef struct {
  * 2047: the AVX2 kernel takes u = q + 2048 in [1, 4095] as two unsigned 6-bit planes,
  * u = 64 hi + lo, and multiplies each plane byte (<= 63) by the weights in vpmaddubsw:
  * |lane| <= 2 * 63 * 127 = 16002, two quad-rows add in int16 (<= 32004), and no weight is
- * widened, so a product costs 6 integer multiplies per 64 against 8 for 16-bit
- * activations. 4095 levels on one row's range are 32 times finer than the 8-bit weights'
- * 255 on one column's; bench_accuracy sees no change from 15 bits. */
+ * widened, so a single row costs 6 integer multiplies per 64 products against 8 for 16-bit
+ * activations (batches of 8 rows or more widen each pass's weights once and take the same
+ * q as int16 in vpmaddwd: 4 per 64). 4095 levels on one row's range are 32 times finer
+ * than the 8-bit weights' 255 on one column's; bench_accuracy sees no change from 15 bits. */
 #define LRT_ACT12_QMAX 2047
 
 /* The largest activation for K inputs: K4 * 4 products of |w| <= 127 times |q| <= qmax

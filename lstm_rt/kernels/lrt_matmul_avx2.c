@@ -73,12 +73,14 @@ void lrt_matmul_f16_avx2(int M, const float *A, int lda, const lrt_mat *W, const
     }
 }
 
-/* ---- int8 weights [K4][gw][4] against byte activations. Both kernels below meet the
- * weights as they are stored, with vpmaddubsw (unsigned activation byte x signed weight,
- * two products per int16 lane): no widening of weights (vpmovsxbw shares the integer
- * multiply pipes), and bounds that keep every int16 lane exact (lrt_kernels.h proves them).
+/* ---- int8 weights [K4][gw][4] against activation bytes. The two byte kernels below meet
+ * the weights as they are stored, with vpmaddubsw (unsigned activation byte x signed
+ * weight, two products per int16 lane) under bounds that keep every int16 lane exact
+ * (lrt_kernels.h proves them): no weight is widened per row (vpmovsxbw shares the integer
+ * multiply pipes). Batches of 8 rows or more with 12-bit activations widen each pass's
+ * weights once instead (w16_tile).
  *
- * Epilogue of both: sums * (ascale * wscale) + bias, multiply then add (no FMA), the
+ * Epilogue of all: sums * (ascale * wscale) + bias, multiply then add (no FMA), the
  * portable kernel's rounding, so that every level gives the same floats for the same
  * integer sums. ---- */
 LRT_AVX2_INLINE void i8_store(__m256i sums, float ascale, const float *wscale, const float *bias, float *out)
@@ -86,6 +88,15 @@ LRT_AVX2_INLINE void i8_store(__m256i sums, float ascale, const float *wscale, c
     __m256 s = _mm256_mul_ps(_mm256_set1_ps(ascale), _mm256_loadu_ps(wscale));
     __m256 b = bias ? _mm256_loadu_ps(bias) : _mm256_setzero_ps();
     _mm256_storeu_ps(out, _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(sums), s), b));
+}
+
+/* i8_store of the sums of offset activation bytes u = q + 2^shift: sum w q = sum w u -
+ * 2^shift colsum, in wrapping int32 (exact: the true sum fits). */
+LRT_AVX2_INLINE void i8_store_offset(__m256i sums, const int32_t *colsum, int shift, float ascale,
+                                     const float *wscale, const float *bias, float *out)
+{
+    __m256i off = _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)colsum), shift);
+    i8_store(_mm256_sub_epi32(sums, off), ascale, wscale, bias, out);
 }
 
 LRT_AVX2_INLINE __m256i bcast4(const void *q)
@@ -106,7 +117,7 @@ typedef void (*byte_tiles_fn)(int M, int K4, const uint8_t *q, size_t qs, const 
 /* act8 matrices (|q| <= 64), as bytes u = q + 64 in [0, 128]. Per quad-row the row's 4
  * bytes are broadcast and vpmaddubsw multiplies them by the weights as stored (|lane| <=
  * 2 * 128 * 127 = 32512: it never saturates); vpmaddwd by ones folds a column's two lanes
- * into its int32 sum, and the offset comes off at the end: sum w q = sum w u - 64 colsum.
+ * into its int32 sum, and the offset comes off at the end (i8_store_offset).
  * 2 integer multiplies per 32 products and row (applying q's sign to the weights instead,
  * vpsignb, shares those pipes on AMD Zen: measured 8-13% slower). */
 LRT_AVX2_INLINE void a8_tile(int R, int G, int K4, const uint8_t *q, size_t qs, const int8_t *const *w,
@@ -131,21 +142,18 @@ LRT_AVX2_INLINE void a8_tile(int R, int G, int K4, const uint8_t *q, size_t qs, 
             }
         }
     for (int r = 0; r < R; r++)
-        for (int g = 0; g < G; g++) {
-            __m256i off = _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(colsum + 8 * g)), 6);
-            i8_store(_mm256_sub_epi32(acc[r * G + g], off), ascale[r], wscale + 8 * g, bias ? bias + 8 * g : NULL,
-                     out + (size_t)r * ldo + 8 * g);
-        }
+        for (int g = 0; g < G; g++)
+            i8_store_offset(acc[r * G + g], colsum + 8 * g, 6, ascale[r], wscale + 8 * g,
+                            bias ? bias + 8 * g : NULL, out + (size_t)r * ldo + 8 * g);
 }
 
 /* Every other int8 matrix (|q| <= LRT_ACT12_QMAX): u = q + 2048 in [1, 4095] comes as two
  * 6-bit planes, u = 64 hi + lo (hi at q, lo at q + qs / 2). Both are unsigned bytes <= 63,
  * so vpmaddubsw takes them as they are (|lane| <= 2 * 63 * 127), two quad-rows add in
  * int16, and vpmaddwd widens the hi sums by 64 and the lo sums by 1; the offset comes off
- * at the end: sum w q = sum w u - 2048 colsum, in wrapping int32 (exact: the true sum
- * fits). 6 integer multiplies per 64 products and row, against 8 (4 of them widenings)
- * for 16-bit activations. One row per tile: the four broadcasts per quad-row pair leave
- * registers for four groups' sums. */
+ * at the end (i8_store_offset). 6 integer multiplies per 64 products and row, against 8
+ * (4 of them widenings) for 16-bit activations. One row per tile: the four broadcasts per
+ * quad-row pair leave registers for four groups' sums. */
 LRT_AVX2_INLINE void a12_tile(int G, int K4, const uint8_t *q, size_t qs, const int8_t *const *w,
                               size_t wstride, const int32_t *colsum, float ascale, const float *wscale,
                               const float *bias, float *out)
@@ -176,10 +184,8 @@ LRT_AVX2_INLINE void a12_tile(int G, int K4, const uint8_t *q, size_t qs, const 
                                                                _mm256_madd_epi16(_mm256_maddubs_epi16(l0, w0), ones)));
         }
     }
-    for (int g = 0; g < G; g++) {
-        __m256i off = _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(colsum + 8 * g)), 11);
-        i8_store(_mm256_sub_epi32(acc[g], off), ascale, wscale + 8 * g, bias ? bias + 8 * g : NULL, out + 8 * g);
-    }
+    for (int g = 0; g < G; g++)
+        i8_store_offset(acc[g], colsum + 8 * g, 11, ascale, wscale + 8 * g, bias ? bias + 8 * g : NULL, out + 8 * g);
 }
 
 /* The tiles over M rows as functions of their own, so each keeps its sums in registers:
