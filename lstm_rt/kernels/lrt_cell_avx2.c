@@ -9,6 +9,7 @@
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include "lrt_part_avx2.h"
+#include "lrt_row_avx2.h"
 #include "lrt_vmath_avx2.h"
 
 #define LRT_AVX2_FN __attribute__((target("avx2,fma")))
@@ -157,7 +158,81 @@ LRT_AVX2_FN void lrt_gru_cell_b_avx2(const lrt_cell *cl, const float *xp, const 
         gru_n_block(xp + k * 3 * L, hn + k * L, z + k * L, lrt_load_part(h + k * L, tail), hnew + k * L););
 }
 
+/* ---- One fp32 step of one row, products and cell together (lrt_step_fused_with) ----
+ * A step of a small model otherwise runs W x, then R h, then the cell: the products wait
+ * on their multiply-add chains with the vector ALUs half idle, and the cell then runs
+ * alone (on Zen 5, 10% of a 64/128 LSTM step). Here each group of 8-unit blocks takes its
+ * panels of W x and R h (lrt_row_avx2.h: the sums lrt_gemm_panels_avx2 takes) and then its
+ * cell update, so the out-of-order core overlaps a group's cell with the next group's
+ * weight reads. The same operations as products then cell: the same bits. */
+
+/* NB panels from block blk of the split matrix m against the row a, into out (NB * gw
+ * floats), one panel at a time as lrt_gemm_panels_avx2 reads them */
+LRT_AVX2_INLINE void step_panels(int NB, int NV, const lrt_mat *m, const float *a, int blk,
+                                 const float *bias, float *out)
+{
+    const int gw = NV * L;
+    const size_t pstride = (size_t)m->K * gw;
+    const float *wp = (const float *)m->data + blk * pstride, *bb = bias ? bias + blk * gw : NULL;
+    for (int p = 0; p < NB; p++)
+        row_split(1, NV, m->K, a, wp + p * pstride, 0, bb ? bb + p * gw : NULL, out + p * gw);
+}
+
+/* GB blocks per group: a group's cell overlaps the next group's products. */
+#ifndef STEP_GROUP
+#define STEP_GROUP 2
+#endif
+
+LRT_AVX2_FN static void step_lstm(const lrt_cell *cl, const float *x, const float *h, float *c, float *hnew,
+                                  float *xp)
+{
+    float pr[STEP_GROUP * 4 * L];
+    int full = cl->H / L, k = 0;
+    step_panels(cl->nblk, 4, &cl->w, x, 0, cl->bias, xp);
+    for (; k + STEP_GROUP <= full; k += STEP_GROUP) {
+        step_panels(STEP_GROUP, 4, &cl->r, h, k, cl->bias_rh, pr);
+        lstm_blocks(STEP_GROUP, xp + k * 4 * L, pr, c + k * L, hnew + k * L);
+    }
+    for (; k < cl->nblk; k++) {
+        step_panels(1, 4, &cl->r, h, k, cl->bias_rh, pr);
+        if (k < full)
+            _mm256_storeu_ps(c + k * L, lstm_block(xp + k * 4 * L, pr, _mm256_loadu_ps(c + k * L), hnew + k * L));
+        else   /* the partial last block; hnew has room for whole blocks */
+            lrt_store_part(c + k * L, lstm_block(xp + k * 4 * L, pr, lrt_load_part(c + k * L, cl->H % L), hnew + k * L),
+                           cl->H % L);
+    }
+}
+
+LRT_AVX2_FN static void step_gru_lbr(const lrt_cell *cl, const float *x, const float *h, float *hnew, float *xp)
+{
+    float pr[STEP_GROUP * 3 * L];
+    int full = cl->H / L, k = 0;
+    step_panels(cl->nblk, 3, &cl->w, x, 0, cl->bias, xp);
+    for (; k + STEP_GROUP <= full; k += STEP_GROUP) {
+        step_panels(STEP_GROUP, 3, &cl->r, h, k, cl->bias_rh, pr);
+        gru_lbr_blocks(STEP_GROUP, xp + k * 3 * L, pr, h + k * L, hnew + k * L);
+    }
+    for (; k < cl->nblk; k++) {
+        step_panels(1, 3, &cl->r, h, k, cl->bias_rh, pr);
+        gru_lbr_block(xp + k * 3 * L, pr, k < full ? _mm256_loadu_ps(h + k * L) : lrt_load_part(h + k * L, cl->H % L),
+                      hnew + k * L);
+    }
+}
+
+LRT_AVX2_FN void lrt_step_f32_avx2(const lrt_cell *cl, const float *x, const float *h, float *c, float *hnew,
+                                   float *xp)
+{
+    if (cl->kind == LRT_CELL_LSTM) step_lstm(cl, x, h, c, hnew, xp);
+    else step_gru_lbr(cl, x, h, hnew, xp);
+}
+
 #else  /* lrt_cell_fused_ok is 0 here (no AVX2 level), so these are never called */
+
+void lrt_step_f32_avx2(const lrt_cell *cl, const float *x, const float *h, float *c, float *hnew,
+                       float *xp)
+{
+    (void)cl; (void)x; (void)h; (void)c; (void)hnew; (void)xp;
+}
 
 void lrt_lstm_cell_avx2(const lrt_cell *cl, const float *xp, const float *pr, float *c, float *h)
 {

@@ -43,13 +43,13 @@ static void f16_neon(int M, const float *A, int lda, const lrt_mat *W, const flo
 /* neondot differs from neon in its int8 products only. */
 static const lrt_kernels tables[] = {
     {"generic", LRT_ISA_GENERIC, {f32_generic, f16_generic, lrt_i8_generic},
-     lrt_gemm_panels_generic, NULL, NULL, lrt_exp_sum_generic, NULL, NULL, NULL},
+     lrt_gemm_panels_generic, NULL, NULL, lrt_exp_sum_generic, NULL, NULL, NULL, NULL},
     {"neon", LRT_ISA_NEON, {f32_neon, f16_neon, lrt_i8_neon},
      lrt_gemm_panels_neon, lrt_sigmoid_neon, lrt_tanh_neon, lrt_exp_sum_neon,
-     lrt_lstm_cell_neon, lrt_gru_cell_a_neon, lrt_gru_cell_b_neon},
+     lrt_lstm_cell_neon, lrt_gru_cell_a_neon, lrt_gru_cell_b_neon, NULL},
     {"neondot", LRT_ISA_NEONDOT, {f32_neon, f16_neon, lrt_i8_neondot},
      lrt_gemm_panels_neon, lrt_sigmoid_neon, lrt_tanh_neon, lrt_exp_sum_neon,
-     lrt_lstm_cell_neon, lrt_gru_cell_a_neon, lrt_gru_cell_b_neon},
+     lrt_lstm_cell_neon, lrt_gru_cell_a_neon, lrt_gru_cell_b_neon, NULL},
 };
 
 int lrt_cpu_isa_level(void)
@@ -81,13 +81,13 @@ static void f16_avx2(int M, const float *A, int lda, const lrt_mat *W, const flo
 
 static const lrt_kernels tables[] = {
     {"generic", LRT_ISA_GENERIC, {f32_generic, f16_generic, lrt_i8_generic},
-     lrt_gemm_panels_generic, NULL, NULL, lrt_exp_sum_generic, NULL, NULL, NULL},
+     lrt_gemm_panels_generic, NULL, NULL, lrt_exp_sum_generic, NULL, NULL, NULL, NULL},
     {"avx2", LRT_ISA_AVX2, {f32_avx2, f16_avx2, lrt_i8_avx2},
      lrt_gemm_panels_avx2, lrt_sigmoid_avx2, lrt_tanh_avx2, lrt_exp_sum_avx2,
-     lrt_lstm_cell_avx2, lrt_gru_cell_a_avx2, lrt_gru_cell_b_avx2},
+     lrt_lstm_cell_avx2, lrt_gru_cell_a_avx2, lrt_gru_cell_b_avx2, lrt_step_f32_avx2},
     {"avx512vnni", LRT_ISA_AVX512VNNI, {f32_avx512, f16_avx2, lrt_i8_vnni},
      lrt_gemm_panels_avx512, lrt_sigmoid_avx2, lrt_tanh_avx2, lrt_exp_sum_avx2,
-     lrt_lstm_cell_avx2, lrt_gru_cell_a_avx2, lrt_gru_cell_b_avx2},
+     lrt_lstm_cell_avx2, lrt_gru_cell_a_avx2, lrt_gru_cell_b_avx2, lrt_step_f32_avx2},
 };
 
 int lrt_cpu_isa_level(void)

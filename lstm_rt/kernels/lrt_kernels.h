@@ -168,6 +168,11 @@ typedef struct {
                        float *z, float *rh, float *hnew);
     void (*gru_cell_b)(const lrt_cell *cl, const float *xp, const float *hn, const float *z,
                        const float *h, float *hnew);
+    /* one step of one row with fp32 weights, the products and the cell update block by
+     * block (lrt_step_fused_with says for which cells); writes c in place and the new h to
+     * hnew (whole 8-unit blocks), reads x and h; NULL: products, then the cell */
+    void (*step_f32)(const lrt_cell *cl, const float *x, const float *h, float *c, float *hnew,
+                     float *xp);
 } lrt_kernels;
 
 /* Level `level`'s table (NULL past this build's last level); run its kernels only on a
@@ -316,6 +321,20 @@ static inline int lrt_cell_fused_with(const lrt_kernels *k, const lrt_cell *cl)
         return cl->act[2].kind == LRT_TANH && !cl->peep && !cl->input_forget;
     return cl->kind == LRT_CELL_GRU;
 }
+/* k's fused step serves cl: fused cells, fp32 weights, an LSTM without projection or a
+ * GRU with linear_before_reset (the other GRU needs all of r * h before its second product) */
+static inline int lrt_step_fused_with(const lrt_kernels *k, const lrt_cell *cl)
+{
+    if (!k->step_f32 || !lrt_cell_fused_with(k, cl)) return 0;
+    if (cl->w.dtype != LRT_F32 || cl->r.dtype != LRT_F32 || cl->w.gw != cl->r.gw || cl->w.nblk != cl->r.nblk)
+        return 0;
+    if (!lrt_f32_split(cl->w.K, cl->w.nblk, cl->w.gw) || !lrt_f32_split(cl->r.K, cl->r.nblk, cl->r.gw))
+        return 0;
+    if (cl->kind == LRT_CELL_LSTM) return !cl->proj.data && cl->w.gw == 32;
+    return cl->kind == LRT_CELL_GRU && cl->linear_before_reset && cl->w.gw == 24;
+}
+void lrt_step_f32_avx2(const lrt_cell *cl, const float *x, const float *h, float *c, float *hnew,
+                       float *xp);
 void lrt_lstm_cell_avx2(const lrt_cell *cl, const float *xp, const float *pr, float *c, float *h);
 void lrt_gru_cell_a_avx2(const lrt_cell *cl, const float *xp, const float *pr, const float *h,
                          float *z, float *rh, float *hnew);

@@ -177,11 +177,18 @@ LRT_ALWAYS_INLINE int sequence(const lrt_cell *cl, int T, int B, const float *x,
                 for (int t = lens[b]; t < T; t++)
                     memset(y + ((size_t)t * B + b) * ldy, 0, (size_t)Hr * sizeof(float));
     }
+    const lrt_kernels *kern = lrt_kernels_active();  /* its fused cell updates, when fused */
+    if (T == 1 && B == 1 && !lens && !mask && lrt_step_fused_with(kern, cl)) {
+        /* a stream's step of one row: products and cell block by block, the same bits */
+        kern->step_f32(cl, x, h, c, hnew, xproj);
+        memcpy(h, hnew, (size_t)Hr * sizeof(float));
+        if (y) memcpy(y, hnew, (size_t)Hr * sizeof(float));
+        return LRT_OK;
+    }
     /* The input projection of every step at once: W x + biases. */
     lrt_matmul(T * B, x, ldx, &cl->w, cl->bias, xproj, width, width, quant);
 
     int gru_split = cl->kind == LRT_CELL_GRU && !cl->linear_before_reset;
-    const lrt_kernels *kern = lrt_kernels_active();  /* its fused cell updates, when fused */
     int fused = lrt_cell_fused_with(kern, cl);
     for (int s = 0; s < steps; s++) {
         /* R h for every row (rows past their length compute too; their result is dropped) */

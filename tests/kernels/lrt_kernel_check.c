@@ -533,6 +533,48 @@ static void check_cells(const lrt_kernels *lvl)
             }
 }
 
+/* A stream's step of one row (the fused step where the level has one, lrt_step_fused_with)
+ * against the same row stepped beside a copy of itself (two rows: products, then the cell):
+ * bit for bit, on both sides of the split line and with every H % 8. */
+static void check_fused_step(const lrt_kernels *lvl)
+{
+    static const int Hs[] = {5, 8, 16, 24, 33, 64, 130, 170};
+    static const int Is[] = {3, 20, 300};
+    int fused = 0, unfused = 0;
+    for (int kind = LRT_CELL_LSTM; kind <= LRT_CELL_GRU; kind++)
+        for (size_t hi = 0; hi < sizeof(Hs) / sizeof(Hs[0]); hi++)
+            for (size_t ii = 0; ii < sizeof(Is) / sizeof(Is[0]); ii++) {
+                int H = Hs[hi], I = Is[ii], has_c = kind == LRT_CELL_LSTM;
+                owned_cell oc;
+                make_cell(&oc, kind, LRT_F32, I, H, 0);
+                lrt_cell *c = &oc.cell;
+                if (lrt_step_fused_with(lvl, c)) fused++; else unfused++;
+                float *x = xmalloc(2 * (size_t)I * sizeof(float)), *h = xmalloc(2 * (size_t)H * sizeof(float));
+                float *cs = xmalloc(2 * (size_t)H * sizeof(float)), *y = xmalloc(2 * (size_t)H * sizeof(float));
+                float *h1 = xmalloc((size_t)H * sizeof(float)), *c1 = xmalloc((size_t)H * sizeof(float));
+                float *y1 = xmalloc((size_t)H * sizeof(float));
+                for (int i = 0; i < I; i++) x[i] = x[I + i] = 1.5f * unif();
+                for (int i = 0; i < H; i++) {
+                    h[i] = h[H + i] = h1[i] = 0.8f * unif();
+                    cs[i] = cs[H + i] = c1[i] = unif();
+                }
+                for (int t = 0; t < 3; t++) {   /* three steps: the state carries */
+                    run_cell(c, 1, 1, x, NULL, 0, h1, has_c ? c1 : NULL, y1);
+                    run_cell(c, 1, 2, x, NULL, 0, h, has_c ? cs : NULL, y);
+                }
+                int off = 0;
+                for (int i = 0; i < H; i++)
+                    off += !same_bits(y1[i], y[i]) || !same_bits(h1[i], h[i]) || !same_bits(h[i], h[H + i]) ||
+                           (has_c && !same_bits(c1[i], cs[i]));
+                CHECK(off == 0, "cell %d H %d I %d (fused step: %d): one row differs from two rows in %d units",
+                      kind, H, I, lrt_step_fused_with(lvl, c), off);
+                free(x); free(h); free(cs); free(y); free(h1); free(c1); free(y1);
+                free_cell(&oc);
+            }
+    /* the x86 vector levels fuse the small cases and not the ones past the split line */
+    CHECK(!lvl->step_f32 || (fused > 0 && unfused > 0), "fused steps: %d fused, %d not", fused, unfused);
+}
+
 /* ---- top-k ---- */
 
 static void check_top_k(const lrt_kernels *lvl)
@@ -661,6 +703,7 @@ int main(int argc, char **argv)
         check_products(lvl);
         check_activations();
         check_cells(lvl);
+        check_fused_step(lvl);
         check_top_k(lvl);
         printf("level %-10s %5ld checks, %ld failed; worst: fp32/fp16 products %.2g x (|bias| + sum |a w|), "
                "sigmoid/tanh %.2g, cells fp32/fp16 %.2g, int8 %.2g (vs generic)\n", lvl->name, checks - c0,
