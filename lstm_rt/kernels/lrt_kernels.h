@@ -168,9 +168,10 @@ typedef struct {
                        float *z, float *rh, float *hnew);
     void (*gru_cell_b)(const lrt_cell *cl, const float *xp, const float *hn, const float *z,
                        const float *h, float *hnew);
-    /* one step of one row with fp32 weights, the products and the cell update block by
-     * block (lrt_step_fused_with says for which cells); writes c in place and the new h to
-     * hnew (whole 8-unit blocks), reads x and h; NULL: products, then the cell */
+    /* one step of one row with fp32 weights, R h and the cell update block by block
+     * (lrt_step_fused_with says for which cells): reads x and h, writes W x + bias to xp
+     * (nblk * gw floats), c in place and the new h to hnew (whole 8-unit blocks); the bits
+     * of products then cell. NULL: products, then the cell */
     void (*step_f32)(const lrt_cell *cl, const float *x, const float *h, float *c, float *hnew,
                      float *xp);
 } lrt_kernels;
