@@ -202,8 +202,8 @@ class Model:
     def quantized(self, weights: str = "int8") -> "Model":
         """The same model with its weight matrices and embedding tables stored as fp16 or
         int8 (int8: symmetric, one scale per output row / embedding row; activations are
-        quantized per row inside the kernels, to 8 bits for the recurrent products and up
-        to 16 bits for the others). Biases and peepholes stay fp32."""
+        quantized per row inside the kernels, to 8 bits for the recurrent products and to
+        12 bits for the others). Biases and peepholes stay fp32."""
         self._check_open()
         if weights not in WEIGHT_TYPES:
             raise ShapeError(f"weights must be one of {WEIGHT_TYPES}, got {weights!r}")
