@@ -27,7 +27,7 @@ sys.path[:0] = [HERE, os.path.join(HERE, "..")]
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
 import lstm_rt  # noqa: E402
-from bench_step import Bounds, cpu_name, time_steps  # noqa: E402
+from bench_step import Bounds, cpu_name, peer_isas, time_steps  # noqa: E402
 
 FORMS = ["from_torch(nn.LSTM)", "from_torch(nn.GRU(batch_first))", "from_torch(nn.LSTM(num_layers=2))",
          "torch Embedding->LSTM->Linear", "torch.onnx.export(nn.LSTM) (Y, Y_h, Y_c)",
@@ -116,7 +116,7 @@ def main(argv=None):
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     if args.quick:
         sizes, args.repeats = sizes[:1], 2
-    print(f"CPU: {cpu_name()}; lstm_rt kernels: {lstm_rt.cpu_isa()}")
+    print(f"CPU: {cpu_name()}; lstm_rt kernels: {lstm_rt.cpu_isa()}; {peer_isas()}")
     affinity = sorted(os.sched_getaffinity(0))
     print(f"pinned to cores {affinity}" if len(affinity) == 1 else
           f"not pinned (cores {affinity}): run under `taskset -c 0` for latency figures")

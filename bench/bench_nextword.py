@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import lstm_rt  # noqa: E402
 from lstm_rt.nextword import top_k  # noqa: E402
-from bench_step import Bounds, cpu_name  # noqa: E402
+from bench_step import Bounds, cpu_name, peer_isas  # noqa: E402
 
 
 def top3(logits):
@@ -85,7 +85,7 @@ def main(argv=None):
     mod = NextWord().eval()
     ids = np.random.default_rng(0).integers(0, V, size=n)
     print(f"CPU: {cpu_name()}; lstm_rt kernels: {lstm_rt.cpu_isa()}; torch {torch.__version__}; "
-          f"model Embedding {V}x{E} -> LSTM {H} -> Linear {V}; {n} tokens\n")
+          f"model Embedding {V}x{E} -> LSTM {H} -> Linear {V}; {n} tokens; {peer_isas()}\n")
 
     def torch_tokens(module):
         """(µs per token, top-3 per token) of a module stepped one token at a time."""

@@ -26,7 +26,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import lstm_rt  # noqa: E402
-from bench_step import SIZES, cpu_name, lstm_rt_model, onnx_model, torch_module, weights  # noqa: E402,F401
+from bench_step import SIZES, cpu_name, lstm_rt_model, onnx_model, peer_isas, torch_module, weights  # noqa: E402,F401
 
 
 def interleaved(fns, repeats, inner):
@@ -112,7 +112,8 @@ def main(argv=None):
     except ImportError:
         have_torch = False
     print(f"CPU: {cpu_name()}; lstm_rt kernels: {lstm_rt.cpu_isa()}; onnxruntime "
-          f"{'yes' if have_ort else 'not installed'}; torch {torch.__version__ if have_torch else 'not installed'}")
+          f"{'yes' if have_ort else 'not installed'}; torch {torch.__version__ if have_torch else 'not installed'}; "
+          f"{peer_isas()}")
     print(f"\nWhole sequence, T={T}: µs per time step (whole batch), model "
           f"{'from_torch(nn.LSTM / nn.GRU)' if have_torch else 'hand-built'}\n")
     print("| cell | I x H | batch | lstm_rt fp32 | lstm_rt int8 | int8 speedup | onnxruntime fp32 | "

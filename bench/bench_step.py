@@ -22,9 +22,25 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+# With lstm_rt held to its avx2 level (LSTM_RT_FORCE_ISA=avx2), PyTorch's fp32 kernels are
+# held to AVX2 too (oneDNN and ATen read these once, when torch first runs them; every
+# benchmark imports this module before torch), so that column compares like with like.
+# onnxruntime's MLAS and PyTorch's int8 (fbgemm) have no such switch: they use AVX-512
+# wherever the CPU has it. peer_isas() says which.
+if os.environ.get("LSTM_RT_FORCE_ISA") == "avx2":
+    os.environ.setdefault("DNNL_MAX_CPU_ISA", "AVX2")
+    os.environ.setdefault("ATEN_CPU_CAPABILITY", "avx2")
+
 import lstm_rt  # noqa: E402
 
 SIZES = [(64, 128), (128, 256), (256, 512), (512, 1024)]
+
+
+def peer_isas():
+    """What the peers' kernels may use here, for the benchmarks' headers."""
+    cap = os.environ.get("DNNL_MAX_CPU_ISA")
+    return (f"peers: PyTorch fp32 capped at {cap} (DNNL_MAX_CPU_ISA, ATEN_CPU_CAPABILITY), "
+            "onnxruntime and PyTorch int8 uncapped" if cap else "peers: uncapped (the CPU's best ISA)")
 
 
 def cpu_name():
@@ -264,7 +280,7 @@ def main(argv=None):
         pass
     bounds = Bounds()
     print(f"CPU: {cpu_name()}; lstm_rt kernels: {lstm_rt.cpu_isa()}; numpy {np.__version__}; "
-          + "; ".join(f"{k} {v}" for k, v in peers.items()))
+          + "; ".join(f"{k} {v}" for k, v in peers.items()) + f"; {peer_isas()}")
     affinity = sorted(os.sched_getaffinity(0))
     print(f"pinned to cores {affinity}" if len(affinity) == 1 else
           f"not pinned (cores {affinity}): run under `taskset -c 0` for latency figures")
