@@ -27,7 +27,7 @@ sys.path[:0] = [HERE, os.path.join(HERE, "..")]
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
 import lstm_rt  # noqa: E402
-from bench_step import Bounds, cpu_name, peer_isas, time_steps  # noqa: E402
+from bench_step import Bounds, cpu_name, peer_isas, steps_per_repeat, time_steps  # noqa: E402
 
 FORMS = ["from_torch(nn.LSTM)", "from_torch(nn.GRU(batch_first))", "from_torch(nn.LSTM(num_layers=2))",
          "torch Embedding->LSTM->Linear", "torch.onnx.export(nn.LSTM) (Y, Y_h, Y_c)",
@@ -133,7 +133,7 @@ def main(argv=None):
                 steppers = {"fp32": m.stream().step, "int8": m.quantized("int8").stream().step}
                 if mod is not None:
                     steppers["PyTorch eager fp32"] = TorchEager(mod, getattr(mod, "batch_first", False)).step
-                n = 2000 if (I, H) == (4, 4) else max(300, int(2e6 / macs))
+                n = 2000 if (I, H) == (4, 4) else steps_per_repeat(macs)
                 timed = time_steps(steppers, xs, args.repeats, 200 if args.quick else n)
                 if (I, H) == (4, 4):
                     tiny.append((form, timed))
