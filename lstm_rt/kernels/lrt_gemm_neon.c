@@ -163,10 +163,10 @@ static const tile_fn row_splits[4] = {row_split_1, row_split_2, row_split_3, row
 static void products(const tile_fn tiles[2][6], int esize, int M, int K, const float *A, int lda,
                      const void *Wp, int nblk, int gw, const float *bias, float *C, int ldc, int ncols)
 {
-    const int split = lrt_f32_split(K, nblk, gw);   /* fp16 tiles ignore it */
+    const int split = esize == 4 && lrt_f32_split(K, nblk, gw);   /* fp16: k in order */
     const int NV = gw / 8, ngroups = (ncols + 7) / 8;
     /* what the tiles of the row counts used take (a split single row: 4, 16 sums) */
-    const int Gmax = M == 1 && !(split && esize == 4) ? 6 : 4;
+    const int Gmax = M == 1 && !split ? 6 : 4;
     const size_t panel = (size_t)K * gw * esize;
     float tmp[2 * 48];
     for (int g = 0; g < ngroups; g += Gmax) {
@@ -179,7 +179,7 @@ static void products(const tile_fn tiles[2][6], int esize, int M, int K, const f
         for (int m = 0; m < M; m += 2) {
             int R = M - m >= 2 ? 2 : 1;
             float *dst = full ? C + (size_t)m * ldc + 8 * g : tmp;
-            tile_fn fn = R == 1 && split && esize == 4 ? row_splits[G - 1] : tiles[R - 1][G - 1];
+            tile_fn fn = R == 1 && split ? row_splits[G - 1] : tiles[R - 1][G - 1];
             fn(K, split, A + (size_t)m * lda, lda, w, gw, bb, dst, full ? ldc : 48);
             if (!full)
                 for (int r = 0; r < R; r++)

@@ -422,6 +422,13 @@ LRT_AVX2_INLINE __m256i scaled8(const float *a, int k, int K, __m256 inv)
     return _mm256_cvtps_epi32(_mm256_mul_ps(v, inv));
 }
 
+/* 32 values of a from k on (k < K) as four vectors of int32 q, scaled8's; past K, 0 */
+LRT_AVX2_INLINE void scaled32(const float *a, int k, int K, __m256 inv, __m256i c[4])
+{
+    for (int i = 0; i < 4; i++)
+        c[i] = k + 8 * i < K ? scaled8(a, k + 8 * i, K, inv) : _mm256_setzero_si256();
+}
+
 /* Store the first n bytes of v (n a multiple of 4, at most 32). */
 LRT_AVX2_INLINE void store_bytes(void *dst, __m256i v, int n)
 {
@@ -455,12 +462,11 @@ LRT_AVX2_FN int lrt_quantize_row_u8_avx2(const float *a, int K, double qmax, voi
     int k, n = (K + 3) / 4 * 4;
     const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7), off = _mm256_set1_epi32(64);
     for (k = 0; k < n; k += 32) {
-        __m256i c0 = _mm256_add_epi32(scaled8(a, k, K, vinv), off);
-        __m256i c1 = k + 8 < K ? _mm256_add_epi32(scaled8(a, k + 8, K, vinv), off) : off;
-        __m256i c2 = k + 16 < K ? _mm256_add_epi32(scaled8(a, k + 16, K, vinv), off) : off;
-        __m256i c3 = k + 24 < K ? _mm256_add_epi32(scaled8(a, k + 24, K, vinv), off) : off;
+        __m256i c[4];
+        scaled32(a, k, K, vinv, c);
+        for (int i = 0; i < 4; i++) c[i] = _mm256_add_epi32(c[i], off);
         /* the packs interleave 4-value pieces per 128-bit lane; the permute restores the order */
-        __m256i b = _mm256_packus_epi16(_mm256_packs_epi32(c0, c1), _mm256_packs_epi32(c2, c3));
+        __m256i b = _mm256_packus_epi16(_mm256_packs_epi32(c[0], c[1]), _mm256_packs_epi32(c[2], c[3]));
         store_bytes(u + k, _mm256_permutevar8x32_epi32(b, order), n - k < 32 ? n - k : 32);
     }
     return 0;
@@ -477,14 +483,12 @@ LRT_AVX2_FN static int quantize_row12_avx2(const float *a, int K, double qmax, v
     const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7), off = _mm256_set1_epi32(2048);
     const __m256i low6 = _mm256_set1_epi16(63);
     for (k = 0; k < n; k += 32) {
-        __m256i c0 = scaled8(a, k, K, vinv);
-        __m256i c1 = k + 8 < K ? scaled8(a, k + 8, K, vinv) : _mm256_setzero_si256();
-        __m256i c2 = k + 16 < K ? scaled8(a, k + 16, K, vinv) : _mm256_setzero_si256();
-        __m256i c3 = k + 24 < K ? scaled8(a, k + 24, K, vinv) : _mm256_setzero_si256();
+        __m256i c[4];
+        scaled32(a, k, K, vinv, c);
+        for (int i = 0; i < 4; i++) c[i] = _mm256_add_epi32(c[i], off);
         /* u in [1, 4095] as int16, then the planes as bytes; the packs interleave 4-value
          * pieces per 128-bit lane and the permute restores the order */
-        __m256i u01 = _mm256_packs_epi32(_mm256_add_epi32(c0, off), _mm256_add_epi32(c1, off));
-        __m256i u23 = _mm256_packs_epi32(_mm256_add_epi32(c2, off), _mm256_add_epi32(c3, off));
+        __m256i u01 = _mm256_packs_epi32(c[0], c[1]), u23 = _mm256_packs_epi32(c[2], c[3]);
         __m256i hi = _mm256_packus_epi16(_mm256_srli_epi16(u01, 6), _mm256_srli_epi16(u23, 6));
         __m256i lo = _mm256_packus_epi16(_mm256_and_si256(u01, low6), _mm256_and_si256(u23, low6));
         int nb = n - k < 32 ? n - k : 32;
